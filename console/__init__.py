@@ -1,0 +1,1 @@
+"""The console component of TMS."""

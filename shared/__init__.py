@@ -1,0 +1,1 @@
+"""What more than one TMS component needs: topics, message schemas, tables, settings."""

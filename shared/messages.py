@@ -1,0 +1,183 @@
+"""Versioned MQTT message schemas (v1) and the one function that parses payloads.
+
+Messages are wire formats, not tables: ingest maps them onto ``shared.models``.
+Within a schema version, unknown fields are ignored so that a newer agent can add
+a field without older ingest daemons rejecting its messages; anything that changes
+the meaning of a field needs a new version.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from shared.errors import MessageError
+
+SCHEMA_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({1})
+MAX_PAYLOAD_BYTES = 64 * 1024
+
+Percent = Annotated[float, Field(ge=0, le=100)]
+ShortText = Annotated[str, Field(max_length=200)]
+MessageId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+def new_message_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
+
+    v: Literal[1] = SCHEMA_VERSION
+
+    def to_payload(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+class DeviceStatus(StrEnum):
+    """The TC-200's own state as its agent sees it over USB."""
+
+    OK = "ok"
+    ERROR = "error"
+    UNPLUGGED = "unplugged"
+    BUSY = "busy"
+    UPDATING = "updating"
+
+
+class Metrics(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
+
+    cpu: Percent | None = None
+    memory: Percent | None = None
+    disk: Percent | None = None
+
+
+class HostMetrics(Metrics):
+    """The store PC the terminal hangs off."""
+
+    name: ShortText | None = None
+
+
+class DeviceError(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    code: ShortText
+    message: Annotated[str, Field(max_length=1000)] = ""
+
+
+class Telemetry(_Message):
+    """A heartbeat: the terminal's status and metrics, sent every interval and on change."""
+
+    id: MessageId = Field(default_factory=new_message_id)
+    ts: AwareDatetime = Field(default_factory=utcnow)
+    status: DeviceStatus
+    model: ShortText | None = None
+    firmware: ShortText | None = None
+    uptime_s: Annotated[int, Field(ge=0)] | None = None
+    terminal: Metrics = Metrics()
+    host: HostMetrics = HostMetrics()
+    errors: Annotated[list[DeviceError], Field(max_length=50)] = []
+
+
+class PresenceState(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class Presence(_Message):
+    """Retained on ``.../status``: online on connect, offline as the last will."""
+
+    state: PresenceState
+    ts: AwareDatetime | None = None
+    reason: ShortText | None = None
+
+
+class EventSeverity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+
+class Event(_Message):
+    id: MessageId = Field(default_factory=new_message_id)
+    ts: AwareDatetime = Field(default_factory=utcnow)
+    kind: ShortText
+    severity: EventSeverity = EventSeverity.INFO
+    code: ShortText | None = None
+    message: Annotated[str, Field(max_length=2000)] = ""
+
+
+class Command(_Message):
+    """Console -> agent on ``.../cmd/<id>``; ``id`` repeats the topic's command id."""
+
+    id: MessageId
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    args: dict[str, Any] = {}
+    issued_at: AwareDatetime = Field(default_factory=utcnow)
+    expires_at: AwareDatetime | None = None
+
+
+class CommandStatus(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+    REJECTED = "rejected"
+
+
+class CommandResult(_Message):
+    id: MessageId
+    status: CommandStatus
+    output: dict[str, Any] = {}
+    error: Annotated[str, Field(max_length=2000)] | None = None
+    finished_at: AwareDatetime = Field(default_factory=utcnow)
+
+
+M = TypeVar("M", bound=_Message)
+
+_KIND_NAMES: dict[type[_Message], str] = {
+    Telemetry: "telemetry",
+    Presence: "status",
+    Event: "event",
+    Command: "cmd",
+    CommandResult: "cmd-result",
+}
+
+
+def parse_message(model: type[M], payload: bytes | str) -> M:
+    """Decode and validate one payload, or raise MessageError naming the field."""
+    kind = _KIND_NAMES.get(model, model.__name__)
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8", "surrogatepass")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise MessageError(kind, "", f"larger than {MAX_PAYLOAD_BYTES} bytes")
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError) as exc:
+        raise MessageError(kind, "", f"not valid UTF-8 JSON ({exc.__class__.__name__})") from exc
+    if not isinstance(data, dict):
+        raise MessageError(kind, "", f"must be a JSON object, not {type(data).__name__}")
+    version = data.get("v")
+    if version is None:
+        raise MessageError(kind, "v", "missing schema version")
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
+        raise MessageError(
+            kind, "v", f"unsupported schema version {version!r} (supported: 1)"
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise MessageError(kind, field, first["msg"]) from None
+    except RecursionError as exc:
+        raise MessageError(kind, "", "nested too deeply") from exc

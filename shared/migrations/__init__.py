@@ -1,0 +1,1 @@
+"""Alembic migrations of the TMS schema; run them with ``tms db upgrade``."""

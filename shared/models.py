@@ -1,0 +1,290 @@
+"""SQLModel tables: the TMS data model in PostgreSQL.
+
+Tables are not wire formats (see ``shared.messages``). Every schema change goes
+through an alembic migration in ``shared/migrations`` so that upgrades keep data.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, DateTime, Index, LargeBinary, UniqueConstraint, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(*, nullable: bool = True, index: bool = False, server_now: bool = False) -> Any:
+    return Field(
+        default=None,
+        sa_column=Column(
+            DateTime(timezone=True),
+            nullable=nullable,
+            index=index,
+            server_default=text("now()") if server_now else None,
+        ),
+    )
+
+
+def _json() -> Any:
+    return Field(default=None, sa_column=Column(JSONB, nullable=True))
+
+
+class Role(StrEnum):
+    """Console roles, most powerful first."""
+
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    SUPPORT = "support"
+    VIEWER = "viewer"
+
+
+class TerminalStatus(StrEnum):
+    UNKNOWN = "unknown"  # provisioned, never heard from
+    ONLINE = "online"
+    OFFLINE = "offline"
+    ERROR = "error"
+    DECOMMISSIONED = "decommissioned"
+
+
+class AccountKind(StrEnum):
+    """Who a broker credential belongs to; the ACL rules are chosen by kind."""
+
+    TERMINAL = "terminal"
+    INGEST = "ingest"
+    CONSOLE = "console"
+    SUPPORT_SCRIPT = "support-script"
+
+
+class Customer(SQLModel, table=True):
+    __tablename__ = "customer"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True)
+    created_at: datetime | None = _ts(nullable=False, server_now=True)
+
+
+class Store(SQLModel, table=True):
+    __tablename__ = "store"
+    __table_args__ = (UniqueConstraint("customer_id", "code"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    code: str = Field(max_length=64)
+    name: str = Field(default="", max_length=200)
+    timezone: str = Field(default="UTC", max_length=64)
+    created_at: datetime | None = _ts(nullable=False, server_now=True)
+
+
+class Terminal(SQLModel, table=True):
+    """One TC-200 and its latest known state (history lives in ``telemetry``)."""
+
+    __tablename__ = "terminal"
+
+    id: int | None = Field(default=None, primary_key=True)
+    serial: str = Field(max_length=64, unique=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    store_id: int | None = Field(default=None, foreign_key="store.id", index=True)
+    model: str = Field(default="TC-200", max_length=64)
+    status: str = Field(default=TerminalStatus.UNKNOWN.value, max_length=32, index=True)
+    status_reason: str | None = Field(default=None, max_length=200)
+    status_changed_at: datetime | None = _ts()
+    device_status: str | None = Field(default=None, max_length=32)
+    firmware_version: str | None = Field(default=None, max_length=64, index=True)
+    last_heartbeat_at: datetime | None = _ts(index=True)
+    last_seen_at: datetime | None = _ts()
+    cpu_pct: float | None = None
+    memory_pct: float | None = None
+    disk_pct: float | None = None
+    host_name: str | None = Field(default=None, max_length=200)
+    host_cpu_pct: float | None = None
+    host_memory_pct: float | None = None
+    host_disk_pct: float | None = None
+    created_at: datetime | None = _ts(nullable=False, server_now=True)
+    decommissioned_at: datetime | None = _ts()
+
+
+class Credential(SQLModel, table=True):
+    """A broker account: username plus a salted hash of a random secret.
+
+    The hash is SHA-512 over secret + salt, the form Mosquitto's password file (``$6$``)
+    and EMQX's PostgreSQL authenticator (sha512, salt suffix) both verify, so one stored
+    value serves every supported broker. High-entropy secrets need no slow hash.
+    """
+
+    __tablename__ = "credential"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=64, unique=True)
+    kind: str = Field(max_length=32)
+    terminal_id: int | None = Field(default=None, foreign_key="terminal.id", index=True)
+    salt: str = Field(max_length=64)
+    secret_hash: str = Field(max_length=128)
+    created_at: datetime | None = _ts(nullable=False, server_now=True)
+    revoked_at: datetime | None = _ts()
+
+
+class Alert(SQLModel, table=True):
+    __tablename__ = "alert"
+    __table_args__ = (
+        # One open alert per terminal and kind: a repeat bumps count and last_seen_at.
+        Index(
+            "alert_one_open_per_kind",
+            "terminal_id",
+            "kind",
+            unique=True,
+            postgresql_where=text("status <> 'resolved'"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    terminal_id: int | None = Field(default=None, foreign_key="terminal.id", index=True)
+    customer_id: int | None = Field(default=None, foreign_key="customer.id", index=True)
+    kind: str = Field(max_length=32)
+    severity: str = Field(default="warning", max_length=16)
+    status: str = Field(default="open", max_length=16, index=True)
+    message: str = Field(default="", max_length=2000)
+    count: int = 1
+    first_seen_at: datetime | None = _ts(nullable=False, server_now=True)
+    last_seen_at: datetime | None = _ts(nullable=False, server_now=True)
+    acknowledged_by: int | None = Field(default=None, foreign_key="user_account.id")
+    assignee_id: int | None = Field(default=None, foreign_key="user_account.id")
+    resolved_at: datetime | None = _ts()
+    resolution_note: str | None = Field(default=None, max_length=2000)
+
+
+class Command(SQLModel, table=True):
+    __tablename__ = "command"
+
+    id: str = Field(primary_key=True, max_length=64)
+    terminal_id: int = Field(foreign_key="terminal.id", index=True)
+    name: str = Field(max_length=64)
+    args: dict[str, Any] | None = _json()
+    status: str = Field(default="pending", max_length=16, index=True)
+    created_by: int | None = Field(default=None, foreign_key="user_account.id")
+    created_at: datetime | None = _ts(nullable=False, server_now=True)
+    sent_at: datetime | None = _ts()
+    expires_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+    result: dict[str, Any] | None = _json()
+    error: str | None = Field(default=None, max_length=2000)
+
+
+class Firmware(SQLModel, table=True):
+    __tablename__ = "firmware"
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: str = Field(max_length=64, unique=True)
+    filename: str = Field(max_length=255)
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    sha256: str = Field(max_length=64)
+    notes: str = Field(default="", max_length=4000)
+    created_at: datetime | None = _ts(nullable=False, server_now=True)
+
+
+class UpdateTask(SQLModel, table=True):
+    """One terminal's part in a firmware push."""
+
+    __tablename__ = "update_task"
+
+    id: int | None = Field(default=None, primary_key=True)
+    firmware_id: int = Field(foreign_key="firmware.id", index=True)
+    terminal_id: int = Field(foreign_key="terminal.id", index=True)
+    status: str = Field(default="pending", max_length=32, index=True)
+    progress_pct: float = 0.0
+    error: str | None = Field(default=None, max_length=2000)
+    created_at: datetime | None = _ts(nullable=False, server_now=True)
+    updated_at: datetime | None = _ts(nullable=False, server_now=True)
+
+
+class TelemetryRecord(SQLModel, table=True):
+    """Append-only heartbeat history; ``message_id`` makes redelivery idempotent."""
+
+    __tablename__ = "telemetry"
+    __table_args__ = (Index("telemetry_terminal_ts", "terminal_id", "ts"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    terminal_id: int = Field(foreign_key="terminal.id")
+    message_id: str = Field(max_length=64, unique=True)
+    ts: datetime | None = _ts(nullable=False)
+    received_at: datetime | None = _ts(nullable=False, server_now=True)
+    device_status: str = Field(max_length=32)
+    firmware_version: str | None = Field(default=None, max_length=64)
+    cpu_pct: float | None = None
+    memory_pct: float | None = None
+    disk_pct: float | None = None
+    host_cpu_pct: float | None = None
+    host_memory_pct: float | None = None
+    host_disk_pct: float | None = None
+    errors: list[dict[str, Any]] | None = _json()
+
+
+class StatusChange(SQLModel, table=True):
+    """Every change of a terminal's status with its reason; kept for good."""
+
+    __tablename__ = "status_change"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    terminal_id: int = Field(foreign_key="terminal.id", index=True)
+    at: datetime | None = _ts(nullable=False, server_now=True)
+    old_status: str | None = Field(default=None, max_length=32)
+    new_status: str = Field(max_length=32)
+    reason: str = Field(default="", max_length=200)
+
+
+class DeadLetter(SQLModel, table=True):
+    """A message ingest could not use, kept with its payload and the reason."""
+
+    __tablename__ = "dead_letter"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    received_at: datetime | None = _ts(nullable=False, server_now=True, index=True)
+    topic: str = Field(max_length=1024)
+    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    reason: str = Field(max_length=64, index=True)
+    detail: str = Field(default="", max_length=2000)
+
+
+class UserAccount(SQLModel, table=True):
+    """A console user; ``password_hash`` is a werkzeug scrypt hash."""
+
+    __tablename__ = "user_account"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=64, unique=True)
+    password_hash: str = Field(max_length=256)
+    role: str = Field(max_length=16)
+    active: bool = True
+    created_at: datetime | None = _ts(nullable=False, server_now=True)
+    last_login_at: datetime | None = _ts()
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token for the REST API; only its SHA-256 is stored."""
+
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user_account.id", index=True)
+    name: str = Field(max_length=100)
+    token_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime | None = _ts(nullable=False, server_now=True)
+    last_used_at: datetime | None = _ts()
+    revoked_at: datetime | None = _ts()
+
+
+class AuditEvent(SQLModel, table=True):
+    __tablename__ = "audit_event"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    at: datetime | None = _ts(nullable=False, server_now=True, index=True)
+    actor: str = Field(max_length=64)
+    action: str = Field(max_length=64, index=True)
+    target: str = Field(default="", max_length=200)
+    detail: dict[str, Any] | None = _json()
+    remote_addr: str | None = Field(default=None, max_length=64)

@@ -1,0 +1,145 @@
+"""The v1 MQTT topic tree: builders, the one parser, and checks for filters.
+
+Every topic TMS uses lives under ``tms/v1/<serial>/``::
+
+    tms/v1/<serial>/telemetry              agent -> platform, heartbeat with metrics
+    tms/v1/<serial>/status                 agent -> platform, retained presence (and last will)
+    tms/v1/<serial>/event                  agent -> platform, errors and state changes
+    tms/v1/<serial>/cmd/<command-id>       console -> agent
+    tms/v1/<serial>/cmd-result/<command-id> agent -> platform
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from shared.errors import TopicError
+
+ROOT = "tms/v1"
+
+# A serial is also the terminal's MQTT username, so it must never contain MQTT
+# wildcards, separators or characters that broker ACL substitution treats specially.
+SERIAL_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+COMMAND_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+
+_SERIAL_RE = re.compile(rf"^{SERIAL_PATTERN}$")
+_COMMAND_ID_RE = re.compile(rf"^{COMMAND_ID_PATTERN}$")
+_TOPIC_RE = re.compile(
+    rf"^tms/v1/(?P<serial>{SERIAL_PATTERN})/"
+    rf"(?:(?P<kind>telemetry|status|event)"
+    rf"|(?P<cmdkind>cmd|cmd-result)/(?P<command_id>{COMMAND_ID_PATTERN}))$"
+)
+
+
+class TopicKind(StrEnum):
+    TELEMETRY = "telemetry"
+    STATUS = "status"
+    EVENT = "event"
+    COMMAND = "cmd"
+    COMMAND_RESULT = "cmd-result"
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A parsed TMS topic; ``command_id`` is set only for cmd and cmd-result."""
+
+    serial: str
+    kind: TopicKind
+    command_id: str | None = None
+
+    def __str__(self) -> str:
+        base = f"{ROOT}/{self.serial}/{self.kind.value}"
+        return f"{base}/{self.command_id}" if self.command_id is not None else base
+
+
+def is_valid_serial(serial: str) -> bool:
+    return bool(_SERIAL_RE.match(serial))
+
+
+def check_serial(serial: str) -> str:
+    if not isinstance(serial, str) or not _SERIAL_RE.match(serial):
+        raise TopicError(
+            f"invalid terminal serial {serial!r}: use 1-64 letters, digits, '.', '_' or '-',"
+            " starting with a letter or digit"
+        )
+    return serial
+
+
+def check_command_id(command_id: str) -> str:
+    if not isinstance(command_id, str) or not _COMMAND_ID_RE.match(command_id):
+        raise TopicError(
+            f"invalid command id {command_id!r}: use 1-64 letters, digits, '_' or '-'"
+        )
+    return command_id
+
+
+def telemetry(serial: str) -> str:
+    return f"{ROOT}/{check_serial(serial)}/telemetry"
+
+
+def status(serial: str) -> str:
+    return f"{ROOT}/{check_serial(serial)}/status"
+
+
+def event(serial: str) -> str:
+    return f"{ROOT}/{check_serial(serial)}/event"
+
+
+def command(serial: str, command_id: str) -> str:
+    return f"{ROOT}/{check_serial(serial)}/cmd/{check_command_id(command_id)}"
+
+
+def command_result(serial: str, command_id: str) -> str:
+    return f"{ROOT}/{check_serial(serial)}/cmd-result/{check_command_id(command_id)}"
+
+
+def command_filter(serial: str) -> str:
+    """The one subscription an agent makes: every command for its terminal."""
+    return f"{ROOT}/{check_serial(serial)}/cmd/+"
+
+
+# What the ingest service subscribes to: everything terminals publish.
+INGEST_FILTERS: tuple[str, ...] = (
+    f"{ROOT}/+/telemetry",
+    f"{ROOT}/+/status",
+    f"{ROOT}/+/event",
+    f"{ROOT}/+/cmd-result/+",
+)
+
+
+def parse(topic: str) -> Topic:
+    """Parse a concrete (wildcard-free) topic, or raise TopicError saying why not."""
+    if not isinstance(topic, str):
+        raise TopicError(f"topic must be a string, not {type(topic).__name__}")
+    match = _TOPIC_RE.match(topic)
+    if match is None:
+        raise TopicError(f"not a TMS v1 topic: {topic[:200]!r}")
+    if match["kind"] is not None:
+        return Topic(match["serial"], TopicKind(match["kind"]))
+    return Topic(match["serial"], TopicKind(match["cmdkind"]), match["command_id"])
+
+
+def check_filter(topic_filter: str) -> str:
+    """Check MQTT subscription-filter syntax (MQTT 3.1.1 section 4.7); return it unchanged."""
+    if not isinstance(topic_filter, str) or not topic_filter:
+        raise TopicError("a topic filter must be a non-empty string")
+    if "\x00" in topic_filter or len(topic_filter.encode("utf-8", "surrogatepass")) > 65535:
+        raise TopicError("a topic filter must not contain NUL or exceed 65535 bytes")
+    levels = topic_filter.split("/")
+    for index, level in enumerate(levels):
+        if "#" in level and (level != "#" or index != len(levels) - 1):
+            raise TopicError(f"'#' must be a whole last level in filter {topic_filter!r}")
+        if "+" in level and level != "+":
+            raise TopicError(f"'+' must be a whole level in filter {topic_filter!r}")
+    return topic_filter
+
+
+def check_publish_topic(topic: str) -> str:
+    """Check that a topic may be published to at all: no wildcards, not empty."""
+    if not isinstance(topic, str) or not topic:
+        raise TopicError("a publish topic must be a non-empty string")
+    if "+" in topic or "#" in topic or "\x00" in topic:
+        raise TopicError(f"a publish topic must not contain wildcards: {topic[:200]!r}")
+    return topic

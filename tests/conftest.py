@@ -1,0 +1,6 @@
+"""Test-wide fixtures: real servers come from the plugins in tests/fixtures."""
+
+pytest_plugins = [
+    "tests.fixtures.postgres",
+    "tests.fixtures.broker",
+]

@@ -1,0 +1,42 @@
+"""The alembic migrations build the schema the models describe."""
+
+import psycopg
+import pytest
+from sqlalchemy import inspect
+from sqlmodel import SQLModel
+
+from shared import schema
+from shared.db import make_engine
+
+pytestmark = pytest.mark.integration
+
+
+def test_migrations_create_every_model_table(database_url: str) -> None:
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        tables = set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    assert set(SQLModel.metadata.tables) <= tables
+    assert schema.current_revision(database_url) is not None
+
+
+def test_upgrade_is_idempotent_and_keeps_data(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO customer (name) VALUES ('Keep Me Ltd')")
+    schema.upgrade(database_url)
+    with psycopg.connect(database_url) as conn:
+        names = [row[0] for row in conn.execute("SELECT name FROM customer")]
+    assert names == ["Keep Me Ltd"]
+
+
+def test_credential_changes_notify_the_broker_service(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN tms_credentials")
+        with psycopg.connect(database_url, autocommit=True) as writer:
+            writer.execute(
+                "INSERT INTO credential (username, kind, salt, secret_hash)"
+                " VALUES ('svc', 'ingest', 's', 'h')"
+            )
+        notices = list(listener.notifies(timeout=5, stop_after=1))
+    assert [n.channel for n in notices] == ["tms_credentials"]

@@ -1,0 +1,1 @@
+"""The ``tms`` command and the supervisor that runs the whole platform on one host."""

@@ -1,0 +1,5 @@
+"""Allow ``python -m tms``."""
+
+from tms.cli import main
+
+main()
