@@ -1,0 +1,105 @@
+"""Message schemas: valid payloads parse; every bad one raises MessageError naming the field."""
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.errors import MessageError
+from shared.messages import (
+    Command,
+    CommandResult,
+    DeviceStatus,
+    Event,
+    Metrics,
+    Presence,
+    PresenceState,
+    Telemetry,
+    parse_message,
+)
+
+MODELS = [Telemetry, Presence, Event, Command, CommandResult]
+
+
+def test_telemetry_round_trips() -> None:
+    sent = Telemetry(
+        status=DeviceStatus.OK,
+        firmware="2.1.0",
+        terminal=Metrics(cpu=12.5, memory=40, disk=70),
+        ts=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
+    received = parse_message(Telemetry, sent.to_payload())
+    assert received == sent
+    assert received.terminal.cpu == 12.5
+
+
+def test_presence_and_command_round_trip() -> None:
+    will = Presence(state=PresenceState.OFFLINE, reason="agent disconnected")
+    assert parse_message(Presence, will.to_payload()).reason == "agent disconnected"
+    cmd = Command(id="c1", name="ping")
+    assert parse_message(Command, cmd.to_payload()).name == "ping"
+
+
+def test_unknown_fields_are_ignored_within_a_version() -> None:
+    payload = json.dumps({"v": 1, "status": "ok", "new_field_from_newer_agent": 1})
+    assert parse_message(Telemetry, payload).status is DeviceStatus.OK
+
+
+def _telemetry(**overrides: object) -> bytes:
+    body: dict[str, object] = {"v": 1, "status": "ok", "ts": "2026-01-01T00:00:00Z"}
+    body.update(overrides)
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "reason"),
+    [
+        (b"not json", "", "JSON"),
+        (b"\xff\xfe", "", "JSON"),
+        (b"[1, 2]", "", "object"),
+        (b"{}", "v", "missing"),
+        (_telemetry(v=2), "v", "unsupported"),
+        (_telemetry(v="1"), "v", "unsupported"),
+        (_telemetry(v=True), "v", "unsupported"),
+        (_telemetry(status="exploded"), "status", ""),
+        (_telemetry(terminal={"cpu": 900}), "terminal.cpu", "less than or equal"),
+        (_telemetry(terminal={"memory": -1}), "terminal.memory", "greater than"),
+        (_telemetry(ts="2026-01-01T00:00:00"), "ts", "timezone"),
+        (_telemetry(ts="yesterday"), "ts", ""),
+        (_telemetry(id="has space"), "id", ""),
+        (_telemetry(errors=[{"message": "no code"}]), "errors.0.code", "required"),
+        (b'{"v": 1, "status": "ok", "terminal": {"cpu": NaN}}', "terminal.cpu", ""),
+        (b"[" * 100_000, "", ""),
+        (b"{" + b" " * (70 * 1024) + b"}", "", "larger"),
+    ],
+)
+def test_bad_telemetry_names_the_field(payload: bytes, field: str, reason: str) -> None:
+    with pytest.raises(MessageError) as caught:
+        parse_message(Telemetry, payload)
+    assert caught.value.field == field
+    assert reason in str(caught.value)
+    assert "telemetry" in str(caught.value)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+_field_names = st.sampled_from(
+    ["v", "id", "ts", "status", "terminal", "host", "errors", "state", "name", "args", "cpu"]
+)
+_near_valid = st.dictionaries(_field_names, _json_values | st.just(1), max_size=8).map(
+    lambda d: json.dumps(d, allow_nan=True).encode()
+)
+
+
+@given(model=st.sampled_from(MODELS), payload=st.binary(max_size=300) | _near_valid)
+def test_validation_raises_only_message_error(model: type, payload: bytes) -> None:
+    try:
+        parse_message(model, payload)
+    except MessageError as exc:
+        assert str(exc).startswith("invalid ")
