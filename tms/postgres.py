@@ -121,10 +121,20 @@ class EmbeddedPostgres:
         if user:
             os.chown(pwfile.name, user.pw_uid, user.pw_gid)
         try:
-            result = self._run([
-                "initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "--pwfile", pwfile.name,
-                "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C",
-            ])
+            result = self._run(
+                [
+                    "initdb",
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    SUPERUSER,
+                    "--pwfile",
+                    pwfile.name,
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                ]
+            )
         finally:
             os.unlink(pwfile.name)
         if result.returncode != 0:
@@ -149,10 +159,21 @@ class EmbeddedPostgres:
             created = False
         if self.is_running():
             return
-        result = self._run([
-            "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data_dir),
-            "-l", str(self.log_file), "-o", f"-p {self.port}",
-        ])
+        result = self._run(
+            [
+                "pg_ctl",
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-o",
+                f"-p {self.port}",
+            ]
+        )
         if result.returncode != 0:
             tail = ""
             if self.log_file.exists():

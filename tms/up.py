@@ -1,9 +1,96 @@
-"""``tms up``: run the whole platform on one host (placeholder)."""
+"""``tms up``: the whole platform on one host, in one terminal window."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Any
 
 import click
 
+from shared.errors import TMSError
+
 
 @click.command()
-def up() -> None:
+@click.option(
+    "--simulate",
+    "simulate",
+    type=click.IntRange(0, 100_000),
+    default=0,
+    help="Also run N simulated TC-200 terminals.",
+)
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="Heartbeat interval of simulated terminals, seconds (default from settings).",
+)
+@click.option(
+    "--fault-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Chance per heartbeat that a simulated terminal reports a fault.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where data lives (default /var/lib/tms as root, else ~/.local/share/tms).",
+)
+@click.option(
+    "--db-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Port of the embedded PostgreSQL.",
+)
+@click.option("--broker-port", type=click.IntRange(1, 65535), default=None)
+@click.option("--console-port", type=click.IntRange(1, 65535), default=None)
+@click.pass_context
+def up(
+    ctx: click.Context,
+    simulate: int,
+    heartbeat: float | None,
+    fault_rate: float,
+    data_dir: Path | None,
+    db_port: int | None,
+    broker_port: int | None,
+    console_port: int | None,
+) -> None:
     """Start PostgreSQL, the broker, ingest, the console and a simulated fleet."""
-    raise click.ClickException("not implemented yet")
+    from tms.cli import configure_logging, settings_of
+    from tms.stack import Platform, UpOptions
+
+    configure_logging("WARNING")
+    settings = settings_of(ctx)
+    changes: dict[str, Any] = {}
+    if data_dir is not None:
+        changes["paths"] = settings.paths.model_copy(update={"data_dir": data_dir.resolve()})
+    if db_port is not None:
+        changes["database"] = settings.database.model_copy(update={"port": db_port})
+    if broker_port is not None:
+        changes["broker"] = settings.broker.model_copy(update={"port": broker_port})
+    if console_port is not None:
+        changes["console"] = settings.console.model_copy(update={"port": console_port})
+    settings = settings.model_copy(update=changes)
+    options = UpOptions(
+        simulate=simulate,
+        heartbeat_s=heartbeat or settings.simulate.heartbeat_interval_s,
+        fault_rate=fault_rate,
+    )
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    platform = Platform(settings, options, say=click.echo)
+    code = 0
+    try:
+        platform.start()
+        code = platform.watch(stop)
+    except TMSError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        code = 1
+    finally:
+        platform.shutdown()
+    click.echo("TMS stopped.")
+    ctx.exit(code)

@@ -1,0 +1,299 @@
+"""The platform on one host, as `tms up` runs it: every part started in order, watched,
+and stopped in reverse order on Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session
+
+from shared import schema
+from shared.db import make_engine
+from shared.models import AccountKind
+from shared.settings import Settings
+from tms.children import Child, child_env, http_ok, port_accepts
+from tms.ports import ensure_port_free
+from tms.postgres import EmbeddedPostgres
+
+INGEST_ACCOUNT = "tms-ingest"
+CONSOLE_ACCOUNT = "tms-console"
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    simulate: int = 0
+    heartbeat_s: float = 10.0
+    fault_rate: float = 0.0
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return {}
+
+
+def _write_private_json(path: Path, data: dict[str, Any]) -> None:
+    """Secrets go to a file only the owner can read, replaced atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def simulated_serial(index: int) -> str:
+    return f"SIM{index:06d}"
+
+
+class Platform:
+    """Owns the data directory and the processes of one `tms up`."""
+
+    def __init__(
+        self, settings: Settings, options: UpOptions, say: Callable[[str], None] = print
+    ) -> None:
+        self.settings = settings
+        self.options = options
+        self.say = say
+        self.data_dir = settings.paths.data_dir
+        self.postgres: EmbeddedPostgres | None = None
+        self.children: list[Child] = []
+        self.database_url = ""
+
+    # -- start-up -------------------------------------------------------------
+
+    def _check_ports(self) -> None:
+        s = self.settings
+        if s.database.url is None:
+            ensure_port_free("127.0.0.1", s.database.port, "PostgreSQL", "--db-port")
+        ensure_port_free(s.broker.host, s.broker.port, "MQTT broker", "--broker-port")
+        ensure_port_free(s.console.host, s.console.port, "console", "--console-port")
+
+    def _secrets(self) -> dict[str, Any]:
+        path = self.data_dir / "secrets.json"
+        stored = _read_json(path)
+        changed = False
+        for key in ("database_password", "console_secret_key"):
+            if key not in stored:
+                stored[key] = secrets.token_urlsafe(32)
+                changed = True
+        if changed:
+            _write_private_json(path, stored)
+        return stored
+
+    def _start_database(self, stored: dict[str, Any]) -> None:
+        if self.settings.database.url is not None:
+            self.database_url = self.settings.database.url.get_secret_value()
+            return
+        self.postgres = EmbeddedPostgres(
+            self.data_dir / "postgres", self.settings.database.port, stored["database_password"]
+        )
+        self.postgres.start()
+        self.database_url = self.postgres.url
+
+    def _prepare_database(self) -> tuple[str | None, str, str]:
+        """Migrate, create the first admin once, and fresh secrets for the services."""
+        from broker.provisioning import ensure_service_account
+        from console.users import ensure_initial_admin
+
+        schema.upgrade(self.database_url)
+        engine = make_engine(self.database_url, pool_size=1)
+        try:
+            admin_password = ensure_initial_admin(engine)
+            with Session(engine) as session:
+                # Service secrets are rotated on every start, so none is stored on disk.
+                ingest_secret = ensure_service_account(session, AccountKind.INGEST, INGEST_ACCOUNT)
+                console_secret = ensure_service_account(
+                    session, AccountKind.CONSOLE, CONSOLE_ACCOUNT
+                )
+                session.commit()
+        finally:
+            engine.dispose()
+        return admin_password, ingest_secret, console_secret
+
+    def _fleet_credentials(self) -> Path:
+        """Provision SIM000001.. up to --simulate N; secrets kept for the simulator only."""
+        from broker.provisioning import provision_terminal, rotate_secret
+
+        path = self.data_dir / "simulator" / "credentials.json"
+        known = {t["serial"]: t["secret"] for t in _read_json(path).get("terminals", [])}
+        wanted = [simulated_serial(i) for i in range(1, self.options.simulate + 1)]
+        missing = [serial for serial in wanted if serial not in known]
+        if missing:
+            engine = make_engine(self.database_url, pool_size=1)
+            try:
+                with Session(engine) as session:
+                    existing = set(session.exec(_serials_query(missing)).all())
+                    for index, serial in enumerate(missing):
+                        if serial in existing:
+                            known[serial] = rotate_secret(session, serial)
+                        else:
+                            store = f"STORE-{(wanted.index(serial)) // 4 + 1:05d}"
+                            known[serial] = provision_terminal(
+                                session, serial, self.settings.simulate.customer, store
+                            )
+                        if index % 500 == 499:
+                            session.commit()
+                    session.commit()
+            finally:
+                engine.dispose()
+        broker = self.settings.broker
+        _write_private_json(
+            path,
+            {
+                "mqtt": {"host": broker.host, "port": broker.port},
+                "terminals": [{"serial": s, "secret": known[s]} for s in wanted],
+            },
+        )
+        return path
+
+    def _children(self, ingest_secret: str, console_secret: str, stored: dict[str, Any]) -> None:
+        s = self.settings
+        logs = self.data_dir / "logs"
+        mqtt = {"HOST": s.broker.host, "PORT": str(s.broker.port)}
+        common = {"TMS_DATABASE_URL": self.database_url, "TMS_DATA_DIR": str(self.data_dir)}
+        self.children.append(
+            Child(
+                "broker",
+                ["broker"],
+                child_env(
+                    {
+                        **common,
+                        "TMS_BROKER_PORT": str(s.broker.port),
+                        "TMS_BROKER_HOST": s.broker.host,
+                    }
+                ),
+                logs / "broker.log",
+                ready=lambda: port_accepts(s.broker.host, s.broker.port),
+            )
+        )
+        self.children.append(
+            Child(
+                "ingest",
+                ["ingest"],
+                child_env(
+                    {
+                        **common,
+                        **{f"TMS_INGEST_MQTT_{k}": v for k, v in mqtt.items()},
+                        "TMS_INGEST_MQTT_USERNAME": INGEST_ACCOUNT,
+                        "TMS_INGEST_MQTT_PASSWORD": ingest_secret,
+                    }
+                ),
+                logs / "ingest.log",
+            )
+        )
+        console_url = f"http://{s.console.host}:{s.console.port}/healthz"
+        self.children.append(
+            Child(
+                "console",
+                ["console"],
+                child_env(
+                    {
+                        **common,
+                        **{f"TMS_CONSOLE_MQTT_{k}": v for k, v in mqtt.items()},
+                        "TMS_CONSOLE_MQTT_USERNAME": CONSOLE_ACCOUNT,
+                        "TMS_CONSOLE_MQTT_PASSWORD": console_secret,
+                        "TMS_CONSOLE_SECRET_KEY": stored["console_secret_key"],
+                        "TMS_CONSOLE_HOST": s.console.host,
+                        "TMS_CONSOLE_PORT": str(s.console.port),
+                    }
+                ),
+                logs / "console.log",
+                ready=lambda: http_ok(console_url),
+            )
+        )
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._check_ports()
+        stored = self._secrets()
+        self._start_database(stored)
+        admin_password, ingest_secret, console_secret = self._prepare_database()
+        self._children(ingest_secret, console_secret, stored)
+        if self.options.simulate:
+            credentials = self._fleet_credentials()
+            self.children.append(
+                Child(
+                    "simulator",
+                    [
+                        "simulate",
+                        "--terminals",
+                        str(self.options.simulate),
+                        "--credentials-file",
+                        str(credentials),
+                        "--heartbeat",
+                        str(self.options.heartbeat_s),
+                        "--fault-rate",
+                        str(self.options.fault_rate),
+                    ],
+                    child_env({"TMS_DATA_DIR": str(self.data_dir)}),
+                    self.data_dir / "logs" / "simulator.log",
+                )
+            )
+        for child in self.children:
+            child.start()
+            child.wait_ready(timeout=60)
+        self._banner(admin_password)
+
+    def _banner(self, admin_password: str | None) -> None:
+        s = self.settings
+        lines = ["", "TMS is up.", f"  Console   http://{s.console.host}:{s.console.port}"]
+        if admin_password:
+            lines.append(
+                f"            first run: log in as 'admin' with password {admin_password}"
+                " (shown only this once)"
+            )
+        lines.append(
+            f"  Broker    mqtt://{s.broker.host}:{s.broker.port} (Mosquitto; plain MQTT is for "
+            "loopback development only, production terminals use TLS on 8883)"
+        )
+        if self.postgres:
+            lines.append(f"  Database  embedded PostgreSQL on 127.0.0.1:{s.database.port}")
+        else:
+            lines.append("  Database  external PostgreSQL (TMS_DATABASE_URL)")
+        if self.options.simulate:
+            lines.append(f"  Fleet     {self.options.simulate} simulated TC-200 terminals")
+        lines += [
+            f"  Data      {self.data_dir} (logs in {self.data_dir / 'logs'})",
+            "Press Ctrl-C to stop.",
+            "",
+        ]
+        self.say("\n".join(lines))
+
+    # -- running and stopping -------------------------------------------------
+
+    def watch(self, stop: threading.Event) -> int:
+        """Block until asked to stop (0) or until a part dies on its own (1)."""
+        while not stop.wait(0.5):
+            for child in self.children:
+                if not child.alive():
+                    self.say(f"tms up: {child.name} stopped unexpectedly:\n{child.log_tail()}")
+                    return 1
+        return 0
+
+    def shutdown(self) -> None:
+        for child in reversed(self.children):
+            if child.alive():
+                self.say(f"stopping {child.name}")
+            child.stop()
+        if self.postgres is not None:
+            self.say("stopping PostgreSQL")
+            self.postgres.stop()
+
+
+def _serials_query(serials: list[str]) -> Any:
+    from sqlmodel import col, select
+
+    from shared.models import Terminal
+
+    return select(Terminal.serial).where(col(Terminal.serial).in_(serials))
