@@ -18,7 +18,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from shared.errors import MessageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 SUPPORTED_VERSIONS = frozenset({1})
 MAX_PAYLOAD_BYTES = 64 * 1024
 

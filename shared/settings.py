@@ -75,6 +75,12 @@ class ConsoleSettings(_Section):
     port: int = Field(default=8000, ge=1, le=65535)
     secret_key: SecretStr | None = None
     refresh_s: int = Field(default=5, ge=1, le=3600)
+    # Sign-in lasts this long without activity, then the user signs in again.
+    session_lifetime_min: int = Field(default=720, ge=5, le=43_200)
+    # True when the console is served over HTTPS (e.g. behind a TLS proxy).
+    cookie_secure: bool = False
+    # Worker threads of the waitress server: concurrent requests in flight.
+    threads: int = Field(default=8, ge=1, le=64)
 
 
 class AgentSettings(_Section):
@@ -82,12 +88,22 @@ class AgentSettings(_Section):
     serial: str | None = None
     heartbeat_interval_s: float = Field(default=300.0, gt=0)
     queue_path: Path | None = None
+    # How often the device is read to notice a change of status between heartbeats.
+    status_poll_interval_s: float = Field(default=1.0, gt=0, le=3600)
+    # Telemetry kept in memory while the broker is unreachable; the oldest is dropped.
+    outbox_max: int = Field(default=1000, ge=1, le=1_000_000)
+    # Upper bound of the reconnect delay (exponential backoff with full jitter).
+    reconnect_max_s: float = Field(default=60.0, ge=1, le=3600)
 
 
 class SimulateSettings(_Section):
     terminals: int = Field(default=10, ge=0, le=100_000)
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     customer: str = "Demo Retail"
+    # Faults (error or unplugged) per simulated terminal per second; 0 disables them.
+    fault_rate: float = Field(default=0.0, ge=0, le=1)
+    # Connects are spread evenly over this many seconds so a large fleet does not stampede.
+    connect_spread_s: float = Field(default=2.0, ge=0, le=600)
 
 
 class Settings(_Section):
