@@ -67,6 +67,10 @@ class IngestSettings(_Section):
     batch_max: int = Field(default=5000, ge=1, le=100_000)
     batch_interval_ms: int = Field(default=100, ge=1, le=60_000)
     queue_max: int = Field(default=50_000, ge=100)
+    # Longest wait between attempts to reach the broker or PostgreSQL again.
+    retry_max_s: float = Field(default=30.0, gt=0, le=3600)
+    # How often the daemon logs its one-line summary of counters.
+    summary_interval_s: float = Field(default=60.0, gt=0)
 
 
 class ConsoleSettings(_Section):

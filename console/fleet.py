@@ -1,0 +1,193 @@
+"""Read side of the fleet for the console: terminal rows, counts by status, history.
+
+A repository module: it alone (with ``console.users``) touches a ``Session``. It
+returns frozen ``TerminalView`` values, never table objects, so templates and the
+JSON API cannot lazy-load or change anything by accident.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, TypeVar
+
+from sqlalchemy import case, func, text
+from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import Select, SelectOfScalar
+
+from shared.models import Customer, StatusChange, Store, Terminal, TerminalStatus
+
+# The list page shows the terminals that need attention first.
+_ATTENTION_ORDER = {
+    TerminalStatus.ERROR.value: 0,
+    TerminalStatus.OFFLINE.value: 1,
+    TerminalStatus.UNKNOWN.value: 2,
+    TerminalStatus.ONLINE.value: 3,
+    TerminalStatus.DECOMMISSIONED.value: 4,
+}
+
+Order = Literal["serial", "attention"]
+# A row query or a count query: both take the same filters.
+_RowQuery = Select[Terminal, Any, Any]  # terminal, customer name, store label
+_Query = TypeVar("_Query", _RowQuery, SelectOfScalar[Any])
+
+
+@dataclass(frozen=True)
+class TerminalFilter:
+    """What the user or API caller asked to see; all parts optional."""
+
+    status: str | None = None
+    customer: str | None = None
+    search: str | None = None  # serial substring, case-insensitive
+
+
+@dataclass(frozen=True)
+class TerminalView:
+    """One terminal as the console shows it."""
+
+    serial: str
+    customer: str
+    store: str | None
+    model: str
+    status: str
+    status_reason: str | None
+    status_changed_at: datetime | None
+    firmware: str | None
+    last_heartbeat_at: datetime | None
+    cpu: float | None
+    memory: float | None
+    disk: float | None
+    host_name: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The API form: the fields support scripts rely on, timestamps in ISO 8601."""
+        return {
+            "serial": self.serial,
+            "customer": self.customer,
+            "store": self.store,
+            "status": self.status,
+            "status_reason": self.status_reason,
+            "firmware": self.firmware,
+            "last_heartbeat_at": _iso(self.last_heartbeat_at),
+            "cpu": self.cpu,
+            "memory": self.memory,
+            "disk": self.disk,
+        }
+
+
+@dataclass(frozen=True)
+class StatusChangeView:
+    at: datetime | None
+    old_status: str | None
+    new_status: str
+    reason: str
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _base_query() -> _RowQuery:
+    store_label = func.coalesce(func.nullif(Store.name, ""), Store.code)
+    return (
+        select(Terminal, col(Customer.name).label("customer_name"), store_label.label("store"))
+        .join(Customer, col(Customer.id) == col(Terminal.customer_id))
+        .outerjoin(Store, col(Store.id) == col(Terminal.store_id))
+    )
+
+
+def _filtered(query: _Query, wanted: TerminalFilter) -> _Query:
+    if wanted.status:
+        query = query.where(col(Terminal.status) == wanted.status)
+    if wanted.customer:
+        query = query.where(col(Customer.name) == wanted.customer)
+    if wanted.search:
+        escaped = wanted.search.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_")
+        query = query.where(col(Terminal.serial).ilike(f"%{escaped}%", escape="\\"))
+    return query
+
+
+def _view(row: Any) -> TerminalView:
+    terminal: Terminal = row[0]
+    return TerminalView(
+        serial=terminal.serial,
+        customer=row[1],
+        store=row[2],
+        model=terminal.model,
+        status=terminal.status,
+        status_reason=terminal.status_reason,
+        status_changed_at=terminal.status_changed_at,
+        firmware=terminal.firmware_version,
+        last_heartbeat_at=terminal.last_heartbeat_at,
+        cpu=terminal.cpu_pct,
+        memory=terminal.memory_pct,
+        disk=terminal.disk_pct,
+        host_name=terminal.host_name,
+    )
+
+
+def list_terminals(
+    session: Session,
+    wanted: TerminalFilter = TerminalFilter(),
+    *,
+    limit: int = 100,
+    offset: int = 0,
+    order: Order = "serial",
+) -> list[TerminalView]:
+    query = _filtered(_base_query(), wanted)
+    if order == "attention":
+        rank = case(_ATTENTION_ORDER, value=col(Terminal.status), else_=len(_ATTENTION_ORDER))
+        query = query.order_by(rank, col(Terminal.serial))
+    else:
+        query = query.order_by(col(Terminal.serial))
+    return [_view(row) for row in session.exec(query.limit(limit).offset(offset)).all()]
+
+
+def count_terminals(session: Session, wanted: TerminalFilter = TerminalFilter()) -> int:
+    query = _filtered(
+        select(func.count())
+        .select_from(Terminal)
+        .join(Customer, col(Customer.id) == col(Terminal.customer_id)),
+        wanted,
+    )
+    return int(session.exec(query).one())
+
+
+def counts_by_status(session: Session, customer: str | None = None) -> dict[str, int]:
+    """Terminals per status (every known status present, zero when none)."""
+    query = (
+        select(col(Terminal.status), func.count())
+        .join(Customer, col(Customer.id) == col(Terminal.customer_id))
+        .group_by(col(Terminal.status))
+    )
+    if customer:
+        query = query.where(col(Customer.name) == customer)
+    counts = {status.value: 0 for status in TerminalStatus}
+    for status, number in session.exec(query).all():
+        counts[status] = int(number)
+    return counts
+
+
+def customer_names(session: Session) -> list[str]:
+    return list(session.exec(select(col(Customer.name)).order_by(col(Customer.name))).all())
+
+
+def get_terminal(session: Session, serial: str) -> TerminalView | None:
+    row = session.exec(_base_query().where(col(Terminal.serial) == serial)).first()
+    return _view(row) if row is not None else None
+
+
+def status_history(session: Session, serial: str, limit: int = 20) -> list[StatusChangeView]:
+    rows = session.exec(
+        select(StatusChange)
+        .join(Terminal, col(Terminal.id) == col(StatusChange.terminal_id))
+        .where(col(Terminal.serial) == serial)
+        .order_by(col(StatusChange.id).desc())
+        .limit(limit)
+    ).all()
+    return [StatusChangeView(row.at, row.old_status, row.new_status, row.reason) for row in rows]
+
+
+def database_answers(session: Session) -> None:
+    """Raises the driver's error when PostgreSQL does not answer a trivial query."""
+    session.exec(select(text("1"))).one()

@@ -1,0 +1,201 @@
+"""Console users, API tokens and the audit trail: the repository that owns those tables.
+
+Only this module (and the other console repository modules) touch a ``Session``.
+Each function that changes data commits its own unit of work, so a view never has
+to remember to.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from console.errors import UserError
+from console.roles import parse_role
+from shared.models import ApiToken, AuditEvent, Role, UserAccount
+
+INITIAL_ADMIN = "admin"
+MIN_PASSWORD_LENGTH = 10
+TOKEN_PREFIX = "tms_"
+_USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+
+
+def normalize_username(username: str) -> str:
+    """Usernames are case-insensitive: stored and compared in lower case."""
+    name = username.strip().lower()
+    if not _USERNAME.fullmatch(name):
+        raise UserError(
+            f"invalid username {username!r}: use 2-64 characters: letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def check_password_policy(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(f"password too short: use at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def generate_password() -> str:
+    """A random password people can still type: 16 URL-safe characters (96 bits)."""
+    return secrets.token_urlsafe(12)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@functools.cache
+def _dummy_password_hash() -> str:
+    # Checked against when the username is unknown, so that a failed login takes
+    # as long for a missing user as for a wrong password (no user enumeration).
+    return generate_password_hash(secrets.token_urlsafe(16))
+
+
+def create_user(session: Session, username: str, password: str, role: str) -> UserAccount:
+    """Add a console user; UserError for a bad name, role or password, or a taken name."""
+    name = normalize_username(username)
+    checked_role = parse_role(role)
+    check_password_policy(password)
+    if session.exec(select(UserAccount).where(UserAccount.username == name)).first():
+        raise UserError(f"user {name!r} already exists")
+    account = UserAccount(
+        username=name, password_hash=generate_password_hash(password), role=checked_role.value
+    )
+    session.add(account)
+    try:
+        session.commit()
+    except IntegrityError as exc:  # created concurrently by someone else
+        session.rollback()
+        raise UserError(f"user {name!r} already exists") from exc
+    session.refresh(account)
+    return account
+
+
+def get_user(session: Session, user_id: int) -> UserAccount | None:
+    return session.get(UserAccount, user_id)
+
+
+def get_user_by_name(session: Session, username: str) -> UserAccount | None:
+    name = username.strip().lower()
+    return session.exec(select(UserAccount).where(UserAccount.username == name)).first()
+
+
+def authenticate(session: Session, username: str, password: str) -> UserAccount | None:
+    """The active user with this name and password, or None; records the login time."""
+    account = get_user_by_name(session, username)
+    if account is None:
+        check_password_hash(_dummy_password_hash(), password)
+        return None
+    if not check_password_hash(account.password_hash, password) or not account.active:
+        return None
+    account.last_login_at = datetime.now(UTC)
+    session.add(account)
+    session.commit()
+    session.refresh(account)
+    return account
+
+
+def create_api_token(session: Session, user: UserAccount, name: str) -> str:
+    """A new random bearer token for ``user``; returned once, only its SHA-256 is kept."""
+    label = name.strip()
+    if not label or len(label) > 100:
+        raise UserError("token name must be 1-100 characters (say what script uses it)")
+    if user.id is None:
+        raise UserError(f"user {user.username!r} is not saved yet")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiToken(user_id=user.id, name=label, token_hash=hash_token(token)))
+    session.commit()
+    return token
+
+
+def revoke_api_tokens(session: Session, user: UserAccount, name: str) -> int:
+    """Revoke ``user``'s live tokens called ``name``; returns how many were revoked."""
+    tokens = session.exec(
+        select(ApiToken).where(
+            ApiToken.user_id == user.id,
+            ApiToken.name == name.strip(),
+            col(ApiToken.revoked_at).is_(None),
+        )
+    ).all()
+    now = datetime.now(UTC)
+    for token in tokens:
+        token.revoked_at = now
+        session.add(token)
+    session.commit()
+    return len(tokens)
+
+
+def user_for_token(session: Session, token: str) -> UserAccount | None:
+    """The active owner of a live (not revoked) token, or None; stamps last_used_at."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    row = session.exec(
+        select(ApiToken, UserAccount)
+        .join(UserAccount, col(UserAccount.id) == col(ApiToken.user_id))
+        .where(ApiToken.token_hash == hash_token(token), col(ApiToken.revoked_at).is_(None))
+    ).first()
+    if row is None:
+        return None
+    api_token, account = row
+    if not account.active:
+        return None
+    api_token.last_used_at = datetime.now(UTC)
+    session.add(api_token)
+    session.commit()
+    session.refresh(account)
+    return account
+
+
+def ensure_initial_admin(engine: Engine) -> str | None:
+    """On an empty user table, create ``admin`` and return its generated password; else None."""
+    with Session(engine, expire_on_commit=False) as session:
+        if session.exec(select(func.count()).select_from(UserAccount)).one() > 0:
+            return None
+        password = generate_password()
+        try:
+            create_user(session, INITIAL_ADMIN, password, Role.ADMIN.value)
+        except UserError:  # another process created it first
+            return None
+        record_audit(session, "system", "user.created", INITIAL_ADMIN, {"role": "admin"}, None)
+        return password
+
+
+def record_audit(
+    session: Session,
+    actor: str,
+    action: str,
+    target: str,
+    detail: dict[str, Any] | None,
+    remote_addr: str | None,
+) -> None:
+    """Append one row to the audit trail (who did what to what, from where)."""
+    session.add(
+        AuditEvent(
+            actor=actor[:64],
+            action=action[:64],
+            target=target[:200],
+            detail=detail,
+            remote_addr=remote_addr[:64] if remote_addr else None,
+        )
+    )
+    session.commit()
+
+
+def recent_audit(session: Session, limit: int = 200) -> list[AuditEvent]:
+    return list(
+        session.exec(select(AuditEvent).order_by(col(AuditEvent.id).desc()).limit(limit)).all()
+    )
+
+
+def list_users(session: Session) -> list[UserAccount]:
+    return list(session.exec(select(UserAccount).order_by(col(UserAccount.username))).all())

@@ -1,0 +1,84 @@
+"""The console in headless Chromium: sign in through the form, watch the list update live."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.fixtures.browser import TEST_PASSWORD, Fleet
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+SCREENSHOT = "/tmp/console.png"
+LOGIN_SCREENSHOT = "/tmp/console-login.png"
+
+
+@pytest.fixture
+def page(chromium: Browser) -> Iterator[Page]:
+    context = chromium.new_context(viewport={"width": 1366, "height": 860})
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def test_sign_in_and_see_the_list_change_without_reloading(
+    page: Page, live_console: str, fleet: Fleet, make_user: Callable[..., str]
+) -> None:
+    now = datetime.now(UTC)
+    fleet.add_terminal("TC-0001", customer="Acme Grocers", store="S014", status="online")
+    fleet.add_terminal(
+        "TC-0002",
+        customer="Acme Grocers",
+        store="S015",
+        status="offline",
+        reason="heartbeat timeout",
+        firmware="2.3.9",
+        heartbeat=now - timedelta(minutes=12),
+    )
+    fleet.add_terminal(
+        "TC-0003",
+        customer="Bolt Pharmacy",
+        status="error",
+        reason="PIN pad not responding",
+        cpu=96.0,
+    )
+    fleet.add_terminal("TC-0004", customer="Bolt Pharmacy", status="unknown", heartbeat=None)
+    make_user("olga", "admin")
+
+    page.goto(live_console + "/")
+    expect(page).to_have_url(live_console + "/login?next=%2F")
+
+    page.fill("#username", "olga")
+    page.fill("#password", "not the password")
+    page.click("button[type=submit]")
+    expect(page.locator("#login-error")).to_have_text("Wrong username or password.")
+    page.screenshot(path=LOGIN_SCREENSHOT)
+
+    page.fill("#password", TEST_PASSWORD)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(live_console + "/")
+    row = page.locator('tr[data-serial="TC-0001"]')
+    expect(row.locator(".badge")).to_have_text("online")
+    expect(page.locator('tr[data-serial="TC-0002"] .reason')).to_have_text("heartbeat timeout")
+    expect(page.locator("#count-online")).to_have_text("1")
+    expect(page.locator("#live-status")).to_contain_text("updated")
+    page.screenshot(path=SCREENSHOT, full_page=True)
+
+    # A marker on window survives only if the page is never reloaded.
+    page.evaluate("window.tmsNoReload = true")
+    fleet.set_status(
+        "TC-0001", "offline", "last will: connection lost", heartbeat=now - timedelta(hours=3)
+    )
+    expect(row.locator(".badge")).to_have_text("offline", timeout=10_000)
+    expect(row.locator(".reason")).to_have_text("last will: connection lost")
+    expect(row.locator(".heartbeat")).to_have_text("3 h ago")
+    expect(page.locator("#count-online")).to_have_text("0")
+    expect(page.locator("#count-offline")).to_have_text("2")
+    assert page.evaluate("window.tmsNoReload") is True
+
+    page.click('a:has-text("TC-0001")')
+    expect(page.locator("h1")).to_have_text("TC-0001")
+    expect(page.locator(".panel").last).to_contain_text("last will: connection lost")

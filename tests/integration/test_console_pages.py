@@ -1,0 +1,83 @@
+"""The terminal screens as HTML: list with counts, live partial, filters, detail, error pages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from flask.testing import FlaskClient
+
+from tests.fixtures.browser import Fleet, sign_in
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def viewer(client: FlaskClient, make_user: Callable[..., str]) -> FlaskClient:
+    make_user("vera", "viewer")
+    sign_in(client, "vera")
+    return client
+
+
+def test_dashboard_lists_terminals_with_status_reason_firmware_heartbeat(
+    viewer: FlaskClient, fleet: Fleet
+) -> None:
+    fleet.add_terminal("TC-0001", status="online", firmware="2.4.1")
+    fleet.add_terminal(
+        "TC-0002",
+        status="offline",
+        reason="heartbeat timeout",
+        firmware="2.3.9",
+        heartbeat=datetime.now(UTC) - timedelta(minutes=7),
+    )
+    page = viewer.get("/").get_data(as_text=True)
+    assert "TC-0001" in page and "TC-0002" in page
+    assert "heartbeat timeout" in page and "2.3.9" in page and "7 min ago" in page
+    assert 'id="count-online">1<' in page and 'id="count-offline">1<' in page
+    assert 'data-refresh-s="1"' in page
+    # Problems first: the offline terminal is listed before the online one.
+    assert page.index("TC-0002") < page.index("TC-0001")
+
+
+def test_partial_reflects_changes(viewer: FlaskClient, fleet: Fleet) -> None:
+    fleet.add_terminal("TC-0001", status="online")
+    assert "badge-online" in viewer.get("/terminals/fleet").get_data(as_text=True)
+    fleet.set_status("TC-0001", "error", "PIN pad not responding")
+    partial = viewer.get("/terminals/fleet").get_data(as_text=True)
+    assert "badge-error" in partial and "PIN pad not responding" in partial
+    assert "<html" not in partial  # a fragment, not a page
+
+
+def test_status_and_customer_filters(viewer: FlaskClient, fleet: Fleet) -> None:
+    fleet.add_terminal("A-1", customer="Acme", status="online")
+    fleet.add_terminal("A-2", customer="Acme", status="error", reason="tamper")
+    fleet.add_terminal("B-1", customer="Bolt", status="error", reason="tamper")
+    page = viewer.get("/?status=error&customer=Acme").get_data(as_text=True)
+    assert "A-2" in page and "A-1" not in page and "B-1" not in page
+    page = viewer.get("/terminals/fleet?q=b-").get_data(as_text=True)
+    assert "B-1" in page and "A-2" not in page
+
+
+def test_terminal_detail_shows_history(viewer: FlaskClient, fleet: Fleet) -> None:
+    fleet.add_terminal("TC-0001", status="online")
+    fleet.set_status("TC-0001", "offline", "last will")
+    page = viewer.get("/terminals/TC-0001").get_data(as_text=True)
+    assert "TC-0001" in page and "last will" in page and "Status history" in page
+
+
+def test_unknown_terminal_is_a_404_page(viewer: FlaskClient) -> None:
+    response = viewer.get("/terminals/NOPE")
+    assert response.status_code == 404
+    assert "There is no terminal with serial NOPE." in response.get_data(as_text=True)
+
+
+def test_empty_fleet_says_so(viewer: FlaskClient) -> None:
+    assert "No terminals match" in viewer.get("/").get_data(as_text=True)
+
+
+def test_static_assets_are_served_locally(viewer: FlaskClient) -> None:
+    page = viewer.get("/").get_data(as_text=True)
+    assert "http://" not in page and "https://" not in page
+    assert viewer.get("/static/console.css").status_code == 200
+    assert viewer.get("/static/console.js").status_code == 200
