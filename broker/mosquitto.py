@@ -1,0 +1,282 @@
+"""The embedded Mosquitto: its files, written atomically, and its process.
+
+Mosquitto reads its password and ACL files at start and on SIGHUP; a reload also
+disconnects live sessions whose account was removed (see MEASURED.md), which is how a
+revoked credential takes effect within a second, without a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from broker.acl import AclAccount, mosquitto_acl_text
+from broker.errors import MosquittoError
+from broker.provisioning import BrokerAccount
+from shared.credentials import mosquitto_password_entry
+
+log = logging.getLogger(__name__)
+
+# When started as root, Debian's Mosquitto switches to this user before it reads
+# the password and ACL files, so they and the persistence directory must be its own.
+MOSQUITTO_USER = "mosquitto"
+RELOAD_LOG_LINE = b"Reloading config."
+_SAFE_USERNAME = re.compile(r"^[^\s:#+/\x00-\x1f]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class MosquittoFiles:
+    """Where one broker instance keeps everything, all inside ``directory``."""
+
+    directory: Path
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "mosquitto.conf"
+
+    @property
+    def passwords(self) -> Path:
+        return self.directory / "passwords"
+
+    @property
+    def acl(self) -> Path:
+        return self.directory / "acl"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "mosquitto.log"
+
+    @property
+    def persistence(self) -> Path:
+        return self.directory / "data"
+
+
+def render_config(host: str, port: int, files: MosquittoFiles) -> str:
+    return "\n".join(
+        [
+            "# Written by `tms broker`; edit the TMS settings instead.",
+            "per_listener_settings false",
+            f"listener {port} {host}",
+            "allow_anonymous false",
+            f"password_file {files.passwords}",
+            f"acl_file {files.acl}",
+            "persistence true",
+            f"persistence_location {files.persistence}/",
+            # stderr is unbuffered and goes to the log file this process opened, so the
+            # reload line can be awaited and no permission is needed to write the log.
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+            "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+            "",
+        ]
+    )
+
+
+def render_password_file(accounts: Iterable[BrokerAccount]) -> str:
+    lines = []
+    for account in accounts:
+        if not _SAFE_USERNAME.match(account.username):
+            # A ':' or newline would corrupt the file; such names cannot be created here.
+            log.warning("not loading broker account with unusable name %r", account.username)
+            continue
+        lines.append(mosquitto_password_entry(account.username, account.secret))
+    return "\n".join(lines) + "\n"
+
+
+def render_acl_file(accounts: Iterable[BrokerAccount]) -> str:
+    return mosquitto_acl_text(AclAccount(a.username, a.kind) for a in accounts)
+
+
+def find_binary(name: str) -> str:
+    """Resolve the configured binary; /usr/sbin is searched too as it is often not on PATH."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
+    if found is None:
+        raise MosquittoError(
+            f"Mosquitto not found ({name!r}): install it with `apt-get install mosquitto`, "
+            "or set [broker] mosquitto_binary to its path"
+        )
+    return found
+
+
+def _owner() -> tuple[int, int] | None:
+    """The uid/gid Mosquitto will run as, if it will switch user (we are root)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(MOSQUITTO_USER)
+    except KeyError as exc:
+        raise MosquittoError(
+            f"running as root but there is no {MOSQUITTO_USER!r} user for Mosquitto to switch"
+            " to; reinstall the mosquitto package"
+        ) from exc
+    return entry.pw_uid, entry.pw_gid
+
+
+def write_atomically(path: Path, text: str, mode: int, owner: tuple[int, int] | None) -> None:
+    """Replace ``path`` in one rename, so Mosquitto never reads a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        if owner is not None:
+            os.chown(tmp, *owner)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _check_reachable(directory: Path) -> None:
+    # The unprivileged mosquitto user must be able to walk down to its directory.
+    for parent in directory.resolve().parents:
+        if not parent.stat().st_mode & 0o001:
+            raise MosquittoError(
+                f"{parent} is not searchable by other users, so Mosquitto (user "
+                f"{MOSQUITTO_USER}) cannot reach {directory}: `chmod o+x {parent}` or choose "
+                "another data directory"
+            )
+
+
+def _port_accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class MosquittoProcess:
+    """One Mosquitto child process serving ``host:port`` from ``files``."""
+
+    def __init__(self, binary: str, files: MosquittoFiles, host: str, port: int) -> None:
+        self.binary = binary
+        self.files = files
+        self.host = host
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+        self._owner: tuple[int, int] | None = None
+
+    def prepare(self) -> None:
+        """Create the directory and the config file, owned by Mosquitto's user."""
+        self.binary = find_binary(self.binary)
+        self._owner = _owner()
+        self.files.directory.mkdir(parents=True, exist_ok=True)
+        self.files.persistence.mkdir(exist_ok=True)
+        os.chmod(self.files.directory, 0o755)
+        os.chmod(self.files.persistence, 0o700)
+        if self._owner is not None:
+            _check_reachable(self.files.directory)
+            os.chown(self.files.directory, *self._owner)
+            os.chown(self.files.persistence, *self._owner)
+        config = render_config(self.host, self.port, self.files)
+        write_atomically(self.files.config, config, 0o644, self._owner)
+
+    def write_accounts(self, accounts: list[BrokerAccount]) -> None:
+        write_atomically(self.files.passwords, render_password_file(accounts), 0o600, self._owner)
+        write_atomically(self.files.acl, render_acl_file(accounts), 0o600, self._owner)
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start Mosquitto and return once its port accepts connections."""
+        with self.files.log.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                [self.binary, "-c", str(self.files.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise MosquittoError(
+                    f"Mosquitto exited at start-up with code {self.process.returncode}:\n"
+                    + self.log_tail()
+                )
+            if _port_accepts(self.host, self.port):
+                log.info("mosquitto (pid %d) listening on %s:%d", self.process.pid, *self.address)
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise MosquittoError(
+            f"Mosquitto did not listen on {self.host}:{self.port} within {timeout:.0f} s:\n"
+            + self.log_tail()
+        )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    def exit_code(self) -> int | None:
+        """None while running; the exit code once it has stopped."""
+        return None if self.process is None else self.process.poll()
+
+    def reload(self, timeout: float = 5.0) -> None:
+        """SIGHUP, then wait until Mosquitto logs that it re-read its files.
+
+        The reload runs in Mosquitto's single event loop, so once the line is logged
+        every later connection and message is checked against the new files.
+        """
+        if self.process is None or self.process.poll() is not None:
+            raise MosquittoError("cannot reload Mosquitto: it is not running")
+        offset = self._log_size()
+        self.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while not self._logged_since(offset, RELOAD_LOG_LINE):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise MosquittoError(
+                    "Mosquitto did not confirm the reload of its password/ACL files:\n"
+                    + self.log_tail()
+                )
+            time.sleep(0.01)
+
+    def _log_size(self) -> int:
+        try:
+            return self.files.log.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _logged_since(self, offset: int, line: bytes) -> bool:
+        try:
+            with self.files.log.open("rb") as handle:
+                handle.seek(offset)
+                return line in handle.read()
+        except FileNotFoundError:
+            return False
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM and wait (SIGKILL if it will not go); return the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("mosquitto did not stop within %.0f s; killing it", timeout)
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.files.log.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,138 @@
+"""The rendered acl_file enforces exactly what ``broker.acl.is_allowed`` says, on Mosquitto.
+
+Publishing: the MQTT 5 PUBACK says whether Mosquitto allowed each publish.
+Subscribing: Mosquitto 2.0 grants every SUBACK and checks read access per message, so
+agreement is checked on delivery: a subscriber gets a probe message exactly when its
+filter matches the topic and ``is_allowed`` lets the account read that topic; and a
+filter ``is_allowed`` accepts delivers every probe it matches.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from broker.acl import Access, is_allowed
+from shared.models import AccountKind
+from tests.fixtures.broker import MqttProbe, RunningBroker
+
+pytestmark = pytest.mark.integration
+
+ACCOUNTS = [
+    (AccountKind.TERMINAL, "TC-1"),
+    (AccountKind.TERMINAL, "TC-2"),
+    (AccountKind.INGEST, "tms-ingest"),
+    (AccountKind.CONSOLE, "tms-console"),
+    (AccountKind.SUPPORT_SCRIPT, "support"),
+]
+LEAVES = ["telemetry", "status", "event", "cmd/c1", "cmd-result/c1", "other"]
+
+
+def _topics_for(username: str) -> list[str]:
+    names = ["TC-1", "TC-2", username]
+    topics = [f"tms/v1/{n}/{leaf}" for n in dict.fromkeys(names) for leaf in LEAVES]
+    return [*topics, "other/topic", "tms/v1", "$SYS/broker/x"]
+
+
+FILTERS = [
+    "#",
+    "tms/v1/#",
+    "tms/v1/+/telemetry",
+    "tms/v1/+/status",
+    "tms/v1/+/event",
+    "tms/v1/+/cmd/+",
+    "tms/v1/+/cmd-result/+",
+    "tms/v1/TC-1/#",
+    "tms/v1/TC-1/cmd/+",
+    "tms/v1/TC-2/cmd/+",
+    "tms/v1/TC-1/telemetry",
+    "$share/{group}/tms/v1/+/telemetry",
+    "$share/{group}/tms/v1/TC-1/cmd/+",
+]
+
+# Every topic some account may publish: these are what subscribers can observe.
+PROBES = sorted(
+    {
+        topic
+        for kind, username in ACCOUNTS
+        for topic in _topics_for(username)
+        if is_allowed(kind, username, Access.PUBLISH, topic)
+    }
+)
+
+
+@pytest.fixture
+def accounts(mosquitto_broker: RunningBroker) -> dict[str, tuple[AccountKind, str]]:
+    """username -> (kind, secret) for every account, all provisioned."""
+    found = {}
+    for kind, username in ACCOUNTS:
+        if kind is AccountKind.TERMINAL:
+            secret = mosquitto_broker.provision_terminal(username)
+        else:
+            secret = mosquitto_broker.service_account(kind, username)
+        found[username] = (kind, secret)
+    return found
+
+
+def test_publish_matches_is_allowed(
+    mosquitto_broker: RunningBroker, accounts: dict[str, tuple[AccountKind, str]]
+) -> None:
+    disagreements = []
+    for username, (kind, secret) in accounts.items():
+        client = MqttProbe(mosquitto_broker, username, secret)
+        assert client.connect()
+        for topic in _topics_for(username):
+            expected = is_allowed(kind, username, Access.PUBLISH, topic)
+            if client.publish(topic) != expected:
+                disagreements.append((username, topic, expected))
+        client.close()
+    assert disagreements == []
+
+
+def _expected(kind: AccountKind, username: str, topic_filter: str) -> set[str]:
+    """The probes this subscription should get, by ``is_allowed``."""
+    plain = topic_filter.split("/", 2)[2] if topic_filter.startswith("$share/") else topic_filter
+    matching = {t for t in PROBES if mqtt.topic_matches_sub(plain, t)}
+    expected = {t for t in matching if is_allowed(kind, username, Access.SUBSCRIBE, t)}
+    if is_allowed(kind, username, Access.SUBSCRIBE, topic_filter):
+        assert expected == matching, (username, topic_filter)
+    return expected
+
+
+def test_delivery_matches_is_allowed(
+    mosquitto_broker: RunningBroker, accounts: dict[str, tuple[AccountKind, str]]
+) -> None:
+    assert len(PROBES) >= 10  # telemetry, status, ... of both terminals and their commands
+    subscribers = {}
+    for index, ((username, (kind, secret)), template) in enumerate(
+        itertools.product(accounts.items(), FILTERS)
+    ):
+        # A share group of its own: members of one group split the messages between them.
+        topic_filter = template.format(group=f"g{index}")
+        client = MqttProbe(mosquitto_broker, username, secret)
+        assert client.connect()
+        client.subscribe(topic_filter)
+        subscribers[(username, topic_filter)] = (client, _expected(kind, username, topic_filter))
+    publishers = {}
+    for topic in PROBES:
+        username = next(u for k, u in ACCOUNTS if is_allowed(k, u, Access.PUBLISH, topic))
+        if username not in publishers:
+            publishers[username] = MqttProbe(mosquitto_broker, username, accounts[username][1])
+            assert publishers[username].connect()
+        assert publishers[username].publish(topic)
+
+    for client, expected in subscribers.values():
+        client.wait_for(len(expected))
+    time.sleep(0.3)  # time for any message that should not come to arrive anyway
+    disagreements = []
+    for (username, topic_filter), (client, expected) in subscribers.items():
+        got = {m.topic for m in client.drain()}
+        if got != expected:
+            disagreements.append((username, topic_filter, sorted(got ^ expected)))
+        client.close()
+    for client in publishers.values():
+        client.close()
+    assert disagreements == []
