@@ -72,6 +72,11 @@ def render_config(host: str, port: int, files: MosquittoFiles) -> str:
             f"acl_file {files.acl}",
             "persistence true",
             f"persistence_location {files.persistence}/",
+            # Ingest acknowledges only after its batch is committed, so a burst must wait
+            # in its session queue rather than be dropped at Mosquitto's default of 1000,
+            # and enough messages must be in flight to fill one batch.
+            "max_queued_messages 1000000",
+            "max_inflight_messages 5000",
             # stderr is unbuffered and goes to the log file this process opened, so the
             # reload line can be awaited and no permission is needed to write the log.
             "log_dest stderr",

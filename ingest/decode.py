@@ -1,0 +1,225 @@
+"""Turn one MQTT message (topic, payload bytes) into a typed record or a Rejection (pure).
+
+Everything past this module works with the frozen records below, never with raw
+payloads. ``decode`` never raises: whatever arrives on the wire becomes either a
+record or a ``Rejection`` whose reason is one of the ``REASON_*`` constants, so the
+daemon can count it, log it and keep it as a dead letter.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from shared import topics
+from shared.errors import MessageError, TopicError
+from shared.messages import (
+    CommandResult,
+    DeviceStatus,
+    Event,
+    Presence,
+    PresenceState,
+    Telemetry,
+    parse_message,
+)
+
+REASON_BAD_TOPIC = "bad-topic"
+REASON_BAD_PAYLOAD = "bad-payload"
+REASON_UNSUPPORTED_VERSION = "unsupported-version"
+REASON_UNKNOWN_TERMINAL = "unknown-terminal"  # decided by the store, not here
+REASON_UNKNOWN_COMMAND = "unknown-command"  # decided by the store, not here
+REASON_STORE_ERROR = "store-error"  # a record the database refused on its own
+
+# Column widths the wire schema allows to be longer (shared.models): checked here so
+# that one long value is a dead letter, not a batch the database refuses forever.
+FIRMWARE_MAX = 64
+DETAIL_MAX = 2000
+TOPIC_MAX = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """Where a record came from, kept so that the store can still dead-letter it."""
+
+    topic: str
+    payload: bytes
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryRecord:
+    serial: str
+    envelope: Envelope
+    message_id: str
+    ts: datetime
+    device_status: DeviceStatus
+    firmware_version: str | None
+    cpu_pct: float | None
+    memory_pct: float | None
+    disk_pct: float | None
+    host_name: str | None
+    host_cpu_pct: float | None
+    host_memory_pct: float | None
+    host_disk_pct: float | None
+    errors_json: str | None  # JSON array of {code, message}, or None when there are none
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceRecord:
+    serial: str
+    envelope: Envelope
+    state: PresenceState
+    reason: str | None
+    ts: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    serial: str
+    envelope: Envelope
+    message_id: str
+    ts: datetime
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResultRecord:
+    serial: str
+    envelope: Envelope
+    command_id: str
+    status: str
+    output_json: str
+    error: str | None
+    finished_at: datetime
+
+
+Record = TelemetryRecord | PresenceRecord | EventRecord | CommandResultRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A message ingest cannot use; ``detail`` says why in words for the dead letter."""
+
+    envelope: Envelope
+    reason: str
+    detail: str
+
+
+Decoded = Record | Rejection
+
+
+def safe_text(text: str, limit: int) -> str:
+    """Text PostgreSQL accepts (no NUL, valid UTF-8) and that fits a column of ``limit``."""
+    cleaned = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return cleaned[:limit]
+
+
+def _storable(value: Any) -> bool:
+    """True if every string inside can go into a PostgreSQL text or jsonb value."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates from JSON "\ud800" escapes
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_storable(key) and _storable(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return all(_storable(item) for item in value)
+    return True
+
+
+def _check_storable(message: BaseModel, kind: str) -> None:
+    if not _storable(message.model_dump(mode="json")):
+        raise MessageError(kind, "", "text must not contain NUL characters or lone surrogates")
+
+
+def _telemetry(serial: str, envelope: Envelope) -> TelemetryRecord:
+    message = parse_message(Telemetry, envelope.payload)
+    _check_storable(message, "telemetry")
+    if message.firmware is not None and len(message.firmware) > FIRMWARE_MAX:
+        raise MessageError("telemetry", "firmware", f"longer than {FIRMWARE_MAX} characters")
+    errors = [error.model_dump(mode="json") for error in message.errors]
+    return TelemetryRecord(
+        serial=serial,
+        envelope=envelope,
+        message_id=message.id,
+        ts=message.ts,
+        device_status=message.status,
+        firmware_version=message.firmware,
+        cpu_pct=message.terminal.cpu,
+        memory_pct=message.terminal.memory,
+        disk_pct=message.terminal.disk,
+        host_name=message.host.name,
+        host_cpu_pct=message.host.cpu,
+        host_memory_pct=message.host.memory,
+        host_disk_pct=message.host.disk,
+        errors_json=json.dumps(errors) if errors else None,
+    )
+
+
+def _presence(serial: str, envelope: Envelope) -> PresenceRecord:
+    message = parse_message(Presence, envelope.payload)
+    _check_storable(message, "status")
+    return PresenceRecord(serial, envelope, message.state, message.reason, message.ts)
+
+
+def _event(serial: str, envelope: Envelope) -> EventRecord:
+    message = parse_message(Event, envelope.payload)
+    _check_storable(message, "event")
+    return EventRecord(serial, envelope, message.id, message.ts, message)
+
+
+def _command_result(serial: str, command_id: str, envelope: Envelope) -> CommandResultRecord:
+    message = parse_message(CommandResult, envelope.payload)
+    _check_storable(message, "cmd-result")
+    if message.id != command_id:
+        raise MessageError(
+            "cmd-result", "id", f"{message.id!r} does not match the topic's {command_id!r}"
+        )
+    return CommandResultRecord(
+        serial=serial,
+        envelope=envelope,
+        command_id=command_id,
+        status=message.status.value,
+        output_json=json.dumps(message.output),
+        error=message.error,
+        finished_at=message.finished_at,
+    )
+
+
+def _reason_of(error: MessageError) -> str:
+    return REASON_UNSUPPORTED_VERSION if error.field == "v" else REASON_BAD_PAYLOAD
+
+
+def decode(topic: str, payload: bytes, received_at: datetime) -> Decoded:
+    """The one entry point: a record for a usable message, else a Rejection saying why."""
+    envelope = Envelope(topic, bytes(payload), received_at)
+    try:
+        parsed = topics.parse(topic)
+    except TopicError as exc:
+        return Rejection(envelope, REASON_BAD_TOPIC, safe_text(str(exc), DETAIL_MAX))
+    try:
+        match parsed.kind:
+            case topics.TopicKind.TELEMETRY:
+                return _telemetry(parsed.serial, envelope)
+            case topics.TopicKind.STATUS:
+                return _presence(parsed.serial, envelope)
+            case topics.TopicKind.EVENT:
+                return _event(parsed.serial, envelope)
+            case topics.TopicKind.COMMAND_RESULT:
+                assert parsed.command_id is not None
+                return _command_result(parsed.serial, parsed.command_id, envelope)
+            case _:
+                # Commands flow console -> agent; ingest never subscribes to them.
+                return Rejection(
+                    envelope, REASON_BAD_TOPIC, f"ingest does not take {parsed.kind.value} topics"
+                )
+    except MessageError as exc:
+        return Rejection(envelope, _reason_of(exc), safe_text(str(exc), DETAIL_MAX))

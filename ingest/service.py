@@ -1,0 +1,264 @@
+"""The ingest daemon: a thin asyncio shell around decode, batch and store.
+
+Two tasks share one bounded queue. The reader takes messages from the broker, decodes
+them (a guarded handler: one bad message never stops it) and queues them; the writer
+builds batches, commits each in one transaction and only then acknowledges its
+messages. Nothing is acknowledged before it is committed, so a crash, a lost broker
+connection or a PostgreSQL outage never loses a message: the broker keeps it (persistent
+session) and sends it again, and the unique message id keeps the history free of
+duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from datetime import UTC, datetime
+from typing import Final
+
+import aiomqtt
+
+from ingest.batch import Batch, BatchBuilder
+from ingest.counters import IngestCounters
+from ingest.decode import Decoded, Envelope, Rejection, decode, safe_text
+from ingest.errors import BatchRefusedError, DatabaseUnavailableError
+from ingest.mqtt import Receipt, acknowledge, make_client
+from ingest.store import IngestStore
+from shared.settings import IngestSettings
+from shared.topics import INGEST_FILTERS
+
+log = logging.getLogger(__name__)
+
+REASON_INTERNAL_ERROR = "internal-error"
+_END: Final = None  # queued by the daemon to tell the writer that reading has stopped
+
+QueueItem = tuple[Decoded, Receipt] | None
+
+
+class Backoff:
+    """Exponential delays with jitter, so many daemons do not retry in step."""
+
+    def __init__(self, first_s: float, max_s: float) -> None:
+        self.first_s = first_s
+        self.max_s = max_s
+        self.attempts = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.max_s, self.first_s * 2**self.attempts)
+        self.attempts += 1
+        return delay * random.uniform(0.5, 1.0)
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep, but wake at once when ``stop`` is set; True if it was."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+def _payload_bytes(payload: object) -> bytes:
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    return str(payload).encode("utf-8", "backslashreplace")
+
+
+class IngestDaemon:
+    """One running ingest: the broker connection, the queue and the batch writer."""
+
+    def __init__(
+        self, settings: IngestSettings, store: IngestStore, counters: IngestCounters
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.counters = counters
+        self.queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=settings.queue_max)
+        self._client: aiomqtt.Client | None = None  # set while connected
+        self._connection = 0
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
+        writer = asyncio.create_task(self._write_loop(stop), name="ingest-writer")
+        summary = asyncio.create_task(self._summary_loop(stop), name="ingest-summary")
+        try:
+            await self._connection_loop(stop, ready, writer)
+            await self._finish(writer)
+        finally:
+            # On cancellation (a crash, as far as the broker can tell) nothing more is
+            # committed or acknowledged: the broker redelivers what was in flight.
+            for task in (writer, summary):
+                task.cancel()
+            await asyncio.gather(writer, summary, return_exceptions=True)
+            log.info("ingest stopped: %s", self.counters.summary())
+
+    async def _finish(self, writer: asyncio.Task[None]) -> None:
+        """Let the writer commit what is queued, then wait for it (idempotent)."""
+        if not writer.done():
+            await self.queue.put(_END)
+            await writer
+
+    async def _connection_loop(
+        self, stop: asyncio.Event, ready: asyncio.Event | None, writer: asyncio.Task[None]
+    ) -> None:
+        backoff = Backoff(0.5, self.settings.retry_max_s)
+        mqtt = self.settings.mqtt
+        while not stop.is_set():
+            # A new client per connection: messages still queued inside an old one get
+            # no acknowledgement on the new connection, whose message ids differ.
+            client = make_client(self.settings)
+            try:
+                async with client:
+                    self._connection += 1
+                    self._client = client
+                    await client.subscribe([(topic, 1) for topic in INGEST_FILTERS])
+                    log.info("connected to MQTT broker %s:%s", mqtt.host, mqtt.port)
+                    backoff.reset()
+                    if ready is not None:
+                        ready.set()
+                    await self._read_until_stop(client, stop, writer)
+                    if stop.is_set():
+                        # Still connected: commit and acknowledge the last batch first.
+                        await self._finish(writer)
+            except aiomqtt.MqttError as exc:
+                self.counters.broker_reconnects += 1
+                delay = backoff.next_delay()
+                log.warning(
+                    "MQTT broker %s:%s: %s; retrying in %.1f s", mqtt.host, mqtt.port, exc, delay
+                )
+                await _sleep_unless(stop, delay)
+            finally:
+                self._client = None
+
+    async def _read_until_stop(
+        self, client: aiomqtt.Client, stop: asyncio.Event, writer: asyncio.Task[None]
+    ) -> None:
+        """Read until stop is set or the connection is lost (MqttError)."""
+        reader = asyncio.create_task(self._read(client, self._connection), name="ingest-reader")
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({reader, stopped, writer}, return_when=asyncio.FIRST_COMPLETED)
+            if writer.done():
+                writer.result()  # the writer never ends on its own: surface its error
+        finally:
+            for task in (reader, stopped):
+                task.cancel()
+            await asyncio.gather(stopped, return_exceptions=True)
+        if reader.done() and not reader.cancelled():
+            reader.result()  # a lost connection raises MqttError here -> reconnect
+        else:
+            await asyncio.gather(reader, return_exceptions=True)
+
+    async def _read(self, client: aiomqtt.Client, connection: int) -> None:
+        async for message in client.messages:
+            receipt = Receipt(connection, message.mid, message.qos)
+            decoded = self.handle(str(message.topic), _payload_bytes(message.payload))
+            self.counters.received += 1
+            await self.queue.put((decoded, receipt))  # waits when queue_max are pending
+
+    def handle(self, topic: str, payload: bytes) -> Decoded:
+        """Decode one message; whatever happens, the result can be queued and acknowledged."""
+        received_at = datetime.now(UTC)
+        try:
+            decoded = decode(topic, payload, received_at)
+        except Exception as exc:  # the guard: one bad message never stops the loop
+            log.exception("could not decode a message on %r", topic[:200])
+            envelope = Envelope(topic, payload, received_at)
+            decoded = Rejection(envelope, REASON_INTERNAL_ERROR, safe_text(repr(exc), 2000))
+        if isinstance(decoded, Rejection):
+            log.warning(
+                "rejected message on %r: %s: %s", topic[:200], decoded.reason, decoded.detail
+            )
+        return decoded
+
+    async def _write_loop(self, stop: asyncio.Event) -> None:
+        builder: BatchBuilder[Receipt] = BatchBuilder(
+            self.settings.batch_max, self.settings.batch_interval_ms / 1000
+        )
+        reading = True
+        while reading:
+            deadline = builder.deadline
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                item = await asyncio.wait_for(self.queue.get(), timeout)
+            except TimeoutError:  # only with a batch pending: its time is up
+                await self._commit(builder.take(), stop)
+                continue
+            # Take what is already queued without waiting again: one wake-up per batch,
+            # not one per message.
+            while True:
+                if item is _END:
+                    reading = False
+                    break
+                builder.add(item[0], item[1], time.monotonic())
+                if builder.is_due(time.monotonic()):
+                    await self._commit(builder.take(), stop)
+                try:
+                    item = self.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+        if len(builder):
+            await self._commit(builder.take(), stop)
+
+    async def _commit(self, batch: Batch[Receipt], stop: asyncio.Event) -> None:
+        """Write one batch until it is committed, then acknowledge its messages."""
+        backoff = Backoff(0.2, self.settings.retry_max_s)
+        while True:
+            try:
+                try:
+                    result = await self.store.write(batch)
+                except BatchRefusedError as exc:
+                    log.error("%s; writing the batch message by message", exc)
+                    result = await self.store.write_isolated(batch)
+                break
+            except DatabaseUnavailableError as exc:
+                self.counters.database_retries += 1
+                if stop.is_set():
+                    # Stopping: not acknowledged, so the broker sends these again later.
+                    log.warning("%s; left %d messages to the broker", exc, len(batch))
+                    return
+                delay = backoff.next_delay()
+                log.warning("%s; retrying the batch in %.1f s", exc, delay)
+                await _sleep_unless(stop, delay)
+        self.counters.add_batch(len(batch), result)
+        self._acknowledge(batch.receipts)
+
+    def _acknowledge(self, receipts: list[Receipt]) -> None:
+        client = self._client
+        for receipt in receipts:
+            current = receipt.connection == self._connection
+            if client is not None and current and acknowledge(client, receipt.mid, receipt.qos):
+                continue
+            self.counters.acks_dropped += 1
+
+    async def _summary_loop(self, stop: asyncio.Event) -> None:
+        while not await _sleep_unless(stop, self.settings.summary_interval_s):
+            log.info("ingest: %s", self.counters.summary())
+
+
+async def run_ingest(
+    settings: IngestSettings,
+    database_url: str,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+    *,
+    counters: IngestCounters | None = None,
+) -> None:
+    """Run ingest until ``stop`` is set; the last batch is committed before returning.
+
+    ``ready`` is set once the first subscription is in place; ``counters`` lets the
+    caller (tests now, /metrics later) watch the running totals.
+    """
+    # A write waits for a connection no longer than a retry pause, so that a stop
+    # during an outage is noticed within seconds.
+    store = IngestStore.create(database_url, connect_timeout_s=min(settings.retry_max_s, 10.0))
+    await store.open()
+    daemon = IngestDaemon(settings, store, counters if counters is not None else IngestCounters())
+    try:
+        await daemon.run(stop, ready)
+    finally:
+        await store.close()

@@ -1,0 +1,377 @@
+"""Write batches into PostgreSQL: the only ingest module that touches psycopg.
+
+One transaction per batch. History goes in with COPY into a temporary staging table
+and one ``INSERT ... ON CONFLICT (message_id) DO NOTHING``, so a redelivered message
+is never written twice; each terminal's latest state is one ``UPDATE ... FROM
+unnest(...)`` per batch. Library errors are translated at this edge: transient ones
+become ``DatabaseUnavailableError`` (retry the batch), data the server refuses becomes
+``BatchRefusedError`` (write the batch again message by message, see ``write_isolated``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from ingest.batch import Batch, split
+from ingest.decode import (
+    DETAIL_MAX,
+    REASON_STORE_ERROR,
+    REASON_UNKNOWN_COMMAND,
+    REASON_UNKNOWN_TERMINAL,
+    TOPIC_MAX,
+    CommandResultRecord,
+    EventRecord,
+    Rejection,
+    safe_text,
+)
+from ingest.errors import BatchRefusedError, DatabaseUnavailableError
+from ingest.status import StatusTransition, TerminalState, status_transitions
+from shared.db import libpq_url
+
+log = logging.getLogger(__name__)
+
+SQL_TERMINAL_IDS = "SELECT serial, id FROM terminal WHERE serial = ANY(%s::text[])"
+
+SQL_LOCK_TERMINALS = """
+SELECT id, status, last_heartbeat_at FROM terminal
+WHERE id = ANY(%s::int[]) ORDER BY id FOR UPDATE
+"""
+
+# ON COMMIT DELETE ROWS: the staging table lives as long as the pooled connection
+# and is empty at the start of every batch.
+SQL_CREATE_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS ingest_telemetry_staging (
+    terminal_id integer, message_id text, ts timestamptz, received_at timestamptz,
+    device_status text, firmware_version text, cpu_pct float8, memory_pct float8,
+    disk_pct float8, host_cpu_pct float8, host_memory_pct float8, host_disk_pct float8,
+    errors jsonb
+) ON COMMIT DELETE ROWS
+"""
+
+STAGING_COLUMNS = (
+    "terminal_id, message_id, ts, received_at, device_status, firmware_version, cpu_pct,"
+    " memory_pct, disk_pct, host_cpu_pct, host_memory_pct, host_disk_pct, errors"
+)
+SQL_COPY_STAGING = f"COPY ingest_telemetry_staging ({STAGING_COLUMNS}) FROM STDIN"
+
+SQL_INSERT_HISTORY = f"""
+INSERT INTO telemetry ({STAGING_COLUMNS})
+SELECT {STAGING_COLUMNS} FROM ingest_telemetry_staging
+ON CONFLICT (message_id) DO NOTHING
+"""
+
+# Only a heartbeat newer than the stored one replaces the latest state, so a replayed
+# or redelivered old heartbeat never rolls the console back.
+SQL_UPSERT_LATEST = """
+UPDATE terminal AS t SET
+    last_heartbeat_at = v.ts,
+    last_seen_at = GREATEST(t.last_seen_at, v.received_at),
+    device_status = v.device_status,
+    firmware_version = COALESCE(v.firmware_version, t.firmware_version),
+    cpu_pct = v.cpu_pct, memory_pct = v.memory_pct, disk_pct = v.disk_pct,
+    host_name = COALESCE(v.host_name, t.host_name),
+    host_cpu_pct = v.host_cpu_pct, host_memory_pct = v.host_memory_pct,
+    host_disk_pct = v.host_disk_pct
+FROM unnest(
+    %s::int[], %s::timestamptz[], %s::timestamptz[], %s::text[], %s::text[],
+    %s::float8[], %s::float8[], %s::float8[], %s::text[], %s::float8[], %s::float8[],
+    %s::float8[]
+) AS v(terminal_id, ts, received_at, device_status, firmware_version, cpu_pct, memory_pct,
+       disk_pct, host_name, host_cpu_pct, host_memory_pct, host_disk_pct)
+WHERE t.id = v.terminal_id AND (t.last_heartbeat_at IS NULL OR v.ts > t.last_heartbeat_at)
+"""
+
+SQL_SET_STATUS = """
+UPDATE terminal AS t SET status = v.status, status_reason = v.reason, status_changed_at = v.at
+FROM unnest(%s::int[], %s::text[], %s::text[], %s::timestamptz[]) AS v(id, status, reason, at)
+WHERE t.id = v.id
+"""
+
+SQL_INSERT_STATUS_CHANGES = """
+INSERT INTO status_change (terminal_id, old_status, new_status, reason, at)
+SELECT * FROM unnest(%s::int[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])
+"""
+
+SQL_FINISH_COMMANDS = """
+UPDATE command AS c SET
+    status = v.status, result = v.output::jsonb, error = v.error, finished_at = v.finished_at
+FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])
+    AS v(id, terminal_id, status, output, error, finished_at)
+WHERE c.id = v.id AND c.terminal_id = v.terminal_id
+RETURNING c.id
+"""
+
+SQL_INSERT_DEAD_LETTERS = """
+INSERT INTO dead_letter (received_at, topic, payload, reason, detail)
+SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::bytea[], %s::text[], %s::text[])
+"""
+
+
+@dataclass
+class WriteResult:
+    """What one committed batch changed; the service adds it to its counters."""
+
+    telemetry_written: int = 0
+    telemetry_duplicates: int = 0
+    status_changes: int = 0
+    commands_finished: int = 0
+    events: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: WriteResult) -> None:
+        self.telemetry_written += other.telemetry_written
+        self.telemetry_duplicates += other.telemetry_duplicates
+        self.status_changes += other.status_changes
+        self.commands_finished += other.commands_finished
+        self.events += other.events
+        self.dead_letters.update(other.dead_letters)
+
+
+def _columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows to one list per column, the shape ``unnest`` takes."""
+    columns: list[list[Any]] = [[] for _ in range(width)]
+    for row in rows:
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return columns
+
+
+class IngestStore:
+    """Batches into PostgreSQL through a small pool; keeps a serial -> terminal id cache."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+        self._terminal_ids: dict[str, int] = {}
+
+    @classmethod
+    def create(cls, database_url: str, connect_timeout_s: float = 10.0) -> IngestStore:
+        """A store whose write waits at most ``connect_timeout_s`` for a connection."""
+        # One writer needs one connection; the second serves a retry while a broken
+        # one is being replaced. check= tests each connection before it is handed out.
+        pool = AsyncConnectionPool(
+            libpq_url(database_url),
+            min_size=1,
+            max_size=2,
+            open=False,
+            timeout=connect_timeout_s,
+            check=AsyncConnectionPool.check_connection,
+            name="ingest",
+        )
+        return cls(pool)
+
+    async def open(self) -> None:
+        # wait=False: the daemon starts (and keeps messages unacknowledged at the
+        # broker) even while PostgreSQL is still down.
+        await self._pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    @asynccontextmanager
+    async def _transaction(self) -> Any:
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                yield conn
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self._terminal_ids.clear()
+            raise DatabaseUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
+        except psycopg.Error as exc:
+            # A terminal deleted under the cache shows up as a foreign-key error.
+            self._terminal_ids.clear()
+            raise BatchRefusedError(f"PostgreSQL refused the batch: {exc}") from exc
+
+    async def write(self, batch: Batch[Any]) -> WriteResult:
+        """Write one batch in one transaction, or raise and leave the database unchanged."""
+        async with self._transaction() as conn:
+            return await self._write(conn, batch)
+
+    async def write_isolated(self, batch: Batch[Any]) -> WriteResult:
+        """Write a refused batch message by message; a message refused alone is dead-lettered."""
+        total = WriteResult()
+        for single in split(batch):
+            try:
+                total.add(await self.write(single))
+            except BatchRefusedError as exc:
+                (decoded,) = single.decoded
+                rejection = Rejection(decoded.envelope, REASON_STORE_ERROR, str(exc))
+                async with self._transaction() as conn:
+                    await self._insert_dead_letters(conn, [rejection])
+                total.dead_letters[REASON_STORE_ERROR] += 1
+        return total
+
+    async def _write(self, conn: psycopg.AsyncConnection[Any], batch: Batch[Any]) -> WriteResult:
+        result = WriteResult()
+        ids = await self._resolve(conn, batch.serials())
+        rejections = list(batch.rejections)
+        rejections.extend(self._unknown(batch, ids))
+        known = ids.keys()
+        if batch.history:
+            written = await self._write_history(conn, batch, ids)
+            result.telemetry_written = written
+            result.telemetry_duplicates = sum(r.serial in known for r in batch.history) - written
+        transitions = await self._transitions(conn, batch, ids)
+        await self._upsert_latest(conn, batch, ids)
+        await self._apply_transitions(conn, transitions)
+        result.status_changes = len(transitions)
+        finished, unmatched = await self._finish_commands(conn, batch.command_results, ids)
+        result.commands_finished = finished
+        rejections.extend(unmatched)
+        result.events = self._log_events(batch.events, ids)
+        await self._insert_dead_letters(conn, rejections)
+        result.dead_letters.update(rejection.reason for rejection in rejections)
+        return result
+
+    async def _resolve(
+        self, conn: psycopg.AsyncConnection[Any], serials: set[str]
+    ) -> dict[str, int]:
+        """Terminal ids for the serials the database knows; asks it only about cache misses."""
+        missing = [serial for serial in serials if serial not in self._terminal_ids]
+        if missing:
+            cursor = await conn.execute(SQL_TERMINAL_IDS, (missing,))
+            self._terminal_ids.update({serial: id_ async for serial, id_ in cursor})
+        return {s: self._terminal_ids[s] for s in serials if s in self._terminal_ids}
+
+    @staticmethod
+    def _unknown(batch: Batch[Any], ids: dict[str, int]) -> Iterator[Rejection]:
+        for decoded in batch.decoded:
+            if isinstance(decoded, Rejection) or decoded.serial in ids:
+                continue
+            detail = f"no terminal with serial {decoded.serial!r} is provisioned"
+            yield Rejection(decoded.envelope, REASON_UNKNOWN_TERMINAL, detail)
+
+    @staticmethod
+    async def _write_history(
+        conn: psycopg.AsyncConnection[Any], batch: Batch[Any], ids: dict[str, int]
+    ) -> int:
+        await conn.execute(SQL_CREATE_STAGING)
+        async with conn.cursor().copy(SQL_COPY_STAGING) as copy:
+            for r in batch.history:
+                if r.serial not in ids:
+                    continue
+                await copy.write_row(
+                    (
+                        ids[r.serial], r.message_id, r.ts, r.envelope.received_at,
+                        r.device_status.value, r.firmware_version, r.cpu_pct, r.memory_pct,
+                        r.disk_pct, r.host_cpu_pct, r.host_memory_pct, r.host_disk_pct,
+                        r.errors_json,
+                    )
+                )  # fmt: skip
+        cursor = await conn.execute(SQL_INSERT_HISTORY)
+        return max(cursor.rowcount, 0)
+
+    @staticmethod
+    async def _transitions(
+        conn: psycopg.AsyncConnection[Any], batch: Batch[Any], ids: dict[str, int]
+    ) -> list[StatusTransition]:
+        """Lock the signalled terminals, read their state, and fold the signals over it."""
+        signalled = sorted({ids[s.serial] for s in batch.signals if s.serial in ids})
+        if not signalled:
+            return []
+        cursor = await conn.execute(SQL_LOCK_TERMINALS, (signalled,))
+        states = {row[0]: TerminalState(*row) async for row in cursor}
+        transitions: list[StatusTransition] = []
+        for terminal_id, state in states.items():
+            signals = [s for s in batch.signals if ids.get(s.serial) == terminal_id]
+            transitions.extend(status_transitions(state, signals))
+        return transitions
+
+    @staticmethod
+    async def _upsert_latest(
+        conn: psycopg.AsyncConnection[Any], batch: Batch[Any], ids: dict[str, int]
+    ) -> None:
+        rows = [
+            (
+                ids[r.serial], r.ts, r.envelope.received_at, r.device_status.value,
+                r.firmware_version, r.cpu_pct, r.memory_pct, r.disk_pct, r.host_name,
+                r.host_cpu_pct, r.host_memory_pct, r.host_disk_pct,
+            )
+            for r in batch.latest.values()
+            if r.serial in ids
+        ]  # fmt: skip
+        if rows:
+            await conn.execute(SQL_UPSERT_LATEST, _columns(rows, 12))
+
+    @staticmethod
+    async def _apply_transitions(
+        conn: psycopg.AsyncConnection[Any], transitions: list[StatusTransition]
+    ) -> None:
+        if not transitions:
+            return
+        final = {t.terminal_id: t for t in transitions}  # the last change per terminal wins
+        await conn.execute(
+            SQL_SET_STATUS,
+            _columns(((t.terminal_id, t.new_status, t.reason, t.at) for t in final.values()), 4),
+        )
+        changes = ((t.terminal_id, t.old_status, t.new_status, t.reason, t.at) for t in transitions)
+        await conn.execute(SQL_INSERT_STATUS_CHANGES, _columns(changes, 5))
+
+    @staticmethod
+    async def _finish_commands(
+        conn: psycopg.AsyncConnection[Any],
+        results: list[CommandResultRecord],
+        ids: dict[str, int],
+    ) -> tuple[int, list[Rejection]]:
+        known = [r for r in results if r.serial in ids]
+        if not known:
+            return 0, []
+        rows = (
+            (r.command_id, ids[r.serial], r.status, r.output_json, r.error, r.finished_at)
+            for r in known
+        )
+        cursor = await conn.execute(SQL_FINISH_COMMANDS, _columns(rows, 6))
+        matched = {row[0] async for row in cursor}
+        unmatched = [
+            Rejection(
+                r.envelope,
+                REASON_UNKNOWN_COMMAND,
+                f"terminal {r.serial!r} has no command {r.command_id!r}",
+            )
+            for r in known
+            if r.command_id not in matched
+        ]
+        return len(known) - len(unmatched), unmatched
+
+    @staticmethod
+    def _log_events(events: list[EventRecord], ids: dict[str, int]) -> int:
+        # There is no event table yet (alerts come in a later issue): events are logged.
+        count = 0
+        for record in events:
+            if record.serial not in ids:
+                continue
+            count += 1
+            event = record.event
+            log.info(
+                "event from %s: %s %s %s %s",
+                record.serial,
+                event.severity.value,
+                event.kind,
+                event.code or "-",
+                event.message[:200],
+            )
+        return count
+
+    @staticmethod
+    async def _insert_dead_letters(
+        conn: psycopg.AsyncConnection[Any], rejections: list[Rejection]
+    ) -> None:
+        if not rejections:
+            return
+        rows = (
+            (
+                r.envelope.received_at,
+                safe_text(r.envelope.topic, TOPIC_MAX),
+                r.envelope.payload,
+                r.reason,
+                safe_text(r.detail, DETAIL_MAX),
+            )
+            for r in rejections
+        )
+        await conn.execute(SQL_INSERT_DEAD_LETTERS, _columns(rows, 5))

@@ -1,0 +1,262 @@
+"""The ingest daemon end to end: a real Mosquitto, a real PostgreSQL, a terminal publishing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+from pydantic import SecretStr
+
+from ingest.counters import IngestCounters
+from ingest.service import run_ingest
+from shared import topics
+from shared.models import AccountKind
+from shared.settings import IngestSettings, MqttClientSettings
+from tests.fixtures.broker import MqttProbe, RunningBroker
+
+pytestmark = pytest.mark.integration
+
+SERIAL = "TC-DAEMON-1"
+WAIT_S = 15.0
+
+
+class IngestThread:
+    """run_ingest in its own event loop and thread, stopped cleanly or killed by cancel."""
+
+    def __init__(self, settings: IngestSettings, database_url: str) -> None:
+        self.counters = IngestCounters()
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self._settings = settings
+        self._database_url = database_url
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            ready = asyncio.Event()
+            self._task = asyncio.current_task()
+            self._started.set()
+            watcher = asyncio.create_task(ready.wait())
+            watcher.add_done_callback(lambda _: self.ready.set())
+            try:
+                await run_ingest(
+                    self._settings, self._database_url, self._stop, ready, counters=self.counters
+                )
+            finally:
+                watcher.cancel()
+
+        try:
+            asyncio.run(main())
+        except asyncio.CancelledError:
+            pass  # killed on purpose
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.ready.set()
+
+    def start(self) -> IngestThread:
+        self._thread.start()
+        assert self._started.wait(10)
+        assert self.ready.wait(WAIT_S), "ingest did not subscribe in time"
+        assert self.error is None, self.error
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM's path: set the stop event, let the daemon flush and exit."""
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(WAIT_S)
+        assert not self._thread.is_alive()
+        assert self.error is None, self.error
+
+    def kill(self) -> None:
+        """A crash as the broker sees it: nothing more is committed or acknowledged."""
+        assert self._loop is not None and self._task is not None
+        self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(WAIT_S)
+        assert not self._thread.is_alive()
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def scalar(database_url: str, sql: str, *params: Any) -> Any:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(sql, params).fetchone()
+    return None if row is None else row[0]
+
+
+@pytest.fixture
+def terminal_probe(mosquitto_broker: RunningBroker) -> Iterator[MqttProbe]:
+    secret = mosquitto_broker.provision_terminal(SERIAL, customer="Daemon Test")
+    probe = MqttProbe(mosquitto_broker, SERIAL, secret, client_id=SERIAL)
+    assert probe.connect()
+    yield probe
+    probe.close()
+
+
+@pytest.fixture
+def ingest_settings(mosquitto_broker: RunningBroker) -> Callable[..., IngestSettings]:
+    secret = mosquitto_broker.service_account(AccountKind.INGEST, "tms-ingest")
+
+    def make(**overrides: Any) -> IngestSettings:
+        mqtt = MqttClientSettings(
+            host=mosquitto_broker.host,
+            port=mosquitto_broker.port,
+            username="tms-ingest",
+            password=SecretStr(secret),
+        )
+        fields: dict[str, Any] = {
+            "mqtt": mqtt,
+            "client_id": "tms-ingest-test",
+            "batch_interval_ms": 50,
+            **overrides,
+        }
+        return IngestSettings(**fields)
+
+    return make
+
+
+def heartbeat(message_id: str, status: str = "ok") -> bytes:
+    body = {
+        "v": 1,
+        "id": message_id,
+        "status": status,
+        "ts": datetime.now(UTC).isoformat(),
+        "firmware": "3.1.4",
+        "terminal": {"cpu": 12.5},
+    }
+    return json.dumps(body).encode()
+
+
+def test_daemon_writes_telemetry_and_keeps_malformed_messages(
+    database_url: str,
+    terminal_probe: MqttProbe,
+    ingest_settings: Callable[..., IngestSettings],
+) -> None:
+    ingest = IngestThread(ingest_settings(), database_url).start()
+    try:
+        assert terminal_probe.publish(topics.status(SERIAL), b'{"v": 1, "state": "online"}')
+        assert terminal_probe.publish(topics.telemetry(SERIAL), heartbeat("hb-1"))
+        assert terminal_probe.publish(topics.telemetry(SERIAL), b"{this is not json")
+        assert terminal_probe.publish(topics.telemetry(SERIAL), heartbeat("hb-2"))
+
+        wait_for(lambda: ingest.counters.committed >= 4, "four committed messages")
+        assert scalar(database_url, "SELECT count(*) FROM telemetry") == 2
+        assert scalar(database_url, "SELECT status FROM terminal WHERE serial = %s", SERIAL) == (
+            "online"
+        )
+        assert (
+            scalar(database_url, "SELECT firmware_version FROM terminal WHERE serial = %s", SERIAL)
+            == "3.1.4"
+        )
+        assert scalar(database_url, "SELECT payload FROM dead_letter") == b"{this is not json"
+        assert scalar(database_url, "SELECT reason FROM dead_letter") == "bad-payload"
+        assert ingest.counters.dead_lettered == {"bad-payload": 1}
+        assert ingest.counters.acks_dropped == 0
+    finally:
+        ingest.stop()
+
+
+def test_stop_commits_the_last_batch(
+    database_url: str,
+    terminal_probe: MqttProbe,
+    ingest_settings: Callable[..., IngestSettings],
+) -> None:
+    # A batch that would wait a minute: only the stop can write it.
+    ingest = IngestThread(ingest_settings(batch_interval_ms=60_000), database_url).start()
+    assert terminal_probe.publish(topics.telemetry(SERIAL), heartbeat("last-1"))
+    wait_for(lambda: ingest.counters.received >= 1, "the message to arrive")
+    ingest.stop()
+    assert scalar(database_url, "SELECT message_id FROM telemetry") == "last-1"
+    assert ingest.counters.committed == 1
+
+
+def test_a_message_not_committed_before_a_crash_is_redelivered_and_written_once(
+    database_url: str,
+    terminal_probe: MqttProbe,
+    ingest_settings: Callable[..., IngestSettings],
+) -> None:
+    first = IngestThread(ingest_settings(batch_interval_ms=60_000), database_url).start()
+    assert terminal_probe.publish(topics.telemetry(SERIAL), heartbeat("crash-1"))
+    wait_for(lambda: first.counters.received >= 1, "the message to arrive")
+    first.kill()
+    assert scalar(database_url, "SELECT count(*) FROM telemetry") == 0
+
+    second = IngestThread(ingest_settings(), database_url).start()
+    try:
+        wait_for(lambda: second.counters.committed >= 1, "the redelivered message")
+        assert scalar(database_url, "SELECT message_id FROM telemetry") == "crash-1"
+    finally:
+        second.stop()
+
+    # A third run gets nothing again: the second one acknowledged after its commit.
+    third = IngestThread(ingest_settings(), database_url).start()
+    time.sleep(0.5)
+    third.stop()
+    assert third.counters.received == 0
+    assert scalar(database_url, "SELECT count(*) FROM telemetry") == 1
+
+
+def test_a_postgresql_outage_delays_the_batch_but_loses_nothing(
+    database_url: str,
+    terminal_probe: MqttProbe,
+    ingest_settings: Callable[..., IngestSettings],
+) -> None:
+    name = database_url.rsplit("/", 1)[1]
+    admin_url = database_url.rsplit("/", 1)[0] + "/postgres"
+    ingest = IngestThread(ingest_settings(retry_max_s=0.5), database_url).start()
+    try:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            # The outage: no new sessions, and the pooled one is cut.
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            assert terminal_probe.publish(topics.telemetry(SERIAL), heartbeat("outage-1"))
+            wait_for(lambda: ingest.counters.database_retries >= 2, "retries during the outage")
+            assert ingest.counters.committed == 0
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        wait_for(lambda: ingest.counters.committed >= 1, "the batch after the outage")
+        assert scalar(database_url, "SELECT message_id FROM telemetry") == "outage-1"
+    finally:
+        ingest.stop()
+
+
+def test_a_burst_beyond_mosquittos_default_queue_is_not_lost(
+    database_url: str,
+    terminal_probe: MqttProbe,
+    ingest_settings: Callable[..., IngestSettings],
+) -> None:
+    burst = 2500
+    ingest = IngestThread(ingest_settings(), database_url).start()
+    try:
+        infos = [
+            terminal_probe.client.publish(topics.telemetry(SERIAL), heartbeat(f"burst-{i}"), 1)
+            for i in range(burst)
+        ]
+        for info in infos:
+            info.wait_for_publish(WAIT_S)
+        wait_for(lambda: ingest.counters.committed >= burst, "the whole burst", timeout=8)
+    finally:
+        ingest.stop()
+    assert scalar(database_url, "SELECT count(*) FROM telemetry") == burst

@@ -1,0 +1,182 @@
+"""ingest.decode: every topic/payload becomes a typed record or a Rejection, never an exception."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ingest.decode import (
+    REASON_BAD_PAYLOAD,
+    REASON_BAD_TOPIC,
+    REASON_UNSUPPORTED_VERSION,
+    CommandResultRecord,
+    EventRecord,
+    PresenceRecord,
+    Rejection,
+    TelemetryRecord,
+    decode,
+    safe_text,
+)
+from shared.messages import DeviceStatus, PresenceState
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def _json(**body: object) -> bytes:
+    return json.dumps({"v": 1, **body}).encode()
+
+
+TELEMETRY = _json(
+    id="m1",
+    ts="2026-11-22T11:59:00Z",
+    status="ok",
+    firmware="2.1.0",
+    terminal={"cpu": 10, "memory": 20, "disk": 30},
+    host={"name": "till-1", "cpu": 1.5},
+    errors=[{"code": "E1", "message": "paper low"}],
+)
+
+
+def test_telemetry_becomes_a_flat_record() -> None:
+    record = decode("tms/v1/TC-1/telemetry", TELEMETRY, NOW)
+    assert isinstance(record, TelemetryRecord)
+    assert record.serial == "TC-1"
+    assert record.message_id == "m1"
+    assert record.ts == datetime(2026, 11, 22, 11, 59, tzinfo=UTC)
+    assert record.device_status is DeviceStatus.OK
+    assert (record.cpu_pct, record.memory_pct, record.disk_pct) == (10, 20, 30)
+    assert (record.host_name, record.host_cpu_pct, record.host_memory_pct) == ("till-1", 1.5, None)
+    assert json.loads(record.errors_json or "") == [{"code": "E1", "message": "paper low"}]
+    assert record.envelope.payload == TELEMETRY
+    assert record.envelope.received_at == NOW
+
+
+def test_telemetry_without_errors_stores_none() -> None:
+    record = decode("tms/v1/TC-1/telemetry", _json(status="busy"), NOW)
+    assert isinstance(record, TelemetryRecord)
+    assert record.errors_json is None
+    assert record.device_status is DeviceStatus.BUSY
+
+
+def test_presence_event_and_command_result() -> None:
+    presence = decode("tms/v1/TC-1/status", _json(state="offline", reason="bye"), NOW)
+    assert isinstance(presence, PresenceRecord)
+    assert (presence.state, presence.reason) == (PresenceState.OFFLINE, "bye")
+
+    event = decode("tms/v1/TC-1/event", _json(id="e1", kind="reboot"), NOW)
+    assert isinstance(event, EventRecord)
+    assert event.event.kind == "reboot"
+
+    result = decode(
+        "tms/v1/TC-1/cmd-result/c1", _json(id="c1", status="ok", output={"pong": True}), NOW
+    )
+    assert isinstance(result, CommandResultRecord)
+    assert (result.command_id, result.status) == ("c1", "ok")
+    assert json.loads(result.output_json) == {"pong": True}
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "reason", "detail_part"),
+    [
+        ("tms/v2/TC-1/telemetry", TELEMETRY, REASON_BAD_TOPIC, "not a TMS v1 topic"),
+        ("tms/v1/TC-1/unknown", TELEMETRY, REASON_BAD_TOPIC, "not a TMS v1 topic"),
+        ("tms/v1/TC-1/cmd/c1", _json(id="c1", name="ping"), REASON_BAD_TOPIC, "cmd"),
+        ("tms/v1/TC-1/telemetry", b"{not json", REASON_BAD_PAYLOAD, "JSON"),
+        ("tms/v1/TC-1/telemetry", b"[]", REASON_BAD_PAYLOAD, "JSON object"),
+        ("tms/v1/TC-1/telemetry", b'{"status": "ok"}', REASON_UNSUPPORTED_VERSION, "missing"),
+        ("tms/v1/TC-1/telemetry", b'{"v": 2, "status": "ok"}', REASON_UNSUPPORTED_VERSION, "2"),
+        ("tms/v1/TC-1/telemetry", _json(status="melted"), REASON_BAD_PAYLOAD, "'status'"),
+        ("tms/v1/TC-1/telemetry", _json(status="ok", ts="yesterday"), REASON_BAD_PAYLOAD, "ts"),
+        (
+            "tms/v1/TC-1/telemetry",
+            _json(status="ok", terminal={"cpu": 101}),
+            REASON_BAD_PAYLOAD,
+            "terminal.cpu",
+        ),
+        (
+            "tms/v1/TC-1/telemetry",
+            _json(status="ok", firmware="x" * 65),
+            REASON_BAD_PAYLOAD,
+            "firmware",
+        ),
+        ("tms/v1/TC-1/telemetry", _json(status="ok", model="a\x00b"), REASON_BAD_PAYLOAD, "NUL"),
+        (
+            "tms/v1/TC-1/event",
+            b'{"v": 1, "kind": "x", "message": "\\ud800"}',
+            REASON_BAD_PAYLOAD,
+            "'message'",
+        ),
+        ("tms/v1/TC-1/status", _json(state="asleep"), REASON_BAD_PAYLOAD, "state"),
+        (
+            "tms/v1/TC-1/cmd-result/c1",
+            _json(id="c2", status="ok"),
+            REASON_BAD_PAYLOAD,
+            "does not match",
+        ),
+        (
+            "tms/v1/TC-1/cmd-result/c1",
+            _json(id="c1", status="ok", output={"k": "\x00"}),
+            REASON_BAD_PAYLOAD,
+            "NUL",
+        ),
+    ],
+)
+def test_rejections_say_why(topic: str, payload: bytes, reason: str, detail_part: str) -> None:
+    rejection = decode(topic, payload, NOW)
+    assert isinstance(rejection, Rejection)
+    assert rejection.reason == reason
+    assert detail_part in rejection.detail
+    assert rejection.envelope.topic == topic
+    assert rejection.envelope.payload == payload
+
+
+def test_safe_text_is_storable_and_bounded() -> None:
+    assert safe_text("a\x00b", 100) == "a\\x00b"
+    assert safe_text("\ud800x", 100).encode("utf-8")
+    assert len(safe_text("x" * 50, 10)) == 10
+
+
+TOPICS = st.one_of(
+    st.text(max_size=80),
+    st.sampled_from(
+        [
+            "tms/v1/TC-1/telemetry",
+            "tms/v1/TC-1/status",
+            "tms/v1/TC-1/event",
+            "tms/v1/TC-1/cmd-result/c1",
+            "tms/v1/TC-1/cmd/c1",
+        ]
+    ),
+)
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+FIELDS = st.sampled_from(
+    ["v", "id", "ts", "status", "state", "kind", "firmware", "terminal", "errors", "output"]
+)
+PAYLOADS = st.one_of(
+    st.binary(max_size=200),
+    st.dictionaries(FIELDS, JSON_VALUES, max_size=6).map(
+        lambda body: json.dumps({"v": 1, **body}).encode()
+    ),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(topic=TOPICS, payload=PAYLOADS)
+def test_decode_never_raises(topic: str, payload: bytes) -> None:
+    result = decode(topic, payload, NOW)
+    assert isinstance(
+        result, TelemetryRecord | PresenceRecord | EventRecord | CommandResultRecord | Rejection
+    )
+    if isinstance(result, Rejection):
+        assert result.reason in {REASON_BAD_TOPIC, REASON_BAD_PAYLOAD, REASON_UNSUPPORTED_VERSION}
