@@ -14,10 +14,11 @@ from typing import Any
 
 from sqlmodel import Session
 
+from agent.fleet_file import load_fleet_file, write_fleet_file
 from shared import schema
 from shared.db import make_engine
 from shared.models import AccountKind
-from shared.settings import Settings
+from shared.settings import MqttClientSettings, Settings
 from tms.children import Child, child_env, http_ok, port_accepts
 from tms.ports import ensure_port_free
 from tms.postgres import EmbeddedPostgres
@@ -126,7 +127,7 @@ class Platform:
         from broker.provisioning import provision_terminal, rotate_secret
 
         path = self.data_dir / "simulator" / "credentials.json"
-        known = {t["serial"]: t["secret"] for t in _read_json(path).get("terminals", [])}
+        known = dict(load_fleet_file(path).credentials()) if path.exists() else {}
         wanted = [simulated_serial(i) for i in range(1, self.options.simulate + 1)]
         missing = [serial for serial in wanted if serial not in known]
         if missing:
@@ -148,12 +149,10 @@ class Platform:
             finally:
                 engine.dispose()
         broker = self.settings.broker
-        _write_private_json(
+        write_fleet_file(
             path,
-            {
-                "mqtt": {"host": broker.host, "port": broker.port},
-                "terminals": [{"serial": s, "secret": known[s]} for s in wanted],
-            },
+            [(serial, known[serial]) for serial in wanted],
+            MqttClientSettings(host=broker.host, port=broker.port),
         )
         return path
 

@@ -30,7 +30,7 @@ from shared.errors import TMSError
     "--fault-rate",
     type=click.FloatRange(0, 1),
     default=0.0,
-    help="Chance per heartbeat that a simulated terminal reports a fault.",
+    help="Faults (error or unplugged) per simulated terminal per second.",
 )
 @click.option(
     "--data-dir",

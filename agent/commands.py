@@ -1,0 +1,133 @@
+"""Turning a command delivery into at most one CommandResult: parse, de-duplicate, dispatch.
+
+This is the pure heart of the agent's command path: it takes a topic and raw payload
+and returns the reply to publish (or None), so it is tested without a broker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared import topics
+from shared.errors import MessageError, TopicError
+from shared.messages import Command, CommandResult, CommandStatus, parse_message, utcnow
+
+log = logging.getLogger(__name__)
+
+# A handler returns the result's ``output``; raising CommandFailed reports status "error".
+CommandHandler = Callable[[Command], Awaitable[dict[str, Any]]]
+
+RECENT_COMMANDS_MAX = 256
+
+
+class CommandFailed(Exception):
+    """Raised by a handler for a command that ran and failed; the message is reported."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReply:
+    topic: str
+    result: CommandResult
+
+
+async def ping(command: Command) -> dict[str, Any]:
+    return {"pong": True}
+
+
+DEFAULT_HANDLERS: Mapping[str, CommandHandler] = {"ping": ping}
+
+
+class CommandProcessor:
+    """Answers each command for one terminal once, whatever arrives on its command topics."""
+
+    def __init__(
+        self,
+        serial: str,
+        handlers: Mapping[str, CommandHandler] = DEFAULT_HANDLERS,
+        *,
+        recent_max: int = RECENT_COMMANDS_MAX,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.serial = topics.check_serial(serial)
+        self._handlers = dict(handlers)
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._recent_max = recent_max
+        self._clock = clock
+        self.duplicates = 0
+        self.rejected = 0
+        self.ignored = 0
+
+    async def process(self, topic: str, payload: bytes) -> CommandReply | None:
+        """The reply to publish for one delivery, or None (duplicate or unanswerable)."""
+        command_id = self._command_id_of(topic)
+        if command_id is None:
+            return None
+        if command_id in self._recent:
+            self.duplicates += 1
+            log.info("%s: command %s delivered again; already answered", self.serial, command_id)
+            return None
+        # Remembered before running, so a redelivery during a slow command is not run twice.
+        self._remember(command_id)
+        result = await self._run(command_id, payload)
+        if result.status is CommandStatus.REJECTED:
+            self.rejected += 1
+        return CommandReply(topics.command_result(self.serial, command_id), result)
+
+    def _command_id_of(self, topic: str) -> str | None:
+        try:
+            parsed = topics.parse(topic)
+        except TopicError as exc:
+            self.ignored += 1
+            log.warning("%s: ignoring message on %r: %s", self.serial, topic[:200], exc)
+            return None
+        if parsed.serial != self.serial or parsed.kind is not topics.TopicKind.COMMAND:
+            self.ignored += 1
+            log.warning("%s: ignoring message on %r: not a command for me", self.serial, topic)
+            return None
+        return parsed.command_id
+
+    async def _run(self, command_id: str, payload: bytes) -> CommandResult:
+        try:
+            command = parse_message(Command, payload)
+        except MessageError as exc:
+            log.warning("%s: rejecting command %s: %s", self.serial, command_id, exc)
+            return _rejected(command_id, str(exc))
+        if command.id != command_id:
+            return _rejected(
+                command_id, f"command id {command.id!r} does not match topic id {command_id!r}"
+            )
+        if command.expires_at is not None and command.expires_at <= self._clock():
+            return _rejected(command_id, f"command expired at {command.expires_at.isoformat()}")
+        handler = self._handlers.get(command.name)
+        if handler is None:
+            known = ", ".join(sorted(self._handlers)) or "none"
+            return _rejected(
+                command_id, f"unknown command {command.name!r}; this agent supports: {known}"
+            )
+        try:
+            output = await handler(command)
+        except CommandFailed as exc:
+            return CommandResult(id=command_id, status=CommandStatus.ERROR, error=str(exc)[:2000])
+        except Exception as exc:
+            # The per-command guard: a bug in one handler must not take the agent down.
+            log.exception("%s: command %s (%s) crashed", self.serial, command_id, command.name)
+            return CommandResult(
+                id=command_id,
+                status=CommandStatus.ERROR,
+                error=f"agent error while running {command.name!r}: {exc.__class__.__name__}",
+            )
+        return CommandResult(id=command_id, status=CommandStatus.OK, output=output)
+
+    def _remember(self, command_id: str) -> None:
+        self._recent[command_id] = None
+        while len(self._recent) > self._recent_max:
+            self._recent.popitem(last=False)
+
+
+def _rejected(command_id: str, error: str) -> CommandResult:
+    return CommandResult(id=command_id, status=CommandStatus.REJECTED, error=error[:2000])

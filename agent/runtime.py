@@ -1,0 +1,350 @@
+"""``TerminalAgent``: one TC-200's MQTT connection, heartbeats and command answers.
+
+The transport is a thin shell (STYLE habit 4): it connects with the terminal's own
+credentials, keeps retained presence on ``.../status`` (online on connect, offline as the
+last will and on a clean stop), sends telemetry from a bounded outbox, and hands every
+command to ``CommandProcessor``. What is sent and when lives in pure modules
+(heartbeat, outbox, commands, backoff) that are tested without a broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.backoff import Backoff
+from agent.commands import DEFAULT_HANDLERS, CommandHandler, CommandProcessor
+from agent.device import DeviceState, TerminalDevice
+from agent.errors import AgentError
+from agent.heartbeat import HeartbeatSchedule, telemetry_from
+from agent.host_metrics import read_host_metrics
+from agent.outbox import Outbox, OutgoingMessage
+from shared import topics
+from shared.messages import DeviceError, DeviceStatus, HostMetrics, Presence, PresenceState, utcnow
+from shared.settings import AgentSettings, MqttClientSettings
+
+log = logging.getLogger(__name__)
+
+WILL_REASON = "agent disconnected"
+STOP_REASON = "agent stopped"
+# CONNACK codes meaning "wrong credentials" (MQTT 3.1.1: 4, 5; MQTT 5: 134, 135).
+REFUSED_LOGIN_CODES = frozenset({4, 5, 134, 135})
+# A session that lasted this long counts as healthy: the next failure starts backoff afresh.
+STABLE_SESSION_S = 30.0
+# On a clean stop, queued telemetry gets this long to go out before the offline presence.
+STOP_FLUSH_S = 2.0
+COMMAND_QOS = 1
+CANCEL_RETRY_S = 0.5
+INCOMING_QUEUE_MAX = 100
+
+
+@dataclass(frozen=True, slots=True)
+class AgentOptions:
+    """How one agent paces itself; ``quiet`` logs connection churn at DEBUG (fleets)."""
+
+    heartbeat_interval_s: float = 300.0
+    status_poll_interval_s: float = 1.0
+    first_heartbeat_delay_s: float = 0.0
+    outbox_max: int = 1000
+    reconnect_base_s: float = 0.5
+    reconnect_max_s: float = 60.0
+    # Bounds a CONNACK, SUBACK or PUBACK wait; a broker that accepts TCP but never
+    # answers MQTT costs this long per attempt.
+    mqtt_timeout_s: float = 10.0
+    quiet: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: AgentSettings) -> AgentOptions:
+        return cls(
+            heartbeat_interval_s=settings.heartbeat_interval_s,
+            status_poll_interval_s=settings.status_poll_interval_s,
+            outbox_max=settings.outbox_max,
+            reconnect_max_s=settings.reconnect_max_s,
+        )
+
+
+@dataclass
+class AgentStats:
+    """Counters an operator (or the simulator's summary) reads; updated as things happen."""
+
+    connected: bool = False
+    connects: int = 0
+    connect_failures: int = 0
+    refused_logins: int = 0
+    telemetry_queued: int = 0
+    telemetry_sent: int = 0
+    commands_answered: int = 0
+    device_read_failures: int = 0
+    last_error: str | None = None
+
+
+def tls_context_for(mqtt: MqttClientSettings) -> ssl.SSLContext | None:
+    """A verifying TLS context when ``tls_ca`` is set; build it once and share it in a fleet."""
+    if mqtt.tls_ca is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=str(mqtt.tls_ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise AgentError(
+            f"cannot load the broker CA certificate {mqtt.tls_ca}: {exc}; "
+            "check [agent.mqtt] tls_ca (TMS_AGENT_MQTT_TLS_CA)"
+        ) from exc
+
+
+def is_refused_login(exc: aiomqtt.MqttCodeError) -> bool:
+    """True when a CONNACK said the credentials are wrong (not: broker busy or down)."""
+    code = exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc
+    return code in REFUSED_LOGIN_CODES
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait until every one has ended.
+
+    Cancels again while any is left: on Python 3.11, ``asyncio.wait_for`` (which aiomqtt
+    uses for every acknowledgement) swallows a cancellation that lands just as the
+    awaited operation completes, and the task would carry on.
+    """
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_RETRY_S)
+
+
+def _payload_bytes(payload: object) -> bytes:
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    if payload is None:
+        return b""
+    return str(payload).encode()
+
+
+class TerminalAgent:
+    """Runs one terminal until ``stop`` is set; construct it cheaply, ``run`` does the I/O."""
+
+    def __init__(
+        self,
+        serial: str,
+        secret: str,
+        mqtt: MqttClientSettings,
+        device: TerminalDevice,
+        *,
+        options: AgentOptions | None = None,
+        host_metrics: Callable[[], HostMetrics] = read_host_metrics,
+        handlers: Mapping[str, CommandHandler] = DEFAULT_HANDLERS,
+        tls_context: ssl.SSLContext | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not secret:
+            raise AgentError(f"no MQTT secret for terminal {serial}")
+        self.serial = topics.check_serial(serial)
+        self.options = options or AgentOptions()
+        self.stats = AgentStats()
+        self.outbox = Outbox(self.options.outbox_max)
+        self.commands = CommandProcessor(self.serial, handlers)
+        self._secret = secret
+        self._mqtt = mqtt
+        self._device = device
+        self._host_metrics = host_metrics
+        self._tls_context = tls_context if tls_context is not None else tls_context_for(mqtt)
+        self._rng = rng or random.Random()
+        self._outbox_ready = asyncio.Event()
+        self._status_topic = topics.status(self.serial)
+        self._connection_level = logging.DEBUG if self.options.quiet else logging.INFO
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Heartbeat and stay connected until ``stop`` is set, then go offline cleanly."""
+        producer = asyncio.create_task(self._produce_telemetry(), name=f"telemetry-{self.serial}")
+        try:
+            await self._stay_connected(stop)
+        finally:
+            await cancel_and_wait([producer])
+
+    # Telemetry: produced whether or not the broker is reachable.
+
+    async def _produce_telemetry(self) -> None:
+        loop = asyncio.get_running_loop()
+        options = self.options
+        schedule = HeartbeatSchedule(
+            options.heartbeat_interval_s, options.first_heartbeat_delay_s, loop.time()
+        )
+        while True:
+            state = await self._read_device()
+            now = loop.time()
+            if schedule.should_send(state.status, now):
+                self._queue_telemetry(state)
+                schedule.sent(state.status, now)
+            await asyncio.sleep(
+                schedule.seconds_until_next_poll(loop.time(), options.status_poll_interval_s)
+            )
+
+    async def _read_device(self) -> DeviceState:
+        try:
+            if self._device.reads_block:
+                return await asyncio.to_thread(self._device.read_state)
+            return self._device.read_state()
+        except Exception as exc:
+            # The per-reading guard: a driver fault is reported as a terminal error,
+            # never allowed to silence the heartbeat.
+            self.stats.device_read_failures += 1
+            log.exception("%s: reading the terminal failed", self.serial)
+            error = DeviceError(code="AGENT-READ", message=f"cannot read the terminal: {exc}")
+            return DeviceState(status=DeviceStatus.ERROR, errors=(error,))
+
+    def _queue_telemetry(self, state: DeviceState) -> None:
+        telemetry = telemetry_from(state, self._host_metrics())
+        self.outbox.put(OutgoingMessage(topics.telemetry(self.serial), telemetry.to_payload()))
+        self.stats.telemetry_queued += 1
+        self._outbox_ready.set()
+
+    # The connection: connect, serve, reconnect with backoff.
+
+    async def _stay_connected(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = Backoff(self.options.reconnect_base_s, self.options.reconnect_max_s, self._rng)
+        while not stop.is_set():
+            started = loop.time()
+            try:
+                await self._session(stop, backoff)
+            except MqttConnectError as exc:
+                delay = self._connect_refused(exc, backoff)
+            except aiomqtt.MqttError as exc:
+                if loop.time() - started >= STABLE_SESSION_S:
+                    backoff.reset()
+                delay = backoff.next_delay()
+                self.stats.connect_failures += 1
+                self.stats.last_error = str(exc)
+                log.log(
+                    self._connection_level,
+                    "%s: no connection to the broker at %s:%s (%s); retrying in %.1f s",
+                    self.serial,
+                    self._mqtt.host,
+                    self._mqtt.port,
+                    exc,
+                    delay,
+                )
+            else:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    def _connect_refused(self, exc: MqttConnectError, backoff: Backoff) -> float:
+        self.stats.last_error = str(exc)
+        if not is_refused_login(exc):
+            self.stats.connect_failures += 1
+            delay = backoff.next_delay()
+            log.log(
+                self._connection_level,
+                "%s: broker refused the connection (%s); retrying in %.1f s",
+                self.serial,
+                exc,
+                delay,
+            )
+            return delay
+        self.stats.refused_logins += 1
+        delay = backoff.refused_delay()
+        # Loud the first time even in a quiet fleet: bad credentials need a person.
+        loud = self.stats.refused_logins == 1 or not self.options.quiet
+        level = logging.ERROR if loud else logging.DEBUG
+        log.log(
+            level,
+            "%s: the broker refused the login (%s): check the terminal's serial and secret "
+            "(the secret is printed once by `tms terminal add`); retrying in %.0f s",
+            self.serial,
+            exc,
+            delay,
+        )
+        return delay
+
+    def _new_client(self) -> aiomqtt.Client:
+        will = Presence(state=PresenceState.OFFLINE, reason=WILL_REASON).to_payload()
+        return aiomqtt.Client(
+            self._mqtt.host,
+            self._mqtt.port,
+            username=self.serial,
+            password=self._secret,
+            identifier=self.serial,
+            will=aiomqtt.Will(self._status_topic, will, qos=1, retain=True),
+            # A persistent session: QoS 1 commands sent during a short outage are delivered
+            # on reconnect (duplicates are answered once; stale ones carry expires_at).
+            clean_session=False,
+            keepalive=self._mqtt.keepalive_s,
+            tls_context=self._tls_context,
+            max_queued_incoming_messages=INCOMING_QUEUE_MAX,
+            timeout=self.options.mqtt_timeout_s,
+        )
+
+    async def _session(self, stop: asyncio.Event, backoff: Backoff) -> None:
+        async with self._new_client() as client:
+            self.stats.connected = True
+            self.stats.connects += 1
+            try:
+                log.log(self._connection_level, "%s: connected to the broker", self.serial)
+                # Subscribed before announcing online, so "online" means commands reach it.
+                await client.subscribe(topics.command_filter(self.serial), qos=COMMAND_QOS)
+                online = Presence(state=PresenceState.ONLINE, ts=utcnow())
+                await client.publish(self._status_topic, online.to_payload(), qos=1, retain=True)
+                if backoff.attempt:
+                    backoff.reset()
+                await self._serve(client, stop)
+                loop = asyncio.get_running_loop()
+                await self._flush(client, deadline=loop.time() + STOP_FLUSH_S)
+                offline = Presence(state=PresenceState.OFFLINE, ts=utcnow(), reason=STOP_REASON)
+                await client.publish(self._status_topic, offline.to_payload(), qos=1, retain=True)
+                log.log(self._connection_level, "%s: stopped, presence offline", self.serial)
+            finally:
+                self.stats.connected = False
+
+    async def _serve(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+        """Answer commands and send telemetry until stop (returns) or disconnect (raises)."""
+        tasks = [
+            asyncio.create_task(self._answer_commands(client)),
+            asyncio.create_task(self._send_telemetry(client)),
+            asyncio.create_task(stop.wait()),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait(tasks)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    async def _answer_commands(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            reply = await self.commands.process(str(message.topic), _payload_bytes(message.payload))
+            if reply is None:
+                continue
+            await client.publish(reply.topic, reply.result.to_payload(), qos=1)
+            self.stats.commands_answered += 1
+
+    async def _send_telemetry(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._flush(client)
+            await self._outbox_ready.wait()
+
+    async def _flush(self, client: aiomqtt.Client, deadline: float | None = None) -> None:
+        """Publish the outbox oldest first; each message leaves it only once acknowledged.
+
+        With ``deadline`` (loop time), no new message is started after it.
+        """
+        loop = asyncio.get_running_loop()
+        self._outbox_ready.clear()
+        while (message := self.outbox.peek()) is not None:
+            if deadline is not None and loop.time() >= deadline:
+                return
+            await client.publish(
+                message.topic, message.payload, qos=message.qos, retain=message.retain
+            )
+            self.outbox.done(message)
+            self.stats.telemetry_sent += 1

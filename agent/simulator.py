@@ -1,0 +1,154 @@
+"""The fleet simulator: many TerminalAgents over SimulatedTC200s in one event loop.
+
+Every simulated terminal has its own MQTT connection and credentials, exactly like a
+real store PC, so the broker, its ACLs and ingest see a real fleet. Connects are spread
+over ``connect_spread_s`` and first heartbeats over one interval, so a thousand
+terminals neither stampede the broker at start nor heartbeat in lockstep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from agent.errors import AgentError
+from agent.runtime import AgentOptions, TerminalAgent, cancel_and_wait, tls_context_for
+from agent.simulated_device import SimulatedHostMetrics, SimulatedTC200
+from shared.settings import MqttClientSettings
+
+log = logging.getLogger(__name__)
+
+# Simulated terminals keep less telemetry during an outage than a real agent does:
+# a thousand of them share one process's memory.
+FLEET_OUTBOX_MAX = 100
+MAX_STATUS_POLL_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSummary:
+    terminals: int
+    connected: int
+    telemetry_sent: int
+    telemetry_dropped: int
+    commands_answered: int
+    refused_logins: int
+    connect_failures: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.connected}/{self.terminals} connected, {self.telemetry_sent} telemetry sent, "
+            f"{self.telemetry_dropped} dropped, {self.commands_answered} commands answered, "
+            f"{self.refused_logins} refused logins, {self.connect_failures} connect failures"
+        )
+
+
+def summarise(agents: Sequence[TerminalAgent]) -> FleetSummary:
+    return FleetSummary(
+        terminals=len(agents),
+        connected=sum(agent.stats.connected for agent in agents),
+        telemetry_sent=sum(agent.stats.telemetry_sent for agent in agents),
+        telemetry_dropped=sum(agent.outbox.dropped for agent in agents),
+        commands_answered=sum(agent.stats.commands_answered for agent in agents),
+        refused_logins=sum(agent.stats.refused_logins for agent in agents),
+        connect_failures=sum(agent.stats.connect_failures for agent in agents),
+    )
+
+
+def build_fleet(
+    terminals: Sequence[tuple[str, str]],
+    mqtt: MqttClientSettings,
+    heartbeat_interval_s: float,
+    fault_rate: float = 0.0,
+    *,
+    rng: random.Random | None = None,
+) -> list[TerminalAgent]:
+    """One agent per (serial, secret), each over its own simulated terminal and store PC."""
+    serials = [serial for serial, _ in terminals]
+    if len(set(serials)) != len(serials):
+        raise AgentError("the fleet lists a terminal serial more than once")
+    rng = rng or random.Random()
+    tls_context = tls_context_for(mqtt)  # one context shared by every connection
+    poll_s = min(MAX_STATUS_POLL_S, heartbeat_interval_s)
+    return [
+        TerminalAgent(
+            serial,
+            secret,
+            mqtt,
+            SimulatedTC200(serial, fault_rate=fault_rate),
+            options=AgentOptions(
+                heartbeat_interval_s=heartbeat_interval_s,
+                status_poll_interval_s=poll_s,
+                first_heartbeat_delay_s=rng.uniform(0, heartbeat_interval_s),
+                outbox_max=FLEET_OUTBOX_MAX,
+                quiet=True,
+            ),
+            host_metrics=SimulatedHostMetrics(serial),
+            tls_context=tls_context,
+            rng=random.Random(rng.random()),
+        )
+        for serial, secret in terminals
+    ]
+
+
+async def run_fleet(
+    terminals: list[tuple[str, str]],
+    mqtt: MqttClientSettings,
+    heartbeat_interval_s: float,
+    stop: asyncio.Event,
+    fault_rate: float = 0.0,
+    *,
+    connect_spread_s: float = 2.0,
+    summary_interval_s: float = 60.0,
+    agents_out: list[TerminalAgent] | None = None,
+) -> FleetSummary:
+    """Run the fleet until ``stop`` is set; every terminal goes offline cleanly.
+
+    ``agents_out``, when given, receives the agents as soon as they exist (tests and
+    callers that want live counters read them through ``summarise``).
+    """
+    agents = build_fleet(terminals, mqtt, heartbeat_interval_s, fault_rate)
+    if agents_out is not None:
+        agents_out.extend(agents)
+    log.info(
+        "simulating %d terminals against %s:%s (heartbeat %.1f s, fault rate %g/s)",
+        len(agents),
+        mqtt.host,
+        mqtt.port,
+        heartbeat_interval_s,
+        fault_rate,
+    )
+    step = connect_spread_s / len(agents) if agents else 0.0
+    tasks = [
+        asyncio.create_task(_run_agent(agent, stop, index * step), name=f"agent-{agent.serial}")
+        for index, agent in enumerate(agents)
+    ]
+    reporter = asyncio.create_task(_report(agents, summary_interval_s))
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        await cancel_and_wait([reporter, *tasks])
+    summary = summarise(agents)
+    log.info("fleet stopped: %s", summary)
+    return summary
+
+
+async def _run_agent(agent: TerminalAgent, stop: asyncio.Event, start_delay_s: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), start_delay_s)
+    if stop.is_set():
+        return
+    try:
+        await agent.run(stop)
+    except Exception:
+        # The per-terminal guard: one broken simulated terminal must not end the fleet.
+        log.exception("%s: simulated terminal stopped with an error", agent.serial)
+
+
+async def _report(agents: Sequence[TerminalAgent], interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        log.info("fleet: %s", summarise(agents))
