@@ -170,9 +170,7 @@ def parse_message(model: type[M], payload: bytes | str) -> M:
     if version is None:
         raise MessageError(kind, "v", "missing schema version")
     if type(version) is not int or version not in SUPPORTED_VERSIONS:
-        raise MessageError(
-            kind, "v", f"unsupported schema version {version!r} (supported: 1)"
-        )
+        raise MessageError(kind, "v", f"unsupported schema version {version!r} (supported: 1)")
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -69,9 +69,7 @@ def check_serial(serial: str) -> str:
 
 def check_command_id(command_id: str) -> str:
     if not isinstance(command_id, str) or not _COMMAND_ID_RE.match(command_id):
-        raise TopicError(
-            f"invalid command id {command_id!r}: use 1-64 letters, digits, '_' or '-'"
-        )
+        raise TopicError(f"invalid command id {command_id!r}: use 1-64 letters, digits, '_' or '-'")
     return command_id
 
 
