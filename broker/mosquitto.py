@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from broker.acl import AclAccount, mosquitto_acl_text
+from broker.certs import TlsFiles
 from broker.errors import MosquittoError
 from broker.provisioning import BrokerAccount
 from shared.credentials import mosquitto_password_entry
+from shared.settings import BrokerSettings
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +62,45 @@ class MosquittoFiles:
     def persistence(self) -> Path:
         return self.directory / "data"
 
+    @property
+    def tls_cert(self) -> Path:
+        return self.directory / "server.pem"
 
-def render_config(host: str, port: int, files: MosquittoFiles) -> str:
+    @property
+    def tls_key(self) -> Path:
+        return self.directory / "server.key"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsListener:
+    """The TLS listener terminals use, with the files ``tms certs init`` made."""
+
+    host: str
+    port: int
+    files: TlsFiles
+
+
+def _tls_lines(tls: TlsListener | None, files: MosquittoFiles) -> list[str]:
+    if tls is None:
+        return []
+    return [
+        f"listener {tls.port} {tls.host}",
+        f"certfile {files.tls_cert}",
+        f"keyfile {files.tls_key}",
+        "tls_version tlsv1.2",
+    ]
+
+
+def render_config(
+    host: str, port: int, files: MosquittoFiles, tls: TlsListener | None = None
+) -> str:
     return "\n".join(
         [
             "# Written by `tms broker`; edit the TMS settings instead.",
+            # One set of accounts and rules for every listener.
             "per_listener_settings false",
             f"listener {port} {host}",
+            *_tls_lines(tls, files),
             "allow_anonymous false",
             f"password_file {files.passwords}",
             f"acl_file {files.acl}",
@@ -171,17 +205,26 @@ def _port_accepts(host: str, port: int) -> bool:
 class MosquittoProcess:
     """One Mosquitto child process serving ``host:port`` from ``files``."""
 
-    def __init__(self, binary: str, files: MosquittoFiles, host: str, port: int) -> None:
+    def __init__(
+        self,
+        binary: str,
+        files: MosquittoFiles,
+        host: str,
+        port: int,
+        tls: TlsListener | None = None,
+    ) -> None:
         self.binary = binary
         self.files = files
         self.host = host
         self.port = port
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
         self._owner: tuple[int, int] | None = None
 
-    def prepare(self) -> None:
+    def prepare(self, check_binary: bool = True) -> None:
         """Create the directory and the config file, owned by Mosquitto's user."""
-        self.binary = find_binary(self.binary)
+        if check_binary:
+            self.binary = find_binary(self.binary)
         self._owner = _owner()
         self.files.directory.mkdir(parents=True, exist_ok=True)
         self.files.persistence.mkdir(exist_ok=True)
@@ -191,7 +234,13 @@ class MosquittoProcess:
             _check_reachable(self.files.directory)
             os.chown(self.files.directory, *self._owner)
             os.chown(self.files.persistence, *self._owner)
-        config = render_config(self.host, self.port, self.files)
+        if self.tls is not None:
+            # Copies Mosquitto's user can read; the CA key stays where it is.
+            cert = self.tls.files.server_cert.read_text()
+            key = self.tls.files.server_key.read_text()
+            write_atomically(self.files.tls_cert, cert, 0o644, self._owner)
+            write_atomically(self.files.tls_key, key, 0o600, self._owner)
+        config = render_config(self.host, self.port, self.files, self.tls)
         write_atomically(self.files.config, config, 0o644, self._owner)
 
     def write_accounts(self, accounts: list[BrokerAccount]) -> None:
@@ -285,3 +334,18 @@ class MosquittoProcess:
         except FileNotFoundError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+def write_operator_config(
+    files: MosquittoFiles,
+    settings: BrokerSettings,
+    accounts: list[BrokerAccount],
+    tls: TlsFiles | None,
+) -> None:
+    """The files `tms broker` would use, for a Mosquitto that an operator runs."""
+    listener = TlsListener(settings.tls_host, settings.tls_port, tls) if tls else None
+    process = MosquittoProcess(
+        settings.mosquitto_binary, files, settings.host, settings.port, listener
+    )
+    process.prepare(check_binary=False)
+    process.write_accounts(accounts)

@@ -53,7 +53,7 @@ def _store(session: Session, customer: Customer, code: str) -> Store:
     return store
 
 
-def _credential(session: Session, username: str) -> Credential | None:
+def find_credential(session: Session, username: str) -> Credential | None:
     return session.exec(select(Credential).where(Credential.username == username)).first()
 
 
@@ -79,7 +79,7 @@ def provision_terminal(
         raise ProvisioningError(
             f"terminal {serial} already exists; use `tms terminal rotate {serial}` for a new secret"
         )
-    if _credential(session, serial) is not None:
+    if find_credential(session, serial) is not None:
         raise ProvisioningError(f"broker account {serial!r} already exists as a service account")
     customer = _customer(session, customer_name.strip())
     assert customer.id is not None
@@ -106,7 +106,7 @@ def provision_terminal(
 
 def rotate_secret(session: Session, username: str) -> str:
     """Give an existing account a new secret (and re-enable it if it was revoked)."""
-    credential = _credential(session, username)
+    credential = find_credential(session, username)
     if credential is None:
         raise ProvisioningError(f"no broker account named {username!r}")
     secret = generate_secret()
@@ -121,7 +121,7 @@ def rotate_secret(session: Session, username: str) -> str:
 
 def revoke(session: Session, username: str) -> None:
     """Refuse this account from now on; the broker drops its live session on reload."""
-    credential = _credential(session, username)
+    credential = find_credential(session, username)
     if credential is None:
         raise ProvisioningError(f"no broker account named {username!r}")
     if credential.revoked_at is None:
@@ -139,7 +139,7 @@ def ensure_service_account(session: Session, kind: AccountKind, username: str) -
             f"invalid service account name {username!r}: use up to 64 characters without"
             " '/', '+', '#', ':' or spaces"
         )
-    credential = _credential(session, username)
+    credential = find_credential(session, username)
     if credential is None:
         secret = generate_secret()
         stored = hash_secret(secret)

@@ -18,8 +18,9 @@ import sqlalchemy.exc
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from broker.certs import TlsFiles
 from broker.errors import BrokerError, MosquittoError
-from broker.mosquitto import MosquittoFiles, MosquittoProcess
+from broker.mosquitto import MosquittoFiles, MosquittoProcess, TlsListener
 from broker.provisioning import active_accounts
 from shared.db import libpq_url, make_engine
 from shared.settings import BrokerSettings
@@ -161,15 +162,27 @@ def run_broker_service(
     stop: threading.Event,
     ready: threading.Event | None = None,
     tracker: SyncTracker | None = None,
+    tls: TlsFiles | None = None,
 ) -> None:
-    """Run Mosquitto for ``settings`` until ``stop`` is set; raise if it dies on its own."""
+    """Run the broker for ``settings`` until ``stop`` is set; raise if it dies on its own.
+
+    With ``tls`` (certificates from ``tms certs init``) it also listens with TLS on
+    ``settings.tls_host:tls_port``.
+    """
+    if settings.kind == "amqtt":
+        from broker.amqtt_service import run_amqtt_service
+
+        run_amqtt_service(settings, database_url, tls, stop, ready, tracker)
+        return
     if settings.kind != "mosquitto":
-        raise BrokerError(
-            f"{settings.kind} broker support is not implemented yet; "
-            'set [broker] kind = "mosquitto"'
-        )
+        raise BrokerError(f"unknown broker kind {settings.kind!r}: use mosquitto or amqtt")
+    tls_listener = TlsListener(settings.tls_host, settings.tls_port, tls) if tls else None
     mosquitto = MosquittoProcess(
-        settings.mosquitto_binary, MosquittoFiles(broker_dir), settings.host, settings.port
+        settings.mosquitto_binary,
+        MosquittoFiles(broker_dir),
+        settings.host,
+        settings.port,
+        tls_listener,
     )
     mosquitto.prepare()
     engine = make_engine(database_url, pool_size=1)

@@ -8,7 +8,18 @@ from typing import Any
 from flask import Flask
 from werkzeug.wrappers import Response
 
-from console import access, api, audit, auth, csrf, error_pages, formatting, health, terminals
+from console import (
+    access,
+    api,
+    audit,
+    auth,
+    csrf,
+    error_pages,
+    formatting,
+    health,
+    terminal_actions,
+    terminals,
+)
 from console.db import database
 from console.errors import ConsoleConfigError
 from shared.db import make_engine
@@ -86,6 +97,7 @@ def create_app(settings: ConsoleSettings, database_url: str) -> Flask:
     for blueprint in (
         auth.bp,
         terminals.bp,
+        terminal_actions.bp,
         audit.bp,
         api.bp,
         health.bp,

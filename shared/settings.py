@@ -56,9 +56,19 @@ class MqttClientSettings(_Section):
 
 class BrokerSettings(_Section):
     kind: Literal["mosquitto", "amqtt"] = "mosquitto"
+    # The plain listener: loopback development and same-host services only.
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
     mosquitto_binary: str = "mosquitto"
+    # The TLS listener terminals use; opened when `tms certs init` has made certificates.
+    tls_host: str = "0.0.0.0"
+    tls_port: int = Field(default=8883, ge=1, le=65535)
+    # Default: <data_dir>/certs, where `tms certs init` writes.
+    certs_dir: Path | None = None
+    # Brute-force defence (amqtt; see docs/broker-security.md for Mosquitto).
+    login_delay_after: int = Field(default=5, ge=1)
+    login_lockout_after: int = Field(default=10, ge=2)
+    login_lockout_s: int = Field(default=300, ge=1)
 
 
 class IngestSettings(_Section):
@@ -71,6 +81,21 @@ class IngestSettings(_Section):
     retry_max_s: float = Field(default=30.0, gt=0, le=3600)
     # How often the daemon logs its one-line summary of counters.
     summary_interval_s: float = Field(default=60.0, gt=0)
+    # Opt-in: subscribe as $share/<group>/... so several ingest processes (each with its
+    # own client_id) split the load. Off by default: on Mosquitto 2.0.11 the acl_file
+    # does not check subscriptions, so any terminal could join the group (docs/ingest.md).
+    shared_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    # Telemetry newer than the receive time by more than this is dead-lettered.
+    max_future_s: float = Field(default=300.0, gt=0)
+    # /metrics (Prometheus) and /healthz; port 0 switches the endpoint off.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9100, ge=0, le=65535)
+    # History: raw telemetry kept this long (monthly partitions), hourly rollups longer.
+    retention_days: int = Field(default=365, ge=1)
+    rollup_retention_days: int = Field(default=1825, ge=1)
+    partitions_ahead_months: int = Field(default=3, ge=1, le=24)
+    # How often the retention job runs inside ingest (apscheduler), hours.
+    retention_interval_h: float = Field(default=24.0, gt=0)
 
 
 class ConsoleSettings(_Section):
@@ -91,13 +116,27 @@ class AgentSettings(_Section):
     mqtt: MqttClientSettings = MqttClientSettings()
     serial: str | None = None
     heartbeat_interval_s: float = Field(default=300.0, gt=0)
+    # The agent's own files; empty: $STATE_DIRECTORY (systemd), else <data_dir>/agent.
+    state_dir: Path | None = None
+    # The on-disk store-and-forward queue (SQLite); empty: <state_dir>/queue.sqlite3.
     queue_path: Path | None = None
     # How often the device is read to notice a change of status between heartbeats.
     status_poll_interval_s: float = Field(default=1.0, gt=0, le=3600)
-    # Telemetry kept in memory while the broker is unreachable; the oldest is dropped.
-    outbox_max: int = Field(default=1000, ge=1, le=1_000_000)
+    # Messages queued while the broker is unreachable; beyond it old heartbeats are thinned.
+    outbox_max: int = Field(default=10_000, ge=1, le=1_000_000)
     # Upper bound of the reconnect delay (exponential backoff with full jitter).
     reconnect_max_s: float = Field(default=60.0, ge=1, le=3600)
+    # The TC-200 on USB: ids, per-transfer timeout, and the longest wait between reopens.
+    usb_vendor_id: int = Field(default=0x1209, ge=0, le=0xFFFF)
+    usb_product_id: int = Field(default=0xC200, ge=0, le=0xFFFF)
+    usb_timeout_ms: int = Field(default=1000, ge=10, le=60_000)
+    usb_retry_max_s: float = Field(default=30.0, ge=1, le=3600)
+    # Demos and tests: a simulated TC-200 (the real driver over a simulated USB bus).
+    simulated_device: bool = False
+    # A local log file, rotated at log_max_bytes keeping log_backups old files; empty: none.
+    log_path: Path | None = None
+    log_max_bytes: int = Field(default=10_000_000, ge=10_000)
+    log_backups: int = Field(default=5, ge=1, le=100)
 
 
 class SimulateSettings(_Section):
@@ -108,6 +147,39 @@ class SimulateSettings(_Section):
     fault_rate: float = Field(default=0.0, ge=0, le=1)
     # Connects are spread evenly over this many seconds so a large fleet does not stampede.
     connect_spread_s: float = Field(default=2.0, ge=0, le=600)
+    # How often each simulated terminal's status is read over (simulated) USB.
+    status_poll_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    # Simulated USB glitches (a timeout or a corrupt frame) per request; 0 disables them.
+    usb_glitch_rate: float = Field(default=0.0, ge=0, le=1)
+    # Worker processes sharing the fleet; 0: one per CPU for fleets over 2,000 terminals.
+    processes: int = Field(default=0, ge=0, le=64)
+
+
+class AlertSettings(_Section):
+    """Where the alert rules live and how often the offline sweep runs."""
+
+    # The rules, storm limits and notification routes (see config/alerts.toml);
+    # empty: the built-in defaults, which config/alerts.toml repeats.
+    rules_file: Path | None = None
+    # How often ingest sweeps for missed heartbeats and raises/resolves status alerts.
+    sweep_interval_s: float = Field(default=1.0, gt=0, le=3600)
+
+
+class NotifySettings(_Section):
+    """The mail server and delivery policy of alert notifications (outbox, retried)."""
+
+    smtp_host: str | None = None  # empty: e-mail routes stay queued and are reported
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_from: str = "tms@localhost"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # Delivery is retried with exponential backoff; after max_attempts the row is failed.
+    max_attempts: int = Field(default=30, ge=1, le=1000)
+    retry_first_s: float = Field(default=5.0, gt=0)
+    retry_max_s: float = Field(default=900.0, gt=0)
+    poll_interval_s: float = Field(default=1.0, gt=0, le=3600)
 
 
 class Settings(_Section):
@@ -120,6 +192,8 @@ class Settings(_Section):
     console: ConsoleSettings = ConsoleSettings()
     agent: AgentSettings = AgentSettings()
     simulate: SimulateSettings = SimulateSettings()
+    alerts: AlertSettings = AlertSettings()
+    notify: NotifySettings = NotifySettings()
 
 
 ENV_PREFIX = "TMS_"

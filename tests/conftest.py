@@ -3,5 +3,6 @@
 pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.broker",
+    "tests.fixtures.brokers",
     "tests.fixtures.browser",
 ]

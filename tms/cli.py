@@ -68,13 +68,14 @@ def database_url_of(ctx: click.Context) -> str:
 def _register() -> None:
     # Imported here so each component's CLI lives with the component.
     from agent.cli import agent, simulate
-    from broker.cli import broker, terminal
+    from broker.cli import account, broker, certs, terminal
     from console.cli import console, user
     from ingest.cli import ingest
     from tms.db_cli import db
     from tms.up import up
 
-    for command in (up, db, broker, terminal, ingest, console, user, agent, simulate):
+    commands = (up, db, broker, terminal, account, certs, ingest, console, user, agent, simulate)
+    for command in commands:
         main.add_command(command)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from sqlmodel import Session
 
 from agent.fleet_file import load_fleet_file, write_fleet_file
+from broker.certs import TlsFiles
 from shared import schema
 from shared.db import make_engine
 from shared.models import AccountKind
@@ -79,6 +80,13 @@ class Platform:
             ensure_port_free("127.0.0.1", s.database.port, "PostgreSQL", "--db-port")
         ensure_port_free(s.broker.host, s.broker.port, "MQTT broker", "--broker-port")
         ensure_port_free(s.console.host, s.console.port, "console", "--console-port")
+        if self._tls().server_ready():
+            ensure_port_free(
+                s.broker.tls_host, s.broker.tls_port, "MQTT TLS", "TMS_BROKER_TLS_PORT"
+            )
+
+    def _tls(self) -> TlsFiles:
+        return TlsFiles(self.settings.broker.certs_dir or self.data_dir / "certs")
 
     def _secrets(self) -> dict[str, Any]:
         path = self.data_dir / "secrets.json"
@@ -252,10 +260,16 @@ class Platform:
                 f"            first run: log in as 'admin' with password {admin_password}"
                 " (shown only this once)"
             )
+        broker_name = "Mosquitto" if s.broker.kind == "mosquitto" else "amqtt"
         lines.append(
-            f"  Broker    mqtt://{s.broker.host}:{s.broker.port} (Mosquitto; plain MQTT is for "
-            "loopback development only, production terminals use TLS on 8883)"
+            f"  Broker    mqtt://{s.broker.host}:{s.broker.port} ({broker_name}; plain MQTT is "
+            "for loopback development only)"
         )
+        if self._tls().server_ready():
+            tls = f"mqtts://{s.broker.tls_host}:{s.broker.tls_port}"
+            lines.append(f"            {tls} (TLS with the private CA in {self._tls().directory})")
+        else:
+            lines.append("            no TLS: run `tms certs init` before terminals join a network")
         if self.postgres:
             lines.append(f"  Database  embedded PostgreSQL on 127.0.0.1:{s.database.port}")
         else:

@@ -81,4 +81,4 @@ def test_sign_in_and_see_the_list_change_without_reloading(
 
     page.click('a:has-text("TC-0001")')
     expect(page.locator("h1")).to_have_text("TC-0001")
-    expect(page.locator(".panel").last).to_contain_text("last will: connection lost")
+    expect(page.locator("#status-history")).to_contain_text("last will: connection lost")

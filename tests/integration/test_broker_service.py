@@ -98,9 +98,14 @@ def test_service_account_is_rotated_and_revoked_ones_are_not_loaded(session: Ses
     assert [a.username for a in provisioning.active_accounts(session)] == ["tms-ingest"]
 
 
-def test_amqtt_is_refused_clearly(database_url: str, work_dir: Path) -> None:
-    with pytest.raises(BrokerError, match="amqtt broker support is not implemented yet"):
-        run_broker_service(BrokerSettings(kind="amqtt"), database_url, work_dir, threading.Event())
+def test_unknown_amqtt_version_is_refused_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    import amqtt
+
+    from broker.amqtt_broker import check_amqtt_version
+
+    monkeypatch.setattr(amqtt, "__version__", "9.9.9")
+    with pytest.raises(BrokerError, match="written for amqtt 0.12.1"):
+        check_amqtt_version()
 
 
 def test_service_fails_when_mosquitto_dies(database_url: str, work_dir: Path) -> None:

@@ -1,0 +1,96 @@
+"""Terminal lifecycle actions for admins: rotate, revoke, decommission, swap.
+
+Each is one POST from the terminal page, done by ``broker.lifecycle`` in one
+transaction together with its audit record; the broker applies it to the live
+session within seconds. A new secret is shown once, on a page that is not cached.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, make_response, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from broker import lifecycle
+from broker.errors import ProvisioningError
+from console.access import acting_user, client_address, requires_role
+from console.db import request_session
+from shared.models import Role
+
+bp = Blueprint("terminal_actions", __name__)
+
+
+def _actor() -> lifecycle.Actor:
+    user = acting_user()
+    assert user is not None  # requires_role let the request through
+    return lifecycle.Actor(user.username, client_address())
+
+
+def _back(serial: str) -> Response:
+    return redirect(url_for("terminals.detail", serial=serial))
+
+
+def _secret_page(serial: str, secret: str, what: str) -> Response:
+    response = make_response(
+        render_template("terminal_secret.html", serial=serial, secret=secret, what=what)
+    )
+    # The secret is shown once: no copy may stay in a cache or the browser history.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _failed(serial: str, exc: ProvisioningError) -> Response:
+    request_session().rollback()
+    flash(str(exc), "error")
+    return _back(serial)
+
+
+@bp.post("/terminals/<serial>/rotate")
+@requires_role(Role.ADMIN)
+def rotate(serial: str) -> Response:
+    db = request_session()
+    try:
+        secret = lifecycle.rotate_terminal(db, _actor(), serial)
+    except ProvisioningError as exc:
+        return _failed(serial, exc)
+    db.commit()
+    return _secret_page(serial, secret, "New secret; the old one no longer works.")
+
+
+@bp.post("/terminals/<serial>/revoke")
+@requires_role(Role.ADMIN)
+def revoke(serial: str) -> Response:
+    db = request_session()
+    try:
+        lifecycle.revoke_terminal(db, _actor(), serial)
+    except ProvisioningError as exc:
+        return _failed(serial, exc)
+    db.commit()
+    flash(f"Broker access of {serial} revoked; its session is closed.", "info")
+    return _back(serial)
+
+
+@bp.post("/terminals/<serial>/decommission")
+@requires_role(Role.ADMIN)
+def decommission(serial: str) -> Response:
+    db = request_session()
+    reason = request.form.get("reason", "").strip()[:200] or "decommissioned"
+    try:
+        lifecycle.decommission_terminal(db, _actor(), serial, reason)
+    except ProvisioningError as exc:
+        return _failed(serial, exc)
+    db.commit()
+    flash(f"Terminal {serial} decommissioned.", "info")
+    return _back(serial)
+
+
+@bp.post("/terminals/<serial>/swap")
+@requires_role(Role.ADMIN)
+def swap(serial: str) -> Response:
+    db = request_session()
+    new_serial = request.form.get("new_serial", "").strip()
+    try:
+        secret = lifecycle.swap_terminal(db, _actor(), serial, new_serial)
+    except ProvisioningError as exc:
+        return _failed(serial, exc)
+    db.commit()
+    return _secret_page(new_serial, secret, f"Replaces {serial}, which is decommissioned.")
