@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import TypeVar
 
@@ -13,15 +15,22 @@ import click
 
 from agent.errors import AgentError
 from agent.fleet_file import load_fleet_file
+from agent.fleet_processes import run_in_processes, worker_count
+from agent.handlers import terminal_handlers
+from agent.host_metrics import read_host_metrics
 from agent.runtime import AgentOptions, TerminalAgent
-from agent.simulated_device import SimulatedTC200
-from agent.simulator import run_fleet
+from agent.simulator import FleetSummary, run_fleet
+from agent.store import AgentStore
+from agent.terminal import SimulatedUsbTerminal, UsbTerminal
+from agent.usb_driver import open_terminal
+from agent.usb_sim import SimulatedUsbBackend
 from shared import topics
 from shared.settings import AgentSettings, Settings, load_settings
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def agent_credentials(settings: AgentSettings) -> tuple[str, str]:
@@ -74,6 +83,52 @@ def _configure_logging() -> None:
     configure_logging()
 
 
+def state_dir_of(settings: AgentSettings, data_dir: Path) -> Path:
+    """Where the agent keeps its files: the setting, systemd's StateDirectory, or data_dir."""
+    if settings.state_dir is not None:
+        return settings.state_dir
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    return data_dir / "agent"
+
+
+def add_log_file(settings: AgentSettings) -> None:
+    """Also log to ``[agent] log_path``, rotated, for a PC nobody watches."""
+    if settings.log_path is None:
+        return
+    try:
+        settings.log_path.parent.mkdir(parents=True, exist_ok=True)
+        handler = RotatingFileHandler(
+            settings.log_path,
+            maxBytes=settings.log_max_bytes,
+            backupCount=settings.log_backups,
+            encoding="utf-8",
+        )
+    except OSError as exc:
+        raise AgentError(
+            f"cannot write the agent log {settings.log_path}: {exc.strerror}; "
+            "check [agent] log_path (TMS_AGENT_LOG_PATH)"
+        ) from exc
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.getLogger().addHandler(handler)
+
+
+def build_terminal(settings: AgentSettings, serial: str) -> UsbTerminal:
+    """The TC-200 on USB, or with ``simulated_device`` one on a simulated bus."""
+    vendor_id, product_id = settings.usb_vendor_id, settings.usb_product_id
+    timeout_ms = settings.usb_timeout_ms
+    if settings.simulated_device:
+        backend = SimulatedUsbBackend.for_serial(serial, vendor_id=vendor_id, product_id=product_id)
+        return SimulatedUsbTerminal(
+            lambda: open_terminal(vendor_id, product_id, backend=backend, timeout_ms=timeout_ms),
+            reopen_max_s=settings.usb_retry_max_s,
+        )
+    return UsbTerminal(
+        lambda: open_terminal(vendor_id, product_id, timeout_ms=timeout_ms),
+        reopen_max_s=settings.usb_retry_max_s,
+    )
+
+
 @click.command()
 @click.option(
     "--config",
@@ -81,28 +136,52 @@ def _configure_logging() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="TOML configuration file; overrides the one given to `tms --config`.",
 )
+@click.option(
+    "--simulated-device",
+    is_flag=True,
+    default=None,
+    help="Use a simulated TC-200 (demos); same as [agent] simulated_device = true.",
+)
 @click.pass_context
-def agent(ctx: click.Context, config_file: Path | None) -> None:
+def agent(ctx: click.Context, config_file: Path | None, simulated_device: bool | None) -> None:
     """Run the store-PC agent for one TC-200 until SIGTERM or Ctrl-C."""
-    settings = _settings(ctx, config_file).agent
+    all_settings = _settings(ctx, config_file)
+    settings = all_settings.agent
+    if simulated_device:
+        settings = settings.model_copy(update={"simulated_device": True})
     serial, secret = agent_credentials(settings)
     _configure_logging()
-    # The simulated terminal stands in until the pyusb TC-200 driver lands.
+    add_log_file(settings)
+    queue_path = settings.queue_path or (
+        state_dir_of(settings, all_settings.paths.data_dir) / "queue.sqlite3"
+    )
+    store = AgentStore(queue_path, settings.outbox_max)
+    terminal = build_terminal(settings, serial)
     terminal_agent = TerminalAgent(
         serial,
         secret,
         settings.mqtt,
-        SimulatedTC200(serial),
+        terminal,
         options=AgentOptions.from_settings(settings),
+        handlers=terminal_handlers(terminal, read_host_metrics, lambda: len(store)),
+        queue=store,
+        recent_commands=store,
     )
     log.info(
-        "agent for %s starting (broker %s:%s, heartbeat %.0f s)",
+        "agent for %s starting (broker %s:%s, heartbeat %.0f s, %s terminal, queue %s "
+        "holding %d messages)",
         serial,
         settings.mqtt.host,
         settings.mqtt.port,
         settings.heartbeat_interval_s,
+        "simulated" if settings.simulated_device else "USB",
+        queue_path,
+        len(store),
     )
-    run_until_signalled(terminal_agent.run)
+    try:
+        run_until_signalled(terminal_agent.run)
+    finally:
+        store.close()
 
 
 @click.command()
@@ -157,14 +236,28 @@ def simulate(
         raise AgentError(f"{credentials_file} holds no terminals to simulate")
     _configure_logging()
 
-    def fleet_main(stop: asyncio.Event) -> Awaitable[object]:
-        return run_fleet(
-            credentials,
-            fleet.mqtt_settings(),
-            heartbeat_s if heartbeat_s is not None else settings.heartbeat_interval_s,
-            stop,
-            fault_rate if fault_rate is not None else settings.fault_rate,
-            connect_spread_s=settings.connect_spread_s,
-        )
+    heartbeat = heartbeat_s if heartbeat_s is not None else settings.heartbeat_interval_s
+    faults = fault_rate if fault_rate is not None else settings.fault_rate
+    mqtt = fleet.mqtt_settings()
 
-    run_until_signalled(fleet_main)
+    def run_slice(terminals: list[tuple[str, str]]) -> FleetSummary:
+        def fleet_main(stop: asyncio.Event) -> Awaitable[FleetSummary]:
+            return run_fleet(
+                terminals,
+                mqtt,
+                heartbeat,
+                stop,
+                faults,
+                connect_spread_s=settings.connect_spread_s,
+                status_poll_s=settings.status_poll_interval_s,
+                usb_glitch_rate=settings.usb_glitch_rate,
+            )
+
+        return run_until_signalled(fleet_main)
+
+    processes = worker_count(len(credentials), settings.processes)
+    if processes == 1:
+        run_slice(credentials)
+    else:
+        log.info("splitting %d terminals over %d processes", len(credentials), processes)
+        run_in_processes(credentials, processes, run_slice)

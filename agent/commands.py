@@ -7,12 +7,12 @@ and returns the reply to publish (or None), so it is tested without a broker.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from agent.outbox import MemoryRecentCommands, RecentCommands
 from shared import topics
 from shared.errors import MessageError, TopicError
 from shared.messages import Command, CommandResult, CommandStatus, parse_message, utcnow
@@ -27,6 +27,10 @@ RECENT_COMMANDS_MAX = 256
 
 class CommandFailed(Exception):
     """Raised by a handler for a command that ran and failed; the message is reported."""
+
+
+class CommandRejected(Exception):
+    """Raised by a handler for arguments it will not run with; reported as "rejected"."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +54,13 @@ class CommandProcessor:
         serial: str,
         handlers: Mapping[str, CommandHandler] = DEFAULT_HANDLERS,
         *,
-        recent_max: int = RECENT_COMMANDS_MAX,
+        recent: RecentCommands | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.serial = topics.check_serial(serial)
         self._handlers = dict(handlers)
-        self._recent: OrderedDict[str, None] = OrderedDict()
-        self._recent_max = recent_max
+        # On disk in the real agent, so a restart does not run a redelivered command again.
+        self._recent = recent if recent is not None else MemoryRecentCommands(RECENT_COMMANDS_MAX)
         self._clock = clock
         self.duplicates = 0
         self.rejected = 0
@@ -67,12 +71,12 @@ class CommandProcessor:
         command_id = self._command_id_of(topic)
         if command_id is None:
             return None
-        if command_id in self._recent:
+        if self._recent.seen(command_id):
             self.duplicates += 1
             log.info("%s: command %s delivered again; already answered", self.serial, command_id)
             return None
         # Remembered before running, so a redelivery during a slow command is not run twice.
-        self._remember(command_id)
+        self._recent.remember(command_id)
         result = await self._run(command_id, payload)
         if result.status is CommandStatus.REJECTED:
             self.rejected += 1
@@ -111,6 +115,8 @@ class CommandProcessor:
             )
         try:
             output = await handler(command)
+        except CommandRejected as exc:
+            return _rejected(command_id, str(exc))
         except CommandFailed as exc:
             return CommandResult(id=command_id, status=CommandStatus.ERROR, error=str(exc)[:2000])
         except Exception as exc:
@@ -122,11 +128,6 @@ class CommandProcessor:
                 error=f"agent error while running {command.name!r}: {exc.__class__.__name__}",
             )
         return CommandResult(id=command_id, status=CommandStatus.OK, output=output)
-
-    def _remember(self, command_id: str) -> None:
-        self._recent[command_id] = None
-        while len(self._recent) > self._recent_max:
-            self._recent.popitem(last=False)
 
 
 def _rejected(command_id: str, error: str) -> CommandResult:

@@ -1,7 +1,8 @@
 """What the agent runtime reads from a TC-200: the ``TerminalDevice`` protocol and its state.
 
-The runtime only ever calls ``read_state()``; the simulated terminal implements it in
-memory today and the pyusb driver will implement it over USB later. A driver whose reads
+The runtime only calls ``read_state()`` and ``take_events()``; ``agent.terminal.UsbTerminal``
+implements them over the pyusb driver (on a real or a simulated USB bus), and
+``SimulatedTC200`` in memory for runtime tests that do not need USB. A driver whose reads
 block on I/O sets ``reads_block = True`` and the runtime calls it from a worker thread,
 so the event loop (and every other terminal in a simulated fleet) never waits on USB.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
-from shared.messages import DeviceError, DeviceStatus
+from shared.messages import DeviceError, DeviceStatus, Event
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,4 +47,10 @@ class TerminalDevice(Protocol):
 
     reads_block: ClassVar[bool]
 
-    def read_state(self) -> DeviceState: ...
+    def read_state(self, metrics: bool = True) -> DeviceState:
+        """The status, plus model, firmware and metrics when ``metrics`` (heartbeats)."""
+        ...
+
+    def take_events(self) -> list[Event]:
+        """Events (faults, recoveries) since the last call, oldest first."""
+        ...

@@ -1,13 +1,20 @@
-"""A bounded in-memory outbox of telemetry waiting for the broker, oldest dropped first.
+"""The store-and-forward queue: its interface, the thinning rule, and the in-memory version.
 
-Store-and-forward to disk replaces this in a later issue; until then a restart of the
-agent loses what is queued here, and overflow is counted rather than silent.
+Everything the agent publishes except presence (heartbeats, events, command results)
+goes through one FIFO queue and leaves it only once the broker acknowledged it, so
+messages are sent in order with the timestamps they were made with. When the queue is
+full, the oldest heartbeats are thinned (every second one of the oldest half goes, so the
+history of an outage gets coarser instead of losing its start); events and command
+results are never dropped. The real agent uses the SQLite queue (agent/store.py); the
+fleet simulator uses ``Outbox``, which loses its content with the process.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,35 +23,92 @@ class OutgoingMessage:
     payload: bytes
     qos: int = 1
     retain: bool = False
+    # Heartbeats may be thinned when the queue is full; events and results may not.
+    droppable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """A message in a queue, with the id ``done`` removes it by."""
+
+    id: int
+    message: OutgoingMessage
+
+
+class MessageQueue(Protocol):
+    max_messages: int
+    dropped: int
+
+    def __len__(self) -> int: ...
+
+    def put(self, message: OutgoingMessage) -> None: ...
+
+    def peek(self) -> QueuedMessage | None: ...
+
+    def done(self, queued: QueuedMessage) -> None: ...
+
+
+class RecentCommands(Protocol):
+    """Ids of commands already run, so a redelivery is not run again."""
+
+    def seen(self, command_id: str) -> bool: ...
+
+    def remember(self, command_id: str) -> None: ...
+
+
+def thinning_victims(droppable_ids: Sequence[int]) -> list[int]:
+    """Ids to drop from a full queue: every second heartbeat of the oldest half, at least one."""
+    if not droppable_ids:
+        return []
+    oldest_half = droppable_ids[: max(2, len(droppable_ids) // 2)]
+    return list(oldest_half[1::2]) or [droppable_ids[0]]
 
 
 class Outbox:
-    """FIFO of messages not yet acknowledged by the broker."""
+    """The in-memory queue: same rules as the SQLite one, nothing survives a restart."""
 
     def __init__(self, max_messages: int) -> None:
         if max_messages < 1:
             raise ValueError("an outbox must hold at least one message")
         self.max_messages = max_messages
-        self._messages: deque[OutgoingMessage] = deque()
+        self._messages: OrderedDict[int, OutgoingMessage] = OrderedDict()
+        self._next_id = 1
         self.dropped = 0
 
     def __len__(self) -> int:
         return len(self._messages)
 
     def put(self, message: OutgoingMessage) -> None:
-        if len(self._messages) >= self.max_messages:
-            self._messages.popleft()
-            self.dropped += 1
-        self._messages.append(message)
+        self._messages[self._next_id] = message
+        self._next_id += 1
+        if len(self._messages) > self.max_messages:
+            droppable = [key for key, queued in self._messages.items() if queued.droppable]
+            for key in thinning_victims(droppable):
+                del self._messages[key]
+                self.dropped += 1
 
-    def peek(self) -> OutgoingMessage | None:
+    def peek(self) -> QueuedMessage | None:
         """The oldest message, left in place until ``done`` confirms it was sent."""
-        return self._messages[0] if self._messages else None
+        for key, message in self._messages.items():
+            return QueuedMessage(key, message)
+        return None
 
-    def done(self, message: OutgoingMessage) -> None:
-        """Remove ``message`` after the broker acknowledged it.
+    def done(self, queued: QueuedMessage) -> None:
+        """Remove ``queued`` once acknowledged; thinning may already have dropped it."""
+        self._messages.pop(queued.id, None)
 
-        Overflow may have dropped it while it was being sent; then nothing is removed.
-        """
-        if self._messages and self._messages[0] is message:
-            self._messages.popleft()
+
+class MemoryRecentCommands:
+    """The last ``max_ids`` command ids, in memory."""
+
+    def __init__(self, max_ids: int = 256) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._max_ids = max_ids
+
+    def seen(self, command_id: str) -> bool:
+        return command_id in self._ids
+
+    def remember(self, command_id: str) -> None:
+        self._ids[command_id] = None
+        while len(self._ids) > self._max_ids:
+            self._ids.popitem(last=False)

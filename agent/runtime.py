@@ -28,9 +28,17 @@ from agent.device import DeviceState, TerminalDevice
 from agent.errors import AgentError
 from agent.heartbeat import HeartbeatSchedule, telemetry_from
 from agent.host_metrics import read_host_metrics
-from agent.outbox import Outbox, OutgoingMessage
+from agent.outbox import MessageQueue, Outbox, OutgoingMessage, RecentCommands
 from shared import topics
-from shared.messages import DeviceError, DeviceStatus, HostMetrics, Presence, PresenceState, utcnow
+from shared.messages import (
+    DeviceError,
+    DeviceStatus,
+    Event,
+    HostMetrics,
+    Presence,
+    PresenceState,
+    utcnow,
+)
 from shared.settings import AgentSettings, MqttClientSettings
 
 log = logging.getLogger(__name__)
@@ -82,6 +90,8 @@ class AgentStats:
     connect_failures: int = 0
     refused_logins: int = 0
     telemetry_queued: int = 0
+    events_queued: int = 0
+    # Everything sent from the queue: heartbeats, events and command results.
     telemetry_sent: int = 0
     commands_answered: int = 0
     device_read_failures: int = 0
@@ -144,14 +154,17 @@ class TerminalAgent:
         handlers: Mapping[str, CommandHandler] = DEFAULT_HANDLERS,
         tls_context: ssl.SSLContext | None = None,
         rng: random.Random | None = None,
+        queue: MessageQueue | None = None,
+        recent_commands: RecentCommands | None = None,
     ) -> None:
         if not secret:
             raise AgentError(f"no MQTT secret for terminal {serial}")
         self.serial = topics.check_serial(serial)
         self.options = options or AgentOptions()
         self.stats = AgentStats()
-        self.outbox = Outbox(self.options.outbox_max)
-        self.commands = CommandProcessor(self.serial, handlers)
+        # On disk (agent/store.py) for the real agent, in memory for the fleet simulator.
+        self.outbox: MessageQueue = queue if queue is not None else Outbox(self.options.outbox_max)
+        self.commands = CommandProcessor(self.serial, handlers, recent=recent_commands)
         self._secret = secret
         self._mqtt = mqtt
         self._device = device
@@ -179,20 +192,24 @@ class TerminalAgent:
             options.heartbeat_interval_s, options.first_heartbeat_delay_s, loop.time()
         )
         while True:
-            state = await self._read_device()
+            # Status alone on most polls; metrics only when a heartbeat goes out.
+            state = await self._read_device(metrics=False)
             now = loop.time()
             if schedule.should_send(state.status, now):
+                if state.status is not DeviceStatus.UNPLUGGED:
+                    state = await self._read_device(metrics=True)
                 self._queue_telemetry(state)
                 schedule.sent(state.status, now)
+            self._queue_events(self._device.take_events())
             await asyncio.sleep(
                 schedule.seconds_until_next_poll(loop.time(), options.status_poll_interval_s)
             )
 
-    async def _read_device(self) -> DeviceState:
+    async def _read_device(self, metrics: bool) -> DeviceState:
         try:
             if self._device.reads_block:
-                return await asyncio.to_thread(self._device.read_state)
-            return self._device.read_state()
+                return await asyncio.to_thread(self._device.read_state, metrics)
+            return self._device.read_state(metrics)
         except Exception as exc:
             # The per-reading guard: a driver fault is reported as a terminal error,
             # never allowed to silence the heartbeat.
@@ -206,6 +223,14 @@ class TerminalAgent:
         self.outbox.put(OutgoingMessage(topics.telemetry(self.serial), telemetry.to_payload()))
         self.stats.telemetry_queued += 1
         self._outbox_ready.set()
+
+    def _queue_events(self, events: list[Event]) -> None:
+        for event in events:
+            topic = topics.event(self.serial)
+            self.outbox.put(OutgoingMessage(topic, event.to_payload(), droppable=False))
+            self.stats.events_queued += 1
+        if events:
+            self._outbox_ready.set()
 
     # The connection: connect, serve, reconnect with backoff.
 
@@ -325,7 +350,10 @@ class TerminalAgent:
             reply = await self.commands.process(str(message.topic), _payload_bytes(message.payload))
             if reply is None:
                 continue
-            await client.publish(reply.topic, reply.result.to_payload(), qos=1)
+            # Through the queue: in order, and kept on disk until the broker has it.
+            result = OutgoingMessage(reply.topic, reply.result.to_payload(), droppable=False)
+            self.outbox.put(result)
+            self._outbox_ready.set()
             self.stats.commands_answered += 1
 
     async def _send_telemetry(self, client: aiomqtt.Client) -> None:
@@ -340,11 +368,12 @@ class TerminalAgent:
         """
         loop = asyncio.get_running_loop()
         self._outbox_ready.clear()
-        while (message := self.outbox.peek()) is not None:
+        while (queued := self.outbox.peek()) is not None:
             if deadline is not None and loop.time() >= deadline:
                 return
+            message = queued.message
             await client.publish(
                 message.topic, message.payload, qos=message.qos, retain=message.retain
             )
-            self.outbox.done(message)
+            self.outbox.done(queued)
             self.stats.telemetry_sent += 1

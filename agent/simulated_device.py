@@ -1,8 +1,9 @@
-"""An in-memory TC-200 (and its store PC) for the fleet simulator and tests.
+"""The physics of a simulated TC-200 (and its store PC): drifting metrics and random faults.
 
-A stand-in until the pyusb TC-200 driver lands: that driver will implement the same
-``TerminalDevice`` protocol over USB (with a simulated pyusb backend for tests), and the
-runtime will not change. Each simulated terminal is seeded from its serial, so a fleet
+``agent.tc200_sim`` answers USB frames from this state, and ``agent.usb_sim`` serves
+those frames through a pyusb backend, so the real driver reads it. It also still
+implements ``TerminalDevice`` directly, for tests of the runtime that do not need USB.
+Each simulated terminal is seeded from its serial, so a fleet
 looks the same on every run; metrics drift slowly, and faults (error, unplugged) start
 at random at ``fault_rate`` per second and clear after a while, or are injected by hand.
 """
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from agent.device import DeviceState
-from shared.messages import DeviceError, DeviceStatus, HostMetrics
+from shared.messages import DeviceError, DeviceStatus, Event, HostMetrics
 
 MODEL = "TC-200"
 FIRMWARE_VERSIONS = ("2.3.9", "2.4.1", "2.4.3", "2.5.0")
@@ -60,6 +61,9 @@ class SimulatedTC200:
 
     reads_block: ClassVar[bool] = False
 
+    def take_events(self) -> list[Event]:
+        return []
+
     def __init__(
         self,
         serial: str,
@@ -100,7 +104,11 @@ class SimulatedTC200:
     def clear_fault(self) -> None:
         self._end_fault(self._clock())
 
-    def read_state(self) -> DeviceState:
+    def restart(self) -> None:
+        """Power-cycle: uptime starts again from zero."""
+        self._booted_at = self._clock()
+
+    def read_state(self, metrics: bool = True) -> DeviceState:
         now = self._clock()
         dt = max(0.0, now - self._last_step)
         self._last_step = now

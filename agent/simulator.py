@@ -1,7 +1,11 @@
-"""The fleet simulator: many TerminalAgents over SimulatedTC200s in one event loop.
+"""The fleet simulator: many TerminalAgents in one event loop, each over a simulated TC-200.
 
 Every simulated terminal has its own MQTT connection and credentials, exactly like a
-real store PC, so the broker, its ACLs and ingest see a real fleet. Connects are spread
+real store PC, so the broker, its ACLs and ingest see a real fleet; and its own TC-200
+on a simulated USB bus, read by the real driver (agent/usb_driver.py over
+agent/usb_sim.py) inline, since the simulated bus never blocks. Queues are in memory
+(agent/outbox.py): a SQLite file per simulated terminal would cost ten thousand files
+and fsyncs for nothing a demo needs. Connects are spread
 over ``connect_spread_s`` and first heartbeats over one interval, so a thousand
 terminals neither stampede the broker at start nor heartbeat in lockstep.
 """
@@ -12,12 +16,18 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.errors import AgentError
+from agent.handlers import terminal_handlers
+from agent.outbox import Outbox
 from agent.runtime import AgentOptions, TerminalAgent, cancel_and_wait, tls_context_for
-from agent.simulated_device import SimulatedHostMetrics, SimulatedTC200
+from agent.simulated_device import SimulatedHostMetrics
+from agent.terminal import SimulatedUsbTerminal
+from agent.usb_driver import open_terminal
+from agent.usb_sim import SimulatedUsbBackend
 from shared.settings import MqttClientSettings
 
 log = logging.getLogger(__name__)
@@ -25,7 +35,7 @@ log = logging.getLogger(__name__)
 # Simulated terminals keep less telemetry during an outage than a real agent does:
 # a thousand of them share one process's memory.
 FLEET_OUTBOX_MAX = 100
-MAX_STATUS_POLL_S = 1.0
+DEFAULT_STATUS_POLL_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +74,8 @@ def build_fleet(
     heartbeat_interval_s: float,
     fault_rate: float = 0.0,
     *,
+    status_poll_s: float = DEFAULT_STATUS_POLL_S,
+    usb_glitch_rate: float = 0.0,
     rng: random.Random | None = None,
 ) -> list[TerminalAgent]:
     """One agent per (serial, secret), each over its own simulated terminal and store PC."""
@@ -72,26 +84,56 @@ def build_fleet(
         raise AgentError("the fleet lists a terminal serial more than once")
     rng = rng or random.Random()
     tls_context = tls_context_for(mqtt)  # one context shared by every connection
-    poll_s = min(MAX_STATUS_POLL_S, heartbeat_interval_s)
+    poll_s = min(status_poll_s, heartbeat_interval_s)
     return [
-        TerminalAgent(
+        _simulated_agent(
             serial,
             secret,
             mqtt,
-            SimulatedTC200(serial, fault_rate=fault_rate),
-            options=AgentOptions(
+            AgentOptions(
                 heartbeat_interval_s=heartbeat_interval_s,
                 status_poll_interval_s=poll_s,
                 first_heartbeat_delay_s=rng.uniform(0, heartbeat_interval_s),
                 outbox_max=FLEET_OUTBOX_MAX,
                 quiet=True,
             ),
-            host_metrics=SimulatedHostMetrics(serial),
-            tls_context=tls_context,
-            rng=random.Random(rng.random()),
+            SimulatedUsbBackend.for_serial(
+                serial,
+                fault_rate=fault_rate,
+                glitch_rate=usb_glitch_rate,
+                rng=random.Random(rng.random()),
+            ),
+            tls_context,
+            random.Random(rng.random()),
         )
         for serial, secret in terminals
     ]
+
+
+def _simulated_agent(
+    serial: str,
+    secret: str,
+    mqtt: MqttClientSettings,
+    options: AgentOptions,
+    backend: SimulatedUsbBackend,
+    tls_context: ssl.SSLContext | None,
+    rng: random.Random,
+) -> TerminalAgent:
+    terminal = SimulatedUsbTerminal(lambda: open_terminal(backend=backend), rng=rng)
+    host_metrics = SimulatedHostMetrics(serial)
+    outbox = Outbox(options.outbox_max)
+    return TerminalAgent(
+        serial,
+        secret,
+        mqtt,
+        terminal,
+        options=options,
+        host_metrics=host_metrics,
+        handlers=terminal_handlers(terminal, host_metrics, lambda: len(outbox)),
+        tls_context=tls_context,
+        rng=rng,
+        queue=outbox,
+    )
 
 
 async def run_fleet(
@@ -103,6 +145,8 @@ async def run_fleet(
     *,
     connect_spread_s: float = 2.0,
     summary_interval_s: float = 60.0,
+    status_poll_s: float = DEFAULT_STATUS_POLL_S,
+    usb_glitch_rate: float = 0.0,
     agents_out: list[TerminalAgent] | None = None,
 ) -> FleetSummary:
     """Run the fleet until ``stop`` is set; every terminal goes offline cleanly.
@@ -110,7 +154,14 @@ async def run_fleet(
     ``agents_out``, when given, receives the agents as soon as they exist (tests and
     callers that want live counters read them through ``summarise``).
     """
-    agents = build_fleet(terminals, mqtt, heartbeat_interval_s, fault_rate)
+    agents = build_fleet(
+        terminals,
+        mqtt,
+        heartbeat_interval_s,
+        fault_rate,
+        status_poll_s=status_poll_s,
+        usb_glitch_rate=usb_glitch_rate,
+    )
     if agents_out is not None:
         agents_out.extend(agents)
     log.info(

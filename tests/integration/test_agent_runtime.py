@@ -33,7 +33,7 @@ from shared.messages import (
 )
 from shared.models import AccountKind
 from shared.settings import MqttClientSettings
-from tests.fixtures.broker import MqttProbe, RunningBroker
+from tests.fixtures.broker import BrokerAddress, MqttProbe, RunningBroker
 
 pytestmark = pytest.mark.integration
 
@@ -347,14 +347,18 @@ def test_commands_answered_once_rejected_when_unknown_or_malformed(
     ingest.close()
 
 
-def agent_process(broker: RunningBroker, serial: str, secret: str) -> subprocess.Popen[bytes]:
+def agent_process(
+    broker: BrokerAddress, serial: str, secret: str, queue_path: Path, port: int | None = None
+) -> subprocess.Popen[bytes]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("TMS_")}
     env |= {
         "TMS_AGENT_SERIAL": serial,
         "TMS_AGENT_MQTT_PASSWORD": secret,
         "TMS_AGENT_MQTT_HOST": broker.host,
-        "TMS_AGENT_MQTT_PORT": str(broker.port),
+        "TMS_AGENT_MQTT_PORT": str(port or broker.port),
         "TMS_AGENT_HEARTBEAT_INTERVAL_S": "0.2",
+        "TMS_AGENT_SIMULATED_DEVICE": "true",
+        "TMS_AGENT_QUEUE_PATH": str(queue_path),
     }
     return subprocess.Popen(
         [sys.executable, "-m", "tms", "agent"],
@@ -375,11 +379,15 @@ def running(process: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes
         process.wait(10)
 
 
-def test_killed_agent_process_goes_offline_by_will(mosquitto_broker: RunningBroker) -> None:
+def test_killed_agent_process_goes_offline_by_will(
+    mosquitto_broker: RunningBroker, tmp_path: Path
+) -> None:
     serial = "TC200-AG6"
     secret = mosquitto_broker.provision_terminal(serial)
     ingest = ingest_probe(mosquitto_broker)
-    with running(agent_process(mosquitto_broker, serial, secret)) as process:
+    with running(
+        agent_process(mosquitto_broker, serial, secret, tmp_path / "queue.sqlite3")
+    ) as process:
         wait_for(ingest, presence(serial, PresenceState.ONLINE), timeout=15)
         wait_for(ingest, telemetry_of(serial))
         process.send_signal(signal.SIGKILL)
@@ -387,11 +395,15 @@ def test_killed_agent_process_goes_offline_by_will(mosquitto_broker: RunningBrok
     ingest.close()
 
 
-def test_sigterm_stops_agent_process_cleanly(mosquitto_broker: RunningBroker) -> None:
+def test_sigterm_stops_agent_process_cleanly(
+    mosquitto_broker: RunningBroker, tmp_path: Path
+) -> None:
     serial = "TC200-AG7"
     secret = mosquitto_broker.provision_terminal(serial)
     ingest = ingest_probe(mosquitto_broker)
-    with running(agent_process(mosquitto_broker, serial, secret)) as process:
+    with running(
+        agent_process(mosquitto_broker, serial, secret, tmp_path / "queue.sqlite3")
+    ) as process:
         wait_for(ingest, presence(serial, PresenceState.ONLINE), timeout=15)
         process.send_signal(signal.SIGTERM)
         assert process.wait(10) == 0, process.stdout.read() if process.stdout else b""

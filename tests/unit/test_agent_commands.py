@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agent.commands import CommandFailed, CommandProcessor
+from agent.outbox import MemoryRecentCommands
 from shared import topics
 from shared.messages import Command, CommandStatus
 
@@ -121,7 +122,7 @@ def test_handler_failures_report_error_and_keep_going() -> None:
 
 
 def test_recent_ids_are_bounded() -> None:
-    processor = CommandProcessor(SERIAL, recent_max=2)
+    processor = CommandProcessor(SERIAL, recent=MemoryRecentCommands(2))
     for command_id in ("x1", "x2", "x3"):
         run(processor.process(topics.command(SERIAL, command_id), command_payload(command_id)))
     # x1 fell out of memory, so it would be answered again; x3 is still remembered.

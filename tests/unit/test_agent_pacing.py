@@ -1,4 +1,4 @@
-"""Backoff, heartbeat schedule and outbox: the agent's pacing, pure."""
+"""Backoff and heartbeat schedule: the agent's pacing, pure (queues: test_agent_queue.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.backoff import Backoff
 from agent.heartbeat import HeartbeatSchedule
-from agent.outbox import Outbox, OutgoingMessage
 from agent.runtime import is_refused_login
 from shared.messages import DeviceStatus
 
@@ -66,36 +65,6 @@ def test_heartbeat_poll_wait_never_overshoots_due_time() -> None:
     schedule.sent(DeviceStatus.OK, 0.0)
     assert schedule.seconds_until_next_poll(0.05, poll_interval_s=1.0) == pytest.approx(0.15)
     assert schedule.seconds_until_next_poll(0.5, poll_interval_s=1.0) == 0.0
-
-
-def message(n: int) -> OutgoingMessage:
-    return OutgoingMessage("tms/v1/T/telemetry", str(n).encode())
-
-
-def test_outbox_is_fifo_and_drops_oldest_counting_them() -> None:
-    outbox = Outbox(max_messages=3)
-    for n in range(5):
-        outbox.put(message(n))
-    assert len(outbox) == 3
-    assert outbox.dropped == 2
-    sent = []
-    while (head := outbox.peek()) is not None:
-        sent.append(head.payload)
-        outbox.done(head)
-    assert sent == [b"2", b"3", b"4"]
-
-
-def test_outbox_keeps_message_until_done_and_tolerates_overflow_in_flight() -> None:
-    outbox = Outbox(max_messages=2)
-    outbox.put(message(0))
-    in_flight = outbox.peek()
-    assert in_flight is not None
-    outbox.put(message(1))
-    outbox.put(message(2))  # overflow drops the in-flight message 0
-    outbox.done(in_flight)  # so confirming it must not remove message 1
-    head = outbox.peek()
-    assert head is not None and head.payload == b"1"
-    assert len(outbox) == 2
 
 
 @pytest.mark.parametrize(

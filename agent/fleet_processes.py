@@ -1,0 +1,102 @@
+"""A large simulated fleet split over worker processes, one event loop each.
+
+One asyncio loop holds about 1,000 aiomqtt terminals in 12% of a core (bench/simulate.py),
+so 10,000 need more than the one core a Python process can use. Each worker runs
+``run_fleet`` on its slice of the terminals; SIGTERM to the parent is passed on to every
+worker, and the parent logs the fleet's combined summary once all have stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import fields
+from multiprocessing.queues import Queue
+from typing import Any
+
+from agent.simulator import FleetSummary
+
+log = logging.getLogger(__name__)
+
+# Below this many terminals one process is enough (and keeps logs in one place).
+SINGLE_PROCESS_MAX = 2000
+WORKER_STOP_S = 120.0
+
+
+def worker_count(terminals: int, requested: int) -> int:
+    """``requested`` if set, else one worker per CPU for fleets above SINGLE_PROCESS_MAX."""
+    if requested > 0:
+        return max(1, min(requested, terminals))
+    if terminals <= SINGLE_PROCESS_MAX:
+        return 1
+    return max(1, min(os.cpu_count() or 1, terminals))
+
+
+def split(items: list[Any], parts: int) -> list[list[Any]]:
+    """``items`` in ``parts`` slices of sizes differing by at most one, order kept."""
+    size, extra = divmod(len(items), parts)
+    slices, start = [], 0
+    for index in range(parts):
+        end = start + size + (1 if index < extra else 0)
+        slices.append(items[start:end])
+        start = end
+    return slices
+
+
+def combine(summaries: list[FleetSummary]) -> FleetSummary:
+    return FleetSummary(
+        **{f.name: sum(getattr(s, f.name) for s in summaries) for f in fields(FleetSummary)}
+    )
+
+
+def _worker(
+    run_slice: Callable[[list[tuple[str, str]]], FleetSummary],
+    terminals: list[tuple[str, str]],
+    results: Queue[FleetSummary],
+) -> None:
+    summary = FleetSummary(len(terminals), 0, 0, 0, 0, 0, 0)
+    try:
+        summary = run_slice(terminals)
+    finally:
+        # Always answer, so the parent never waits for a worker that failed.
+        results.put(summary)
+
+
+def run_in_processes(
+    terminals: list[tuple[str, str]],
+    processes: int,
+    run_slice: Callable[[list[tuple[str, str]]], FleetSummary],
+) -> FleetSummary:
+    """Run ``run_slice`` on ``processes`` slices of ``terminals`` in forked workers.
+
+    ``run_slice`` runs until SIGTERM or SIGINT (it installs its own handlers); the
+    parent waits, forwarding those signals to the workers.
+    """
+    context = multiprocessing.get_context("fork")
+    results: Queue[FleetSummary] = context.Queue()
+    workers = [
+        context.Process(target=_worker, args=(run_slice, part, results), name=f"fleet-{n}")
+        for n, part in enumerate(split(terminals, processes))
+    ]
+    for worker in workers:
+        worker.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        summaries = [results.get() for _ in workers]
+        for worker in workers:
+            worker.join(WORKER_STOP_S)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    summary = combine(summaries)
+    log.info("fleet of %d processes stopped: %s", len(workers), summary)
+    return summary

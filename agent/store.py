@@ -1,0 +1,137 @@
+"""The agent's on-disk state in one SQLite file: the store-and-forward queue and recent command ids.
+
+WAL with ``synchronous=FULL``: every committed put is on disk (fsync'd) before ``put``
+returns, so neither a killed agent nor a power cut loses a queued message, and a command
+id remembered before its command ran is still remembered after a restart. The queue is
+bounded by ``max_messages``; overflow thins the oldest heartbeats (agent/outbox.py).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from agent.errors import AgentError
+from agent.outbox import OutgoingMessage, QueuedMessage, thinning_victims
+
+SCHEMA_VERSION = 1
+RECENT_COMMANDS_MAX = 1000
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    droppable INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_droppable ON outbox (droppable, id);
+CREATE TABLE IF NOT EXISTS seen_command (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE
+);
+"""
+
+
+class AgentStore:
+    """One open SQLite file; implements MessageQueue and RecentCommands. Close it when done."""
+
+    def __init__(
+        self, path: Path, max_messages: int, recent_commands_max: int = RECENT_COMMANDS_MAX
+    ) -> None:
+        if max_messages < 1:
+            raise ValueError("a queue must hold at least one message")
+        self.path = path
+        self.max_messages = max_messages
+        self.recent_commands_max = recent_commands_max
+        self.dropped = 0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Autocommit mode: each statement group below is its own explicit transaction.
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._count = self._db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        except (OSError, sqlite3.Error) as exc:
+            raise AgentError(
+                f"cannot open the agent's queue {path}: {exc}; check [agent] queue_path "
+                "(TMS_AGENT_QUEUE_PATH) and that the agent's user may write there"
+            ) from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    # MessageQueue.
+
+    def __len__(self) -> int:
+        return self._count
+
+    def put(self, message: OutgoingMessage) -> None:
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO outbox (topic, payload, qos, retain, droppable)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (message.topic, message.payload, message.qos, message.retain, message.droppable),
+            )
+            self._count += 1
+            if self._count > self.max_messages:
+                droppable = [
+                    row[0]
+                    for row in self._db.execute(
+                        "SELECT id FROM outbox WHERE droppable = 1 ORDER BY id"
+                    )
+                ]
+                victims = thinning_victims(droppable)
+                self._db.executemany("DELETE FROM outbox WHERE id = ?", [(v,) for v in victims])
+                self._count -= len(victims)
+                self.dropped += len(victims)
+
+    def peek(self) -> QueuedMessage | None:
+        row = self._db.execute(
+            "SELECT id, topic, payload, qos, retain, droppable FROM outbox ORDER BY id LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        key, topic, payload, qos, retain, droppable = row
+        message = OutgoingMessage(topic, payload, qos, bool(retain), bool(droppable))
+        return QueuedMessage(key, message)
+
+    def done(self, queued: QueuedMessage) -> None:
+        with self._transaction():
+            deleted = self._db.execute("DELETE FROM outbox WHERE id = ?", (queued.id,)).rowcount
+            self._count -= deleted
+
+    # RecentCommands.
+
+    def seen(self, command_id: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM seen_command WHERE id = ?", (command_id,))
+        return row.fetchone() is not None
+
+    def remember(self, command_id: str) -> None:
+        with self._transaction():
+            self._db.execute("INSERT OR IGNORE INTO seen_command (id) VALUES (?)", (command_id,))
+            self._db.execute(
+                "DELETE FROM seen_command WHERE seq <= (SELECT max(seq) FROM seen_command) - ?",
+                (self.recent_commands_max,),
+            )
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error; commit is the fsync point."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")

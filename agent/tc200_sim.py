@@ -1,0 +1,200 @@
+"""What runs inside a simulated TC-200: it answers request frames from ``SimulatedTC200`` state.
+
+No USB here: ``agent.usb_sim`` carries these frames over a pyusb backend. The firmware
+update path is complete: an image is staged (size and SHA-256 announced first, chunks at
+offsets), verified on commit, and booted; an image whose header is not a TC-200 image,
+or any image after ``fail_next_boot()``, fails to boot and the terminal rolls back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from agent.frame import Frame, FrameError, decode_frame, encode_frame, response_opcode
+from agent.simulated_device import MODEL, SimulatedTC200
+from agent.tc200_protocol import (
+    DeviceInfo,
+    DeviceMetrics,
+    InfoFlags,
+    MalformedPayload,
+    Opcode,
+    Result,
+    StatusReport,
+    TerminalState,
+    decode_config,
+    decode_firmware_begin,
+    decode_firmware_chunk,
+    encode_info,
+    encode_metrics,
+    encode_status,
+    response_payload,
+)
+from shared.messages import DeviceStatus
+
+FIRMWARE_MAGIC = b"TC200FW:"
+MAX_FIRMWARE_SIZE = 16 * 1024 * 1024
+# Settings the terminal accepts in WRITE_CONFIG; anything else is a BAD_REQUEST.
+CONFIG_KEYS = frozenset({"display_brightness", "beep_volume", "timezone", "receipt_header"})
+
+
+def firmware_image(version: str, body: bytes = b"\x00" * 4096) -> bytes:
+    """A bootable simulated image announcing ``version``."""
+    return FIRMWARE_MAGIC + version.encode() + b"\n" + body
+
+
+def _image_version(image: bytes) -> str | None:
+    if not image.startswith(FIRMWARE_MAGIC) or b"\n" not in image:
+        return None
+    raw = image[len(FIRMWARE_MAGIC) : image.index(b"\n")]
+    try:
+        version = raw.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return version if 0 < len(version) <= 32 else None
+
+
+class _Staging:
+    def __init__(self, size: int, digest: bytes) -> None:
+        self.size = size
+        self.digest = digest
+        self.image = bytearray(size)
+        self.received = 0
+        self.committed = False
+
+
+class TC200Firmware:
+    """Request bytes in, response bytes out; ``restarting`` asks the bus to re-enumerate it."""
+
+    def __init__(self, serial: str, hardware: SimulatedTC200) -> None:
+        self.serial = serial
+        self.hardware = hardware
+        self.config: dict[str, str] = {}
+        self.flags = InfoFlags.NONE
+        self.restart_requested = False
+        self.boots = 0
+        self._staging: _Staging | None = None
+        self._fail_next_boot = False
+        self._handlers: dict[int, Callable[[bytes], bytes]] = {
+            Opcode.GET_INFO: self._info,
+            Opcode.GET_STATUS: self._status,
+            Opcode.GET_METRICS: self._metrics,
+            Opcode.REBOOT: self._reboot,
+            Opcode.WRITE_CONFIG: self._write_config,
+            Opcode.FIRMWARE_BEGIN: self._firmware_begin,
+            Opcode.FIRMWARE_CHUNK: self._firmware_chunk,
+            Opcode.FIRMWARE_COMMIT: self._firmware_commit,
+            Opcode.FIRMWARE_BOOT: self._firmware_boot,
+            Opcode.FIRMWARE_ABORT: self._firmware_abort,
+        }
+
+    def fail_next_boot(self) -> None:
+        """The next image booted fails its self-test, and the terminal rolls back."""
+        self._fail_next_boot = True
+
+    def handle(self, request: bytes) -> bytes | None:
+        """The response frame, or None for bytes that are not a frame (a device drops them)."""
+        try:
+            frame = decode_frame(request)
+        except FrameError:
+            return None
+        handler = self._handlers.get(frame.opcode)
+        if handler is None:
+            payload = response_payload(Result.UNKNOWN_OPCODE)
+        else:
+            try:
+                payload = handler(frame.payload)
+            except MalformedPayload:
+                payload = response_payload(Result.BAD_REQUEST)
+        return encode_frame(Frame(response_opcode(frame.opcode), frame.sequence, payload))
+
+    def after_restart(self) -> None:
+        self.restart_requested = False
+        self.boots += 1
+        self.hardware.restart()
+
+    # Handlers: each returns a response payload (result byte first).
+
+    def _info(self, body: bytes) -> bytes:
+        info = DeviceInfo(self.serial, MODEL, self.hardware.firmware, self.flags)
+        return response_payload(Result.OK, encode_info(info))
+
+    def _status(self, body: bytes) -> bytes:
+        state = self.hardware.read_state()
+        if self._staging is not None:
+            report = StatusReport(TerminalState.UPDATING)
+        elif state.status is DeviceStatus.ERROR:
+            errors = tuple((e.code, e.message) for e in state.errors)
+            report = StatusReport(TerminalState.ERROR, errors)
+        else:
+            report = StatusReport(TerminalState.OK)
+        return response_payload(Result.OK, encode_status(report))
+
+    def _metrics(self, body: bytes) -> bytes:
+        state = self.hardware.read_state()
+        metrics = DeviceMetrics(
+            uptime_s=state.uptime_s or 0,
+            cpu=state.cpu or 0.0,
+            memory=state.memory or 0.0,
+            disk=state.disk or 0.0,
+        )
+        return response_payload(Result.OK, encode_metrics(metrics))
+
+    def _reboot(self, body: bytes) -> bytes:
+        self.restart_requested = True
+        return response_payload(Result.OK)
+
+    def _write_config(self, body: bytes) -> bytes:
+        config = decode_config(body)
+        if not config or not set(config) <= CONFIG_KEYS:
+            return response_payload(Result.BAD_REQUEST)
+        self.config.update(config)
+        return response_payload(Result.OK)
+
+    def _firmware_begin(self, body: bytes) -> bytes:
+        size, digest = decode_firmware_begin(body)
+        if not 0 < size <= MAX_FIRMWARE_SIZE:
+            return response_payload(Result.BAD_REQUEST)
+        self._staging = _Staging(size, digest)
+        return response_payload(Result.OK)
+
+    def _firmware_chunk(self, body: bytes) -> bytes:
+        offset, data = decode_firmware_chunk(body)
+        staging = self._staging
+        if staging is None or staging.committed:
+            return response_payload(Result.BAD_STATE)
+        if offset + len(data) > staging.size:
+            return response_payload(Result.BAD_OFFSET)
+        staging.image[offset : offset + len(data)] = data
+        staging.received = max(staging.received, offset + len(data))
+        return response_payload(Result.OK)
+
+    def _firmware_commit(self, body: bytes) -> bytes:
+        staging = self._staging
+        if staging is None:
+            return response_payload(Result.BAD_STATE)
+        if hashlib.sha256(staging.image).digest() != staging.digest:
+            self._staging = None
+            return response_payload(Result.CHECKSUM_MISMATCH)
+        staging.committed = True
+        return response_payload(Result.OK)
+
+    def _firmware_boot(self, body: bytes) -> bytes:
+        staging = self._staging
+        if staging is None or not staging.committed:
+            return response_payload(Result.BAD_STATE)
+        self._staging = None
+        version = _image_version(bytes(staging.image))
+        if version is None or self._fail_next_boot:
+            # The bootloader's self-test failed: the old image runs on.
+            self._fail_next_boot = False
+            self.flags = InfoFlags.ROLLED_BACK
+        else:
+            self.hardware.firmware = version
+            self.flags = InfoFlags.NONE
+        self.restart_requested = True
+        return response_payload(Result.OK)
+
+    def _firmware_abort(self, body: bytes) -> bytes:
+        self._staging = None
+        return response_payload(Result.OK)

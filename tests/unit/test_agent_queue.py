@@ -1,0 +1,181 @@
+"""The store-and-forward queues (SQLite and in-memory): order, thinning, durability, command ids."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.outbox import (
+    MemoryRecentCommands,
+    MessageQueue,
+    Outbox,
+    OutgoingMessage,
+    thinning_victims,
+)
+from agent.store import AgentStore
+
+QueueFactory = Callable[[int], MessageQueue]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def make_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueFactory]:
+    opened: list[AgentStore] = []
+
+    def factory(max_messages: int) -> MessageQueue:
+        if request.param == "memory":
+            return Outbox(max_messages)
+        store = AgentStore(tmp_path / "queue.sqlite3", max_messages)
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        store.close()
+
+
+def heartbeat(n: int) -> OutgoingMessage:
+    return OutgoingMessage("tms/v1/T/telemetry", str(n).encode())
+
+
+def event(n: int) -> OutgoingMessage:
+    return OutgoingMessage("tms/v1/T/event", f"e{n}".encode(), droppable=False)
+
+
+def drain(queue: MessageQueue) -> list[bytes]:
+    sent = []
+    while (head := queue.peek()) is not None:
+        sent.append(head.message.payload)
+        queue.done(head)
+    return sent
+
+
+def test_thinning_takes_every_second_of_the_oldest_half() -> None:
+    assert thinning_victims([]) == []
+    assert thinning_victims([7]) == [7]
+    assert thinning_victims([1, 2]) == [2]
+    assert thinning_victims(list(range(1, 11))) == [2, 4]
+    assert thinning_victims(list(range(1, 101)))[:3] == [2, 4, 6]
+    assert max(thinning_victims(list(range(1, 101)))) == 50
+
+
+def test_fifo_in_order(make_queue: QueueFactory) -> None:
+    queue = make_queue(100)
+    for n in range(10):
+        queue.put(heartbeat(n) if n % 3 else event(n))
+    assert len(queue) == 10
+    assert drain(queue) == [b"e0", b"1", b"2", b"e3", b"4", b"5", b"e6", b"7", b"8", b"e9"]
+    assert len(queue) == 0
+
+
+def test_full_queue_thins_old_heartbeats_and_never_events(make_queue: QueueFactory) -> None:
+    queue = make_queue(10)
+    queue.put(event(0))
+    for n in range(1, 40):
+        queue.put(heartbeat(n))
+    queue.put(event(40))
+    sent = drain(queue)
+    assert sent[0] == b"e0" and sent[-1] == b"e40"
+    assert len(sent) <= 11  # the bound, plus the event that arrived when it was full
+    heartbeats = [int(p) for p in sent if not p.startswith(b"e")]
+    assert heartbeats == sorted(heartbeats)  # order kept
+    assert heartbeats[-1] == 39  # the newest survives
+    assert heartbeats[0] == 1  # the start of the outage survives too: thinned, not cut
+    assert queue.dropped == 39 - len(heartbeats)
+
+
+def test_events_and_results_are_kept_beyond_the_bound(make_queue: QueueFactory) -> None:
+    queue = make_queue(3)
+    for n in range(6):
+        queue.put(event(n))
+    assert len(queue) == 6 and queue.dropped == 0
+    assert drain(queue) == [f"e{n}".encode() for n in range(6)]
+
+
+def test_done_after_thinning_removes_nothing_else(make_queue: QueueFactory) -> None:
+    queue = make_queue(2)
+    queue.put(heartbeat(0))
+    queue.put(heartbeat(1))
+    in_flight = queue.peek()
+    assert in_flight is not None
+    queue.put(heartbeat(2))  # thins message 1
+    queue.put(heartbeat(3))  # thins message 2... or the in-flight one
+    queue.done(in_flight)
+    assert drain(queue)[-1] == b"3"
+
+
+def test_sqlite_queue_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "queue.sqlite3"
+    store = AgentStore(path, 100)
+    for n in range(5):
+        store.put(heartbeat(n))
+    head = store.peek()
+    assert head is not None
+    store.done(head)
+    store.close()
+    reopened = AgentStore(path, 100)
+    assert len(reopened) == 4
+    assert drain(reopened) == [b"1", b"2", b"3", b"4"]
+    reopened.close()
+
+
+def _fill_then_die(path: str, count: int) -> None:
+    store = AgentStore(Path(path), 1000)
+    for n in range(count):
+        store.put(heartbeat(n))
+    os.kill(os.getpid(), signal.SIGKILL)  # no close, no clean exit: like a power cut
+
+
+def test_sqlite_queue_keeps_every_put_across_a_kill(tmp_path: Path) -> None:
+    path = tmp_path / "queue.sqlite3"
+    process = multiprocessing.get_context("fork").Process(
+        target=_fill_then_die, args=(str(path), 50)
+    )
+    process.start()
+    process.join(30)
+    assert process.exitcode == -signal.SIGKILL
+    store = AgentStore(path, 1000)
+    assert drain(store) == [str(n).encode() for n in range(50)]
+    store.close()
+
+
+def test_sqlite_queue_is_fsynced(tmp_path: Path) -> None:
+    store = AgentStore(tmp_path / "queue.sqlite3", 10)
+    journal, synchronous = (
+        store._db.execute("PRAGMA journal_mode").fetchone()[0],
+        store._db.execute("PRAGMA synchronous").fetchone()[0],
+    )
+    assert (journal, synchronous) == ("wal", 2)  # 2 = FULL: fsync at every commit
+    store.close()
+
+
+def test_recent_commands_in_memory_are_bounded() -> None:
+    recent = MemoryRecentCommands(2)
+    for command_id in ("a", "b", "c"):
+        recent.remember(command_id)
+    assert not recent.seen("a") and recent.seen("b") and recent.seen("c")
+
+
+def test_recent_commands_on_disk_survive_reopening_and_are_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "queue.sqlite3"
+    store = AgentStore(path, 10, recent_commands_max=3)
+    for command_id in ("a", "b", "c", "d"):
+        store.remember(command_id)
+    store.remember("d")  # remembering twice is harmless
+    store.close()
+    reopened = AgentStore(path, 10, recent_commands_max=3)
+    assert [reopened.seen(c) for c in ("a", "b", "c", "d", "e")] == [False, True, True, True, False]
+    reopened.close()
+
+
+def test_unwritable_queue_path_is_explained(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    from agent.errors import AgentError
+
+    with pytest.raises(AgentError, match="queue_path"):
+        AgentStore(blocker / "queue.sqlite3", 10)
