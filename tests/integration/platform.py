@@ -63,6 +63,7 @@ class Platform:
     db_port: int = field(default_factory=free_port)
     broker_port: int = field(default_factory=free_port)
     console_port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)
     output: list[str] = field(default_factory=list)
     process: subprocess.Popen[str] | None = None
 
@@ -85,7 +86,11 @@ class Platform:
         if self.simulate:
             args += ["--simulate", str(self.simulate), "--heartbeat", "0.5"]
         self.process = subprocess.Popen(
-            args, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            args,
+            env=clean_env(**self.extra_env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         ready = threading.Event()
 

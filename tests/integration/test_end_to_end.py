@@ -247,3 +247,29 @@ def test_a_port_in_use_is_reported_by_name() -> None:
     assert result.returncode != 0
     assert f"console port 127.0.0.1:{port} is already in use" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_a_configured_database_url_is_used_instead_of_the_embedded_cluster(
+    database_url: str,
+) -> None:
+    data_dir = make_data_dir()
+    running = Platform(data_dir, simulate=2, extra_env={"TMS_DATABASE_URL": database_url})
+    try:
+        running.start()
+        assert "external PostgreSQL" in running.text
+        assert not (data_dir / "postgres").exists()
+
+        def simulated_in_that_database() -> int:
+            with psycopg.connect(database_url) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM terminal WHERE serial LIKE 'SIM%%'"
+                    " AND last_heartbeat_at IS NOT NULL"
+                ).fetchone()
+            return int(row[0]) if row else 0
+
+        wait_for(lambda: simulated_in_that_database() == 2, 30, "telemetry in the given database")
+    finally:
+        assert running.stop() == 0
+        shutil.rmtree(data_dir, ignore_errors=True)
+    with psycopg.connect(database_url) as conn:  # the server is not ours to stop
+        assert conn.execute("SELECT 1").fetchone() == (1,)
