@@ -18,7 +18,7 @@ must not rely on shared subscriptions while Mosquitto's acl_file is the enforcer
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -156,3 +156,33 @@ def mosquitto_acl_text(accounts: Iterable[AclAccount]) -> str:
         for grant in GRANTS.get(account.kind, ()):
             lines.append(f"topic {_MOSQUITTO_ACCESS[grant.access]} {grant.topic_filter}")
     return "\n".join(lines) + "\n"
+
+
+# Rules beyond topics, which the Mosquitto plugin (tms_auth.c) applies from the accounts
+# file the broker service writes, and the amqtt auth plugin applies directly.
+SHARED_SUBSCRIPTION_KINDS = frozenset({AccountKind.INGEST})
+
+
+def may_join_shared_group(kind: AccountKind) -> bool:
+    """May this account SUBSCRIBE to ``$share/<group>/...`` at all?
+
+    A member of a share group takes its turn of the group's messages, and Mosquitto
+    2.0.11 filters them only at delivery, so a member that may not read them makes them
+    vanish. Only ingest splits its load that way.
+    """
+    return kind in SHARED_SUBSCRIPTION_KINDS
+
+
+def client_id_allowed(
+    kind: AccountKind, username: str, client_id: str | None, is_account: Callable[[str], bool]
+) -> bool:
+    """May ``username`` connect with ``client_id``?
+
+    A CONNECT with a connected client's id takes that session over, so a client id that
+    names an account belongs to that account alone, and a terminal must use its serial.
+    """
+    if not client_id:
+        return kind is not AccountKind.TERMINAL  # the broker assigns a fresh one
+    if kind is AccountKind.TERMINAL:
+        return client_id == username
+    return client_id == username or not is_account(client_id)

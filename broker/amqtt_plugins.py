@@ -16,7 +16,7 @@ from amqtt.contexts import Action as AmqttAction
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session as AmqttSession
 
-from broker.acl import Access, is_allowed
+from broker.acl import Access, client_id_allowed, is_allowed
 from broker.login_throttle import LoginThrottle, login_keys
 from broker.provisioning import BrokerAccount
 from shared.credentials import verify_secret
@@ -83,8 +83,7 @@ class DatabaseAuthPlugin(BaseAuthPlugin):
         if verdict.delay_s:
             await asyncio.sleep(verdict.delay_s)  # tarpit: this connection only
         if secret_still_valid(self.cache, session.username, _password(session)):
-            self.throttle.record_success(keys)
-            return True
+            return self._client_id_ok(self.cache, session, keys)
         for key in self.throttle.record_failure(keys):
             stats = self.throttle.stats
             log.warning(
@@ -95,6 +94,28 @@ class DatabaseAuthPlugin(BaseAuthPlugin):
                 stats.lockouts,
             )
         return False
+
+    def _client_id_ok(
+        self, cache: AccountCache, session: AmqttSession, keys: tuple[str, ...]
+    ) -> bool:
+        assert self.throttle is not None
+        account = cache.get(session.username)
+        if account is None:
+            return False
+
+        def is_account(name: str) -> bool:
+            return cache.get(name) is not None
+
+        if not client_id_allowed(account.kind, account.username, session.client_id, is_account):
+            log.warning(
+                "login of %s with client id %r refused: a client id that names an account "
+                "is that account's alone, and a terminal's is its serial",
+                account.username,
+                session.client_id,
+            )
+            return False
+        self.throttle.record_success(keys)
+        return True
 
 
 _ACCESS = {

@@ -62,6 +62,9 @@ def throttle_for(settings: BrokerSettings) -> LoginThrottle:
             delay_after=settings.login_delay_after,
             lockout_after=settings.login_lockout_after,
             lockout_s=float(settings.login_lockout_s),
+            window_s=float(settings.login_window_s),
+            delay_step_s=settings.login_delay_step_s,
+            delay_max_s=settings.login_delay_max_s,
         )
     )
 

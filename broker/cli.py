@@ -94,8 +94,9 @@ def _tls_files(settings: BrokerSettings, data_dir: Path) -> TlsFiles | None:
 def mosquitto_config(
     ctx: click.Context, out_dir: Path, port: int | None, certs_dir: Path | None
 ) -> None:
-    """Write a Mosquitto configuration with the password and ACL files, for an operator-run
-    Mosquitto. Run it again after credential changes, then reload Mosquitto (SIGHUP)."""
+    """Write a Mosquitto configuration with the password, accounts and ACL files and the TMS
+    plugin, for an operator-run Mosquitto. Run it again after credential changes, then
+    reload Mosquitto (SIGHUP)."""
     from broker.mosquitto import MosquittoFiles, write_operator_config
     from broker.provisioning import active_accounts
     from tms.cli import settings_of
@@ -113,7 +114,8 @@ def mosquitto_config(
     files = MosquittoFiles(out_dir.resolve())
     write_operator_config(files, broker_settings, accounts, tls)
     click.echo(
-        f"Wrote {files.config}, {files.passwords} and {files.acl} ({len(accounts)} accounts)."
+        f"Wrote {files.config}, {files.passwords}, {files.accounts} and {files.acl} "
+        f"({len(accounts)} accounts), and built the TMS plugin in {files.directory / 'plugin'}."
     )
     click.echo(f"Start it with: mosquitto -c {files.config}")
 

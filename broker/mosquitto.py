@@ -2,7 +2,8 @@
 
 Mosquitto reads its password and ACL files at start and on SIGHUP; a reload also
 disconnects live sessions whose account was removed (see MEASURED.md), which is how a
-revoked credential takes effect within a second, without a restart.
+revoked credential takes effect within a second, without a restart. The TMS plugin
+(``broker.auth_plugin``) is loaded before them and re-reads the same files on SIGHUP.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from broker import auth_plugin
 from broker.acl import AclAccount, mosquitto_acl_text
+from broker.auth_plugin import PluginOptions
 from broker.certs import TlsFiles
 from broker.errors import MosquittoError
 from broker.provisioning import BrokerAccount
@@ -53,6 +56,14 @@ class MosquittoFiles:
     @property
     def acl(self) -> Path:
         return self.directory / "acl"
+
+    @property
+    def accounts(self) -> Path:
+        return self.directory / "accounts"
+
+    @property
+    def plugin_stats(self) -> Path:
+        return self.directory / "tms_auth.stats"
 
     @property
     def log(self) -> Path:
@@ -91,8 +102,20 @@ def _tls_lines(tls: TlsListener | None, files: MosquittoFiles) -> list[str]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class PluginConfig:
+    """The built TMS plugin and its options."""
+
+    library: Path
+    options: PluginOptions
+
+
 def render_config(
-    host: str, port: int, files: MosquittoFiles, tls: TlsListener | None = None
+    host: str,
+    port: int,
+    files: MosquittoFiles,
+    plugin: PluginConfig,
+    tls: TlsListener | None = None,
 ) -> str:
     return "\n".join(
         [
@@ -102,6 +125,10 @@ def render_config(
             f"listener {port} {host}",
             *_tls_lines(tls, files),
             "allow_anonymous false",
+            # The plugin is asked first and only refuses; password_file and acl_file admit.
+            *auth_plugin.config_lines(
+                plugin.library, files.passwords, files.accounts, files.plugin_stats, plugin.options
+            ),
             f"password_file {files.passwords}",
             f"acl_file {files.acl}",
             "persistence true",
@@ -125,14 +152,19 @@ def render_config(
     )
 
 
-def render_password_file(accounts: Iterable[BrokerAccount]) -> str:
-    lines = []
+def loadable_accounts(accounts: Iterable[BrokerAccount]) -> list[BrokerAccount]:
+    loadable = []
     for account in accounts:
         if not _SAFE_USERNAME.match(account.username):
-            # A ':' or newline would corrupt the file; such names cannot be created here.
+            # A ':', space or newline would corrupt the files; such names cannot be created here.
             log.warning("not loading broker account with unusable name %r", account.username)
             continue
-        lines.append(mosquitto_password_entry(account.username, account.secret))
+        loadable.append(account)
+    return loadable
+
+
+def render_password_file(accounts: Iterable[BrokerAccount]) -> str:
+    lines = [mosquitto_password_entry(a.username, a.secret) for a in loadable_accounts(accounts)]
     return "\n".join(lines) + "\n"
 
 
@@ -212,9 +244,13 @@ class MosquittoProcess:
         host: str,
         port: int,
         tls: TlsListener | None = None,
+        plugin_options: PluginOptions | None = None,
+        plugin_dir: Path | None = None,
     ) -> None:
         self.binary = binary
         self.files = files
+        self.plugin_options = plugin_options or PluginOptions.from_settings(BrokerSettings())
+        self.plugin_dir = plugin_dir or files.directory / "plugin"
         self.host = host
         self.port = port
         self.tls = tls
@@ -234,18 +270,27 @@ class MosquittoProcess:
             _check_reachable(self.files.directory)
             os.chown(self.files.directory, *self._owner)
             os.chown(self.files.persistence, *self._owner)
+        # Fail closed: without the plugin there is no brute-force throttle, and
+        # client-id takeovers and $share subscriptions would be allowed.
+        library = auth_plugin.build_plugin(self.plugin_dir)
+        if self._owner is not None:
+            _check_reachable(self.plugin_dir)
         if self.tls is not None:
             # Copies Mosquitto's user can read; the CA key stays where it is.
             cert = self.tls.files.server_cert.read_text()
             key = self.tls.files.server_key.read_text()
             write_atomically(self.files.tls_cert, cert, 0o644, self._owner)
             write_atomically(self.files.tls_key, key, 0o600, self._owner)
-        config = render_config(self.host, self.port, self.files, self.tls)
+        plugin = PluginConfig(library, self.plugin_options)
+        config = render_config(self.host, self.port, self.files, plugin, self.tls)
         write_atomically(self.files.config, config, 0o644, self._owner)
 
     def write_accounts(self, accounts: list[BrokerAccount]) -> None:
-        write_atomically(self.files.passwords, render_password_file(accounts), 0o600, self._owner)
-        write_atomically(self.files.acl, render_acl_file(accounts), 0o600, self._owner)
+        loadable = loadable_accounts(accounts)
+        accounts_text = auth_plugin.render_accounts_file(loadable)
+        write_atomically(self.files.accounts, accounts_text, 0o600, self._owner)
+        write_atomically(self.files.passwords, render_password_file(loadable), 0o600, self._owner)
+        write_atomically(self.files.acl, render_acl_file(loadable), 0o600, self._owner)
 
     def start(self, timeout: float = 10.0) -> None:
         """Start Mosquitto and return once its port accepts connections."""
@@ -345,7 +390,13 @@ def write_operator_config(
     """The files `tms broker` would use, for a Mosquitto that an operator runs."""
     listener = TlsListener(settings.tls_host, settings.tls_port, tls) if tls else None
     process = MosquittoProcess(
-        settings.mosquitto_binary, files, settings.host, settings.port, listener
+        settings.mosquitto_binary,
+        files,
+        settings.host,
+        settings.port,
+        listener,
+        PluginOptions.from_settings(settings),
+        settings.mosquitto_plugin_dir,
     )
     process.prepare(check_binary=False)
     process.write_accounts(accounts)

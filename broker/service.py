@@ -18,6 +18,7 @@ import sqlalchemy.exc
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from broker.auth_plugin import PluginOptions
 from broker.certs import TlsFiles
 from broker.errors import BrokerError, MosquittoError
 from broker.mosquitto import MosquittoFiles, MosquittoProcess, TlsListener
@@ -183,6 +184,8 @@ def run_broker_service(
         settings.host,
         settings.port,
         tls_listener,
+        PluginOptions.from_settings(settings),
+        settings.mosquitto_plugin_dir,
     )
     mosquitto.prepare()
     engine = make_engine(database_url, pool_size=1)

@@ -65,10 +65,18 @@ class BrokerSettings(_Section):
     tls_port: int = Field(default=8883, ge=1, le=65535)
     # Default: <data_dir>/certs, where `tms certs init` writes.
     certs_dir: Path | None = None
-    # Brute-force defence (amqtt; see docs/broker-security.md for Mosquitto).
+    # Brute-force defence, per client id and per source address (amqtt: the auth plugin;
+    # Mosquitto: the tms_auth plugin). Past delay_after failures within login_window_s a
+    # key waits login_delay_step_s (doubling per failure on Mosquitto, linear on amqtt,
+    # at most login_delay_max_s); past login_lockout_after it is refused login_lockout_s.
     login_delay_after: int = Field(default=5, ge=1)
     login_lockout_after: int = Field(default=10, ge=2)
     login_lockout_s: int = Field(default=300, ge=1)
+    login_window_s: int = Field(default=60, ge=1, le=86_400)
+    login_delay_step_s: float = Field(default=0.5, ge=0.001, le=60)
+    login_delay_max_s: float = Field(default=5.0, ge=0.001, le=600)
+    # Where `tms broker` compiles the Mosquitto plugin (default: <data-dir>/broker/plugin).
+    mosquitto_plugin_dir: Path | None = None
 
 
 class IngestSettings(_Section):

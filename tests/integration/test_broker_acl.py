@@ -4,18 +4,18 @@ Publishing: the MQTT 5 PUBACK says whether Mosquitto allowed each publish.
 Subscribing: Mosquitto 2.0 grants every SUBACK and checks read access per message, so
 agreement is checked on delivery: a subscriber gets a probe message exactly when its
 filter matches the topic and ``is_allowed`` lets the account read that topic; and a
-filter ``is_allowed`` accepts delivers every probe it matches.
+filter ``is_allowed`` accepts delivers every probe it matches. ``$share`` filters are
+refused outright (by the TMS plugin) to accounts ``may_join_shared_group`` excludes.
 """
 
 from __future__ import annotations
 
-import itertools
 import time
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from broker.acl import Access, is_allowed
+from broker.acl import Access, is_allowed, may_join_shared_group
 from shared.models import AccountKind
 from tests.fixtures.broker import MqttProbe, RunningBroker
 
@@ -82,8 +82,7 @@ def test_publish_matches_is_allowed(
 ) -> None:
     disagreements = []
     for username, (kind, secret) in accounts.items():
-        client = MqttProbe(mosquitto_broker, username, secret)
-        assert client.connect()
+        client = _connect(mosquitto_broker, kind, username, secret)
         for topic in _topics_for(username):
             expected = is_allowed(kind, username, Access.PUBLISH, topic)
             if client.publish(topic) != expected:
@@ -92,8 +91,17 @@ def test_publish_matches_is_allowed(
     assert disagreements == []
 
 
+def _connect(broker: RunningBroker, kind: AccountKind, username: str, secret: str) -> MqttProbe:
+    client_id = username if kind is AccountKind.TERMINAL else None  # a terminal's is its serial
+    client = MqttProbe(broker, username, secret, client_id=client_id)
+    assert client.connect()
+    return client
+
+
 def _expected(kind: AccountKind, username: str, topic_filter: str) -> set[str]:
     """The probes this subscription should get, by ``is_allowed``."""
+    if topic_filter.startswith("$share/") and not may_join_shared_group(kind):
+        return set()
     plain = topic_filter.split("/", 2)[2] if topic_filter.startswith("$share/") else topic_filter
     matching = {t for t in PROBES if mqtt.topic_matches_sub(plain, t)}
     expected = {t for t in matching if is_allowed(kind, username, Access.SUBSCRIBE, t)}
@@ -102,37 +110,41 @@ def _expected(kind: AccountKind, username: str, topic_filter: str) -> set[str]:
     return expected
 
 
+def _deliveries_disagreeing(
+    broker: RunningBroker, accounts: dict[str, tuple[AccountKind, str]], template: str
+) -> list[tuple[str, str, list[str]]]:
+    """Every account subscribes to one filter; every probe is published; compare."""
+    clients, expected = {}, {}
+    for index, (username, (kind, secret)) in enumerate(accounts.items()):
+        # A share group of its own: members of one group split the messages between them.
+        topic_filter = template.format(group=f"g{index}")
+        clients[username] = _connect(broker, kind, username, secret)
+        granted = clients[username].subscribe(topic_filter)
+        if topic_filter.startswith("$share/"):
+            assert granted is may_join_shared_group(kind), (username, topic_filter)
+        expected[username] = (topic_filter, _expected(kind, username, topic_filter))
+    for topic in PROBES:
+        # Published by the account's own connection: a second one as the same terminal
+        # would take over the first's session.
+        username = next(u for k, u in ACCOUNTS if is_allowed(k, u, Access.PUBLISH, topic))
+        assert clients[username].publish(topic)
+    for username, (_, wanted) in expected.items():
+        clients[username].wait_for(len(wanted))
+    time.sleep(0.3)  # time for any message that should not come to arrive anyway
+    disagreements = []
+    for username, (topic_filter, wanted) in expected.items():
+        got = {m.topic for m in clients[username].drain()}
+        if got != wanted:
+            disagreements.append((username, topic_filter, sorted(got ^ wanted)))
+        clients[username].close()
+    return disagreements
+
+
 def test_delivery_matches_is_allowed(
     mosquitto_broker: RunningBroker, accounts: dict[str, tuple[AccountKind, str]]
 ) -> None:
     assert len(PROBES) >= 10  # telemetry, status, ... of both terminals and their commands
-    subscribers = {}
-    for index, ((username, (kind, secret)), template) in enumerate(
-        itertools.product(accounts.items(), FILTERS)
-    ):
-        # A share group of its own: members of one group split the messages between them.
-        topic_filter = template.format(group=f"g{index}")
-        client = MqttProbe(mosquitto_broker, username, secret)
-        assert client.connect()
-        client.subscribe(topic_filter)
-        subscribers[(username, topic_filter)] = (client, _expected(kind, username, topic_filter))
-    publishers = {}
-    for topic in PROBES:
-        username = next(u for k, u in ACCOUNTS if is_allowed(k, u, Access.PUBLISH, topic))
-        if username not in publishers:
-            publishers[username] = MqttProbe(mosquitto_broker, username, accounts[username][1])
-            assert publishers[username].connect()
-        assert publishers[username].publish(topic)
-
-    for client, expected in subscribers.values():
-        client.wait_for(len(expected))
-    time.sleep(0.3)  # time for any message that should not come to arrive anyway
     disagreements = []
-    for (username, topic_filter), (client, expected) in subscribers.items():
-        got = {m.topic for m in client.drain()}
-        if got != expected:
-            disagreements.append((username, topic_filter, sorted(got ^ expected)))
-        client.close()
-    for client in publishers.values():
-        client.close()
+    for template in FILTERS:
+        disagreements += _deliveries_disagreeing(mosquitto_broker, accounts, template)
     assert disagreements == []

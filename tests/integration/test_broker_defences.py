@@ -8,6 +8,7 @@ import socket
 import ssl
 import struct
 import time
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -98,7 +99,11 @@ def test_repeated_failures_are_slowed_then_locked_out(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    settings = {"login_delay_after": 2, "login_lockout_after": 4, "login_lockout_s": 60}
+    settings: dict[str, Any] = {
+        "login_delay_after": 2,
+        "login_lockout_after": 4,
+        "login_lockout_s": 60,
+    }
     with running_broker("amqtt", database_url, **settings) as broker:
         secret = broker.provision_terminal("TC-1")
         terminal = MqttProbe(broker, "TC-1", secret, client_id="TC-1", protocol=V311)
@@ -117,7 +122,7 @@ def test_repeated_failures_are_slowed_then_locked_out(
 
 
 def _tls_client(broker: KindBroker, secret: str, cafile: str | None) -> mqtt.Client:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="tls-1", protocol=V311)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="TC-1", protocol=V311)
     client.username_pw_set("TC-1", secret)
     context = ssl.create_default_context(cafile=cafile)
     client.tls_set_context(context)

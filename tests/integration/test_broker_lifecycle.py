@@ -126,7 +126,7 @@ def test_swap_moves_the_store_slot(run, session) -> None:
 
 def _live(broker: KindBroker, serial: str) -> tuple[MqttProbe, str]:
     secret = broker.provision_terminal(serial)
-    probe = MqttProbe(broker, serial, secret, protocol=V311)
+    probe = MqttProbe.terminal(broker, serial, secret, protocol=V311)
     assert probe.connect()
     return probe, secret
 
@@ -143,7 +143,7 @@ def test_revoke_drops_the_live_session(any_broker: KindBroker) -> None:
     probe, secret = _live(any_broker, "TC-1")
     _apply(any_broker, lambda s: lifecycle.revoke_terminal(s, ADMIN, "TC-1"))
     assert probe.disconnected.wait(5), f"{any_broker.kind}: revoked terminal still connected"
-    assert not MqttProbe(any_broker, "TC-1", secret, protocol=V311).connect()
+    assert not MqttProbe.terminal(any_broker, "TC-1", secret, protocol=V311).connect()
 
 
 def test_rotate_drops_the_old_secret_and_its_session(any_broker: KindBroker) -> None:
@@ -152,8 +152,8 @@ def test_rotate_drops_the_old_secret_and_its_session(any_broker: KindBroker) -> 
     new = _apply(any_broker, lambda s: lifecycle.rotate_terminal(s, ADMIN, "TC-1"))
     assert isinstance(new, str)
     assert probe.disconnected.wait(5), f"{any_broker.kind}: old-secret session survived"
-    assert not MqttProbe(any_broker, "TC-1", old, protocol=V311).connect()
-    assert MqttProbe(any_broker, "TC-1", new, protocol=V311).connect()
+    assert not MqttProbe.terminal(any_broker, "TC-1", old, protocol=V311).connect()
+    assert MqttProbe.terminal(any_broker, "TC-1", new, protocol=V311).connect()
     assert bystander.connected.is_set()
 
 
@@ -172,7 +172,7 @@ def test_swap_replacement_logs_in_and_old_is_dropped(any_broker: KindBroker) -> 
     secret = _apply(any_broker, lambda s: lifecycle.swap_terminal(s, ADMIN, "TC-1", "TC-9"))
     assert isinstance(secret, str)
     assert probe.disconnected.wait(5)
-    assert MqttProbe(any_broker, "TC-9", secret, protocol=V311).connect()
+    assert MqttProbe.terminal(any_broker, "TC-9", secret, protocol=V311).connect()
 
 
 def test_certs_init_refuses_to_replace_a_ca(run, tmp_path: Path) -> None:

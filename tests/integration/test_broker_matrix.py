@@ -96,7 +96,9 @@ def _kind_of(username: str) -> AccountKind:
 
 
 def _probe(broker: KindBroker, username: str, secrets: dict[str, str]) -> MqttProbe:
-    probe = MqttProbe(broker, username, secrets[username], protocol=V311)
+    # A terminal's client id must be its serial, so one connection per terminal at a time.
+    client_id = username if _kind_of(username) is T else None
+    probe = MqttProbe(broker, username, secrets[username], client_id=client_id, protocol=V311)
     assert probe.connect(), f"{username} could not log in"
     return probe
 
@@ -116,13 +118,16 @@ def test_publish_rows(any_broker: KindBroker) -> None:
     ingest = _probe(any_broker, NAMES[INGEST], secrets)
     for topic_filter in topics.INGEST_FILTERS:
         assert ingest.subscribe(topic_filter)
-    listeners = {}
-    for serial in (NAMES[T], OTHER):
-        listeners[serial] = _probe(any_broker, serial, secrets)
-        assert listeners[serial].subscribe(f"tms/v1/{serial}/cmd/+")
-
-    expected, sent = set(), {}
-    for who, topic, allowed in PUBLISH_ROWS:
+    other = _probe(any_broker, OTHER, secrets)
+    assert other.subscribe(f"tms/v1/{OTHER}/cmd/+")
+    own: MqttProbe | None = None
+    expected, sent, got = set(), {}, set[bytes]()
+    # The terminal's own rows first: each needs a fresh TC-1 connection, which would take
+    # over the session of a TC-1 listener, so that listener connects only after them.
+    for who, topic, allowed in sorted(PUBLISH_ROWS, key=lambda row: row[0] is not T):
+        if who is not T and own is None:
+            own = _probe(any_broker, NAMES[T], secrets)
+            assert own.subscribe(f"tms/v1/{NAMES[T]}/cmd/+")
         payload = f"p{next(_payloads)}".encode()
         sent[payload] = (who, topic)
         if allowed:
@@ -130,30 +135,43 @@ def test_publish_rows(any_broker: KindBroker) -> None:
         # A fresh connection per row: Mosquitto disconnects a 3.1.1 client after a refused
         # publish, and amqtt acknowledges and drops it; neither answer is the oracle.
         publisher = _probe(any_broker, NAMES[who], secrets)
+        if who is T:  # the one reader of its own commands, while it is connected
+            assert publisher.subscribe(f"tms/v1/{NAMES[T]}/cmd/+")
         publisher.publish(topic, payload)
+        if who is T:
+            got |= {bytes(m.payload) for m in publisher.received(0.2)}
         publisher.close()
+    assert own is not None
     time.sleep(SETTLE_S)
-    got = {m.payload for probe in (ingest, *listeners.values()) for m in probe.drain()}
+    got |= {bytes(m.payload) for probe in (ingest, other, own) for m in probe.drain()}
     wrong = sorted(str(sent[p]) for p in got ^ expected)
     assert wrong == [], f"{any_broker.kind}: rows that did not behave as the table says: {wrong}"
 
 
-def test_subscribe_rows(any_broker: KindBroker) -> None:
-    secrets = _secrets(any_broker)
+def _observe(
+    broker: KindBroker,
+    secrets: dict[str, str],
+    rows: list[tuple[AccountKind, str, str, str | AccountKind, bool]],
+) -> list[tuple[AccountKind, str, str, str | AccountKind, bool]]:
+    """Subscribe once per row, publish each row's topic, return the rows that misbehaved."""
     subscribers = []
-    for who, topic_filter, topic, publisher, allowed in SUBSCRIBE_ROWS:
-        probe = _probe(any_broker, NAMES[who], secrets)
+    for who, topic_filter, topic, publisher, allowed in rows:
+        probe = _probe(broker, NAMES[who], secrets)
         granted = probe.subscribe(topic_filter)
-        if any_broker.kind == "amqtt":
+        if broker.kind == "amqtt":
             # amqtt refuses in the SUBACK; Mosquitto 2.0.11 grants it and filters deliveries.
             assert granted is allowed, (who, topic_filter)
         subscribers.append((probe, (who, topic_filter, topic, publisher, allowed)))
     publishers: dict[str, MqttProbe] = {}
-    for _, (_, _, topic, publisher, _) in subscribers:
+    for probe, (who, _, topic, publisher, _) in subscribers:
         name = NAMES[publisher] if isinstance(publisher, AccountKind) else publisher
-        if name not in publishers:
-            publishers[name] = _probe(any_broker, name, secrets)
-        assert publishers[name].publish(topic, topic.encode())
+        if name == NAMES[who] and _kind_of(name) is T:
+            sender = probe  # a second connection as this terminal would take its place
+        else:
+            if name not in publishers:
+                publishers[name] = _probe(broker, name, secrets)
+            sender = publishers[name]
+        assert sender.publish(topic, topic.encode())
     time.sleep(SETTLE_S)
     wrong = []
     for probe, row in subscribers:
@@ -162,4 +180,17 @@ def test_subscribe_rows(any_broker: KindBroker) -> None:
         if (topic in got) is not allowed:
             wrong.append(row)
         probe.close()
+    for sender in publishers.values():
+        sender.close()
+    return wrong
+
+
+def test_subscribe_rows(any_broker: KindBroker) -> None:
+    secrets = _secrets(any_broker)
+    # The terminal's rows one at a time (one connection per terminal), the rest at once.
+    wrong = []
+    for row in SUBSCRIBE_ROWS:
+        if row[0] is T:
+            wrong += _observe(any_broker, secrets, [row])
+    wrong += _observe(any_broker, secrets, [row for row in SUBSCRIBE_ROWS if row[0] is not T])
     assert wrong == [], f"{any_broker.kind}: rows that did not behave as the table says: {wrong}"

@@ -61,7 +61,7 @@ def _api_token(platform: Platform) -> str:
 
 def _connect(platform: Platform, username: str, password: str) -> tuple[mqtt.Client, Any]:
     """Connect (retrying while the broker reloads new credentials); return client and rc."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{username}")
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=username or None)
     if username:
         client.username_pw_set(username, password)
     outcome: dict[str, Any] = {}

@@ -1,0 +1,66 @@
+"""Pure parts of the Mosquitto plugin's support: client-id and $share rules, its files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker.acl import client_id_allowed, may_join_shared_group
+from broker.auth_plugin import PluginOptions, read_stats, render_accounts_file
+from broker.provisioning import BrokerAccount
+from shared.credentials import hash_secret
+from shared.models import AccountKind
+from shared.settings import BrokerSettings
+
+ACCOUNTS = {"TC-1", "TC-2", "tms-ingest", "support-1"}
+T, ING, SUP = AccountKind.TERMINAL, AccountKind.INGEST, AccountKind.SUPPORT_SCRIPT
+
+
+@pytest.mark.parametrize(
+    ("kind", "username", "client_id", "allowed"),
+    [
+        (T, "TC-1", "TC-1", True),
+        (T, "TC-1", "TC-1-x", False),  # a terminal's client id is its serial
+        (T, "TC-1", "TC-2", False),  # would take over TC-2's session
+        (T, "TC-1", "", False),
+        (T, "TC-1", None, False),
+        (SUP, "support-1", "support-1", True),
+        (SUP, "support-1", "support-script-7", True),
+        (SUP, "support-1", "TC-1", False),  # names another account
+        (SUP, "support-1", "tms-ingest", False),
+        (SUP, "support-1", "", True),  # the broker assigns a fresh one
+        (ING, "tms-ingest", "tms-ingest-2", True),
+    ],
+)
+def test_client_id_allowed(
+    kind: AccountKind, username: str, client_id: str | None, allowed: bool
+) -> None:
+    assert client_id_allowed(kind, username, client_id, ACCOUNTS.__contains__) is allowed
+
+
+def test_only_ingest_joins_shared_groups() -> None:
+    assert [k for k in AccountKind if may_join_shared_group(k)] == [AccountKind.INGEST]
+
+
+def test_accounts_file_carries_kind_and_share_flag() -> None:
+    accounts = [
+        BrokerAccount("TC-1", T, hash_secret("a")),
+        BrokerAccount("tms-ingest", ING, hash_secret("b")),
+        BrokerAccount("support-1", SUP, hash_secret("c")),
+    ]
+    lines = render_accounts_file(accounts).splitlines()
+    assert lines[1:] == ["TC-1 terminal 0", "tms-ingest ingest 1", "support-1 support-script 0"]
+
+
+def test_read_stats(tmp_path: Path) -> None:
+    stats = tmp_path / "tms_auth.stats"
+    assert read_stats(stats) == {}
+    stats.write_text("failures 3\nlockouts 1\nbroken\n")
+    assert read_stats(stats) == {"failures": 3, "lockouts": 1}
+
+
+def test_plugin_options_from_settings() -> None:
+    options = PluginOptions.from_settings(BrokerSettings(login_delay_step_s=0.25))
+    assert (options.delay_after, options.lockout_after, options.lockout_s) == (5, 10, 300)
+    assert (options.delay_step_ms, options.delay_max_ms, options.window_s) == (250, 5000, 60)
