@@ -15,8 +15,7 @@ import pytest
 
 from shared import topics
 from shared.models import AccountKind
-from tests.fixtures.broker import MqttProbe
-from tests.fixtures.brokers import KindBroker, running_broker
+from tests.fixtures.broker import MqttProbe, RunningBroker, running_broker
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +44,7 @@ def _connect_packet(
     return bytes([0x10, len(body)]) + body
 
 
-def _ingest(broker: KindBroker) -> MqttProbe:
+def _ingest(broker: RunningBroker) -> MqttProbe:
     secret = broker.service_account(AccountKind.INGEST, "tms-ingest")
     probe = MqttProbe(broker, "tms-ingest", secret, protocol=V311)
     assert probe.connect()
@@ -54,7 +53,7 @@ def _ingest(broker: KindBroker) -> MqttProbe:
     return probe
 
 
-def test_wrong_secret_with_a_connected_client_id_changes_nothing(any_broker: KindBroker) -> None:
+def test_wrong_secret_with_a_connected_client_id_changes_nothing(any_broker: RunningBroker) -> None:
     secret = any_broker.provision_terminal("TC-1")
     terminal = MqttProbe(any_broker, "TC-1", secret, client_id="TC-1", protocol=V311)
     assert terminal.connect() and terminal.subscribe(topics.command_filter("TC-1"))
@@ -69,7 +68,7 @@ def test_wrong_secret_with_a_connected_client_id_changes_nothing(any_broker: Kin
     assert terminal.connected.is_set()
 
 
-def test_a_silent_client_is_dropped_and_its_will_sent(any_broker: KindBroker) -> None:
+def test_a_silent_client_is_dropped_and_its_will_sent(any_broker: RunningBroker) -> None:
     secret = any_broker.provision_terminal("TC-1")
     ingest = _ingest(any_broker)
     will = (topics.status("TC-1"), b'{"online": false}')
@@ -82,7 +81,7 @@ def test_a_silent_client_is_dropped_and_its_will_sent(any_broker: KindBroker) ->
         assert 2.5 < time.monotonic() - started < 6, any_broker.kind
 
 
-def test_a_will_on_another_terminals_topic_is_refused(any_broker: KindBroker) -> None:
+def test_a_will_on_another_terminals_topic_is_refused(any_broker: RunningBroker) -> None:
     secret = any_broker.provision_terminal("TC-1")
     any_broker.provision_terminal("TC-2")
     ingest = _ingest(any_broker)
@@ -121,7 +120,7 @@ def test_repeated_failures_are_slowed_then_locked_out(
     assert "lockouts=" in caplog.text
 
 
-def _tls_client(broker: KindBroker, secret: str, cafile: str | None) -> mqtt.Client:
+def _tls_client(broker: RunningBroker, secret: str, cafile: str | None) -> mqtt.Client:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="TC-1", protocol=V311)
     client.username_pw_set("TC-1", secret)
     context = ssl.create_default_context(cafile=cafile)
@@ -129,7 +128,7 @@ def _tls_client(broker: KindBroker, secret: str, cafile: str | None) -> mqtt.Cli
     return client
 
 
-def test_tls_with_the_private_ca(tls_broker: KindBroker) -> None:
+def test_tls_with_the_private_ca(tls_broker: RunningBroker) -> None:
     assert tls_broker.tls is not None and tls_broker.tls_port is not None
     secret = tls_broker.provision_terminal("TC-1")
     trusting = _tls_client(tls_broker, secret, str(tls_broker.tls.ca_cert))

@@ -19,8 +19,7 @@ from broker.cli import account, broker, certs, terminal
 from broker.lifecycle import Actor
 from shared.db import make_engine
 from shared.models import AuditEvent, Credential, Store, Terminal
-from tests.fixtures.broker import MqttProbe
-from tests.fixtures.brokers import KindBroker
+from tests.fixtures.broker import MqttProbe, RunningBroker
 from tms.cli import main
 
 pytestmark = pytest.mark.integration
@@ -124,14 +123,14 @@ def test_swap_moves_the_store_slot(run, session) -> None:
     assert run("terminal", "rotate", "TC-OLD").exit_code == 1  # decommissioned stays so
 
 
-def _live(broker: KindBroker, serial: str) -> tuple[MqttProbe, str]:
+def _live(broker: RunningBroker, serial: str) -> tuple[MqttProbe, str]:
     secret = broker.provision_terminal(serial)
     probe = MqttProbe.terminal(broker, serial, secret, protocol=V311)
     assert probe.connect()
     return probe, secret
 
 
-def _apply(broker: KindBroker, change: Callable[[Session], object]) -> object:
+def _apply(broker: RunningBroker, change: Callable[[Session], object]) -> object:
     with Session(broker.engine) as session:
         result = change(session)
         session.commit()
@@ -139,14 +138,14 @@ def _apply(broker: KindBroker, change: Callable[[Session], object]) -> object:
     return result
 
 
-def test_revoke_drops_the_live_session(any_broker: KindBroker) -> None:
+def test_revoke_drops_the_live_session(any_broker: RunningBroker) -> None:
     probe, secret = _live(any_broker, "TC-1")
     _apply(any_broker, lambda s: lifecycle.revoke_terminal(s, ADMIN, "TC-1"))
     assert probe.disconnected.wait(5), f"{any_broker.kind}: revoked terminal still connected"
     assert not MqttProbe.terminal(any_broker, "TC-1", secret, protocol=V311).connect()
 
 
-def test_rotate_drops_the_old_secret_and_its_session(any_broker: KindBroker) -> None:
+def test_rotate_drops_the_old_secret_and_its_session(any_broker: RunningBroker) -> None:
     probe, old = _live(any_broker, "TC-1")
     bystander, _ = _live(any_broker, "TC-2")
     new = _apply(any_broker, lambda s: lifecycle.rotate_terminal(s, ADMIN, "TC-1"))
@@ -157,7 +156,7 @@ def test_rotate_drops_the_old_secret_and_its_session(any_broker: KindBroker) -> 
     assert bystander.connected.is_set()
 
 
-def test_decommission_drops_the_session_and_records_it(any_broker: KindBroker) -> None:
+def test_decommission_drops_the_session_and_records_it(any_broker: RunningBroker) -> None:
     probe, _ = _live(any_broker, "TC-1")
     _apply(any_broker, lambda s: lifecycle.decommission_terminal(s, ADMIN, "TC-1", "broken"))
     assert probe.disconnected.wait(5)
@@ -167,7 +166,7 @@ def test_decommission_drops_the_session_and_records_it(any_broker: KindBroker) -
         assert ("terminal.decommissioned", "TC-1") in _audit(session)
 
 
-def test_swap_replacement_logs_in_and_old_is_dropped(any_broker: KindBroker) -> None:
+def test_swap_replacement_logs_in_and_old_is_dropped(any_broker: RunningBroker) -> None:
     probe, _ = _live(any_broker, "TC-1")
     secret = _apply(any_broker, lambda s: lifecycle.swap_terminal(s, ADMIN, "TC-1", "TC-9"))
     assert isinstance(secret, str)

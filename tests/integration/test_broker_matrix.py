@@ -18,8 +18,7 @@ import pytest
 from broker.acl import Access, is_allowed
 from shared import topics
 from shared.models import AccountKind
-from tests.fixtures.broker import MqttProbe
-from tests.fixtures.brokers import KindBroker
+from tests.fixtures.broker import MqttProbe, RunningBroker
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +82,7 @@ SUBSCRIBE_ROWS = [
 _payloads = itertools.count()
 
 
-def _secrets(broker: KindBroker) -> dict[str, str]:
+def _secrets(broker: RunningBroker) -> dict[str, str]:
     found = {NAMES[T]: broker.provision_terminal(NAMES[T])}
     found[OTHER] = broker.provision_terminal(OTHER)
     for kind in (INGEST, CONSOLE, SUPPORT):
@@ -95,7 +94,7 @@ def _kind_of(username: str) -> AccountKind:
     return next((k for k, n in NAMES.items() if n == username), T)
 
 
-def _probe(broker: KindBroker, username: str, secrets: dict[str, str]) -> MqttProbe:
+def _probe(broker: RunningBroker, username: str, secrets: dict[str, str]) -> MqttProbe:
     # A terminal's client id must be its serial, so one connection per terminal at a time.
     client_id = username if _kind_of(username) is T else None
     probe = MqttProbe(broker, username, secrets[username], client_id=client_id, protocol=V311)
@@ -112,7 +111,7 @@ def test_the_rule_table_is_what_is_allowed_says() -> None:
         assert is_allowed(_kind_of(name), name, Access.PUBLISH, topic), (publisher, topic)
 
 
-def test_publish_rows(any_broker: KindBroker) -> None:
+def test_publish_rows(any_broker: RunningBroker) -> None:
     secrets = _secrets(any_broker)
     # Observers that may read every topic in the table.
     ingest = _probe(any_broker, NAMES[INGEST], secrets)
@@ -149,7 +148,7 @@ def test_publish_rows(any_broker: KindBroker) -> None:
 
 
 def _observe(
-    broker: KindBroker,
+    broker: RunningBroker,
     secrets: dict[str, str],
     rows: list[tuple[AccountKind, str, str, str | AccountKind, bool]],
 ) -> list[tuple[AccountKind, str, str, str | AccountKind, bool]]:
@@ -185,7 +184,7 @@ def _observe(
     return wrong
 
 
-def test_subscribe_rows(any_broker: KindBroker) -> None:
+def test_subscribe_rows(any_broker: RunningBroker) -> None:
     secrets = _secrets(any_broker)
     # The terminal's rows one at a time (one connection per terminal), the rest at once.
     wrong = []

@@ -16,8 +16,7 @@ from broker.auth_plugin import read_stats
 from broker.mosquitto import MosquittoFiles
 from shared import topics
 from shared.models import AccountKind
-from tests.fixtures.broker import MqttProbe
-from tests.fixtures.brokers import KindBroker, running_broker
+from tests.fixtures.broker import MqttProbe, RunningBroker, running_broker
 
 pytestmark = pytest.mark.integration
 
@@ -32,11 +31,11 @@ FAST_THROTTLE: dict[str, Any] = {
 }
 
 
-def _files(broker: KindBroker) -> MosquittoFiles:
+def _files(broker: RunningBroker) -> MosquittoFiles:
     return MosquittoFiles(broker.directory / "broker")
 
 
-def _stats(broker: KindBroker, name: str, at_least: int, timeout: float = 5.0) -> int:
+def _stats(broker: RunningBroker, name: str, at_least: int, timeout: float = 5.0) -> int:
     """The plugin's counter, once it reaches ``at_least`` (the file is written each second)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -46,18 +45,18 @@ def _stats(broker: KindBroker, name: str, at_least: int, timeout: float = 5.0) -
         time.sleep(0.1)
 
 
-def _guess(broker: KindBroker, client_id: str = "TC-1") -> bool:
+def _guess(broker: RunningBroker, client_id: str = "TC-1") -> bool:
     return MqttProbe(broker, "TC-1", "guess", client_id=client_id, protocol=V311).connect()
 
 
-def test_a_terminal_must_use_its_serial_as_client_id(any_broker: KindBroker) -> None:
+def test_a_terminal_must_use_its_serial_as_client_id(any_broker: RunningBroker) -> None:
     secret = any_broker.provision_terminal("TC-1")
     assert not MqttProbe(any_broker, "TC-1", secret, client_id="TC-1-x", protocol=V311).connect()
     assert MqttProbe.terminal(any_broker, "TC-1", secret, protocol=V311).connect()
 
 
 def test_a_valid_login_with_another_terminals_client_id_changes_nothing(
-    any_broker: KindBroker,
+    any_broker: RunningBroker,
 ) -> None:
     secret = any_broker.provision_terminal("TC-1")
     victim = MqttProbe.terminal(any_broker, "TC-1", secret, protocol=V311)
