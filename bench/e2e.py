@@ -92,6 +92,8 @@ def main() -> None:
         str(free_port()),
         "--console-port",
         str(free_port()),
+        "--metrics-port",
+        str(free_port()),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TMS_")}
     print(

@@ -104,4 +104,8 @@ def create_app(settings: ConsoleSettings, database_url: str) -> Flask:
         error_pages.bp,
     ):
         app.register_blueprint(blueprint)
+    from console import alerts, dead_letters  # issue 5: alert and dead-letter screens
+
+    app.register_blueprint(alerts.bp)
+    app.register_blueprint(dead_letters.bp)
     return app

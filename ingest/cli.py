@@ -1,4 +1,4 @@
-"""``tms ingest``: run the ingest daemon until SIGTERM or Ctrl-C."""
+"""``tms ingest`` (run the daemon until SIGTERM or Ctrl-C) and ``tms db retention``."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import signal
 
 import click
 
+from ingest.alert_config import load_alert_config
+from ingest.background import retention_job
 from ingest.errors import IngestConfigError
 from ingest.service import run_ingest
-from shared.settings import IngestSettings
+from shared.settings import IngestSettings, Settings
 from tms.cli import configure_logging, database_url_of, settings_of
 
 log = logging.getLogger(__name__)
@@ -26,13 +28,19 @@ def check_credentials(settings: IngestSettings) -> None:
         )
 
 
-async def _serve(settings: IngestSettings, database_url: str) -> None:
+async def _serve(settings: Settings, database_url: str) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        await run_ingest(settings, database_url, stop)
+        await run_ingest(
+            settings.ingest,
+            database_url,
+            stop,
+            alert_settings=settings.alerts,
+            notify_settings=settings.notify,
+        )
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
@@ -43,8 +51,10 @@ async def _serve(settings: IngestSettings, database_url: str) -> None:
 def ingest(ctx: click.Context) -> None:
     """Run the ingest daemon: broker messages into PostgreSQL."""
     configure_logging()
-    settings = settings_of(ctx).ingest
+    every = settings_of(ctx)
+    settings = every.ingest
     check_credentials(settings)
+    load_alert_config(every.alerts.rules_file)  # a bad rules file stops us here, clearly
     database_url = database_url_of(ctx)
     log.info(
         "ingest starting: broker %s:%s as %r, client id %r",
@@ -53,4 +63,19 @@ def ingest(ctx: click.Context) -> None:
         settings.mqtt.username,
         settings.client_id,
     )
-    asyncio.run(_serve(settings, database_url))
+    asyncio.run(_serve(every, database_url))
+
+
+@click.command()
+@click.pass_context
+def retention(ctx: click.Context) -> None:
+    """Apply the history policy now: partitions ahead, hourly rollups, drop old months.
+
+    Ingest also runs this daily. Raw telemetry older than [ingest] retention_days is
+    dropped (by whole months); hourly rollups are kept rollup_retention_days; status
+    changes are kept for good.
+    """
+    configure_logging()
+    settings = settings_of(ctx).ingest
+    report = retention_job(database_url_of(ctx), settings)
+    click.echo(report.summary())

@@ -1,11 +1,43 @@
-"""In-process counters of the ingest daemon (later served as /metrics) and its summary line."""
+"""In-process counters of the ingest daemon (served as /metrics) and its summary line."""
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from dataclasses import dataclass, field
 
 from ingest.store import WriteResult
+
+BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10_000)
+COMMIT_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass
+class Histogram:
+    """A Prometheus-style histogram as plain numbers: bucket counts, total and count."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = [0] * len(self.bounds)
+
+    def observe(self, value: float) -> None:
+        index = bisect.bisect_left(self.bounds, value)
+        if index < len(self.counts):
+            self.counts[index] += 1
+        self.total += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        running, out = 0, []
+        for bound, count in zip(self.bounds, self.counts, strict=True):
+            running += count
+            out.append((bound, running))
+        return out
 
 
 @dataclass
@@ -26,8 +58,17 @@ class IngestCounters:
     # Committed on a connection that has gone since: the broker redelivers them and
     # the unique message id keeps the history free of duplicates.
     acks_dropped: int = 0
+    alerts_opened: int = 0
+    alerts_resolved: int = 0
+    open_alerts: int = 0  # as of the last sweep
+    heartbeats_missed: int = 0
+    notifications_sent: int = 0
+    notification_failures: int = 0
+    database_ok: bool = True  # False from a failed write or sweep until the next success
+    batch_sizes: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BUCKETS))
+    commit_seconds: Histogram = field(default_factory=lambda: Histogram(COMMIT_SECONDS_BUCKETS))
 
-    def add_batch(self, messages: int, result: WriteResult) -> None:
+    def add_batch(self, messages: int, result: WriteResult, seconds: float = 0.0) -> None:
         self.batches += 1
         self.committed += messages
         self.telemetry_written += result.telemetry_written
@@ -35,7 +76,11 @@ class IngestCounters:
         self.status_changes += result.status_changes
         self.commands_finished += result.commands_finished
         self.events += result.events
+        self.alerts_opened += result.alerts_opened
+        self.alerts_resolved += result.alerts_resolved
         self.dead_lettered.update(result.dead_letters)
+        self.batch_sizes.observe(messages)
+        self.commit_seconds.observe(seconds)
 
     def summary(self) -> str:
         dead = ", ".join(f"{reason}={n}" for reason, n in sorted(self.dead_lettered.items()))
@@ -46,4 +91,6 @@ class IngestCounters:
             f" events={self.events} dead_letters=[{dead}]"
             f" database_retries={self.database_retries}"
             f" broker_reconnects={self.broker_reconnects} acks_dropped={self.acks_dropped}"
+            f" alerts_opened={self.alerts_opened} open_alerts={self.open_alerts}"
+            f" notifications_sent={self.notifications_sent}"
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -33,6 +33,11 @@ REASON_UNSUPPORTED_VERSION = "unsupported-version"
 REASON_UNKNOWN_TERMINAL = "unknown-terminal"  # decided by the store, not here
 REASON_UNKNOWN_COMMAND = "unknown-command"  # decided by the store, not here
 REASON_STORE_ERROR = "store-error"  # a record the database refused on its own
+REASON_FUTURE_TIMESTAMP = "future-timestamp"
+
+# A clock this far ahead of ours is wrong, and would put the heartbeat's status above
+# every real one that follows (and the row beyond the created partitions).
+DEFAULT_MAX_FUTURE = timedelta(minutes=5)
 
 # Column widths the wire schema allows to be longer (shared.models): checked here so
 # that one long value is a dead letter, not a batch the database refuses forever.
@@ -135,14 +140,25 @@ def _storable(value: Any) -> bool:
     return True
 
 
-def _check_storable(message: BaseModel, kind: str) -> None:
+def _may_hold_unstorable(payload: bytes) -> bool:
+    """False when no string in the payload can hold a NUL or a lone surrogate.
+
+    JSON spells both as a ``\\u`` escape, and a raw surrogate in UTF-8 starts with byte
+    0xED; a payload with neither needs no walk over the parsed message (the hot path).
+    """
+    return b"\\u" in payload or b"\xed" in payload
+
+
+def _check_storable(message: BaseModel, kind: str, payload: bytes) -> None:
+    if not _may_hold_unstorable(payload):
+        return
     if not _storable(message.model_dump(mode="json")):
         raise MessageError(kind, "", "text must not contain NUL characters or lone surrogates")
 
 
 def _telemetry(serial: str, envelope: Envelope) -> TelemetryRecord:
     message = parse_message(Telemetry, envelope.payload)
-    _check_storable(message, "telemetry")
+    _check_storable(message, "telemetry", envelope.payload)
     if message.firmware is not None and len(message.firmware) > FIRMWARE_MAX:
         raise MessageError("telemetry", "firmware", f"longer than {FIRMWARE_MAX} characters")
     errors = [error.model_dump(mode="json") for error in message.errors]
@@ -166,19 +182,19 @@ def _telemetry(serial: str, envelope: Envelope) -> TelemetryRecord:
 
 def _presence(serial: str, envelope: Envelope) -> PresenceRecord:
     message = parse_message(Presence, envelope.payload)
-    _check_storable(message, "status")
+    _check_storable(message, "status", envelope.payload)
     return PresenceRecord(serial, envelope, message.state, message.reason, message.ts)
 
 
 def _event(serial: str, envelope: Envelope) -> EventRecord:
     message = parse_message(Event, envelope.payload)
-    _check_storable(message, "event")
+    _check_storable(message, "event", envelope.payload)
     return EventRecord(serial, envelope, message.id, message.ts, message)
 
 
 def _command_result(serial: str, command_id: str, envelope: Envelope) -> CommandResultRecord:
     message = parse_message(CommandResult, envelope.payload)
-    _check_storable(message, "cmd-result")
+    _check_storable(message, "cmd-result", envelope.payload)
     if message.id != command_id:
         raise MessageError(
             "cmd-result", "id", f"{message.id!r} does not match the topic's {command_id!r}"
@@ -198,8 +214,26 @@ def _reason_of(error: MessageError) -> str:
     return REASON_UNSUPPORTED_VERSION if error.field == "v" else REASON_BAD_PAYLOAD
 
 
-def decode(topic: str, payload: bytes, received_at: datetime) -> Decoded:
+def _future_rejection(record: Record, max_future: timedelta) -> Rejection | None:
+    ts = record.ts if isinstance(record, TelemetryRecord | EventRecord) else None
+    if ts is None or ts - record.envelope.received_at <= max_future:
+        return None
+    ahead = (ts - record.envelope.received_at).total_seconds()
+    detail = f"ts {ts.isoformat()} is {ahead:.0f} s ahead of the receive time"
+    return Rejection(record.envelope, REASON_FUTURE_TIMESTAMP, detail)
+
+
+def decode(
+    topic: str, payload: bytes, received_at: datetime, max_future: timedelta = DEFAULT_MAX_FUTURE
+) -> Decoded:
     """The one entry point: a record for a usable message, else a Rejection saying why."""
+    decoded = _decode(topic, payload, received_at)
+    if isinstance(decoded, Rejection):
+        return decoded
+    return _future_rejection(decoded, max_future) or decoded
+
+
+def _decode(topic: str, payload: bytes, received_at: datetime) -> Decoded:
     envelope = Envelope(topic, bytes(payload), received_at)
     try:
         parsed = topics.parse(topic)

@@ -1,12 +1,12 @@
 """The ingest daemon: a thin asyncio shell around decode, batch and store.
 
-Two tasks share one bounded queue. The reader takes messages from the broker, decodes
-them (a guarded handler: one bad message never stops it) and queues them; the writer
-builds batches, commits each in one transaction and only then acknowledges its
-messages. Nothing is acknowledged before it is committed, so a crash, a lost broker
-connection or a PostgreSQL outage never loses a message: the broker keeps it (persistent
-session) and sends it again, and the unique message id keeps the history free of
-duplicates.
+paho's message callback decodes each message (a guarded handler: one bad message never
+stops it) and appends it to a deque; the writer task builds batches, commits each in one
+transaction and only then acknowledges its messages. The deque is bounded by the broker,
+which sends at most max_inflight_messages unacknowledged messages. Nothing is
+acknowledged before it is committed, so a crash, a lost broker connection or a
+PostgreSQL outage never loses a message: the broker keeps it (persistent session) and
+sends it again, and the unique message id keeps the history free of duplicates.
 """
 
 from __future__ import annotations
@@ -15,18 +15,37 @@ import asyncio
 import logging
 import random
 import time
-from datetime import UTC, datetime
-from typing import Final
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
 import aiomqtt
 
+from ingest.alert_config import load_alert_config
+from ingest.alert_engine import BatchAlerts
+from ingest.background import (
+    make_outbox_worker,
+    make_side_pool,
+    outbox_loop,
+    seed_alerts,
+    start_retention_schedule,
+    sweep_loop,
+)
 from ingest.batch import Batch, BatchBuilder
 from ingest.counters import IngestCounters
 from ingest.decode import Decoded, Envelope, Rejection, decode, safe_text
 from ingest.errors import BatchRefusedError, DatabaseUnavailableError
-from ingest.mqtt import Receipt, acknowledge, make_client
+from ingest.metrics import Health, MetricsServer, make_registry
+from ingest.mqtt import (
+    Receipt,
+    acknowledge,
+    buffer_reads,
+    make_client,
+    set_message_handler,
+)
 from ingest.store import IngestStore
-from shared.settings import IngestSettings
+from shared.settings import AlertSettings, IngestSettings, NotifySettings
 from shared.topics import INGEST_FILTERS
 
 log = logging.getLogger(__name__)
@@ -73,13 +92,23 @@ class IngestDaemon:
     """One running ingest: the broker connection, the queue and the batch writer."""
 
     def __init__(
-        self, settings: IngestSettings, store: IngestStore, counters: IngestCounters
+        self,
+        settings: IngestSettings,
+        store: IngestStore,
+        counters: IngestCounters,
+        on_commit: OnCommit | None = None,
     ) -> None:
         self.settings = settings
+        self._on_commit = on_commit
         self.store = store
         self.counters = counters
-        self.queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=settings.queue_max)
+        # Filled by paho's message callback, emptied by the writer. Bounded by the broker:
+        # it sends at most max_inflight_messages unacknowledged messages, and nothing is
+        # acknowledged before it is committed.
+        self._pending: deque[QueueItem] = deque()
+        self._wake = asyncio.Event()
         self._client: aiomqtt.Client | None = None  # set while connected
+        self._max_future = timedelta(seconds=settings.max_future_s)
         self._connection = 0
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
@@ -99,7 +128,8 @@ class IngestDaemon:
     async def _finish(self, writer: asyncio.Task[None]) -> None:
         """Let the writer commit what is queued, then wait for it (idempotent)."""
         if not writer.done():
-            await self.queue.put(_END)
+            self._pending.append(_END)
+            self._wake.set()
             await writer
 
     async def _connection_loop(
@@ -111,11 +141,15 @@ class IngestDaemon:
             # A new client per connection: messages still queued inside an old one get
             # no acknowledgement on the new connection, whose message ids differ.
             client = make_client(self.settings)
+            # Before connecting: a resumed session's messages arrive with the CONNACK.
+            self._connection += 1
+            set_message_handler(client, self._message_handler(self._connection))
             try:
                 async with client:
-                    self._connection += 1
-                    self._client = client
-                    await client.subscribe([(topic, 1) for topic in INGEST_FILTERS])
+                    buffer_reads(client)
+                    filters = subscription_filters(self.settings)
+                    await client.subscribe([(topic, 1) for topic in filters])
+                    self._client = client  # healthy from here: subscribed
                     log.info("connected to MQTT broker %s:%s", mqtt.host, mqtt.port)
                     backoff.reset()
                     if ready is not None:
@@ -138,7 +172,7 @@ class IngestDaemon:
         self, client: aiomqtt.Client, stop: asyncio.Event, writer: asyncio.Task[None]
     ) -> None:
         """Read until stop is set or the connection is lost (MqttError)."""
-        reader = asyncio.create_task(self._read(client, self._connection), name="ingest-reader")
+        reader = asyncio.create_task(self._read(client), name="ingest-reader")
         stopped = asyncio.create_task(stop.wait())
         try:
             await asyncio.wait({reader, stopped, writer}, return_when=asyncio.FIRST_COMPLETED)
@@ -153,18 +187,33 @@ class IngestDaemon:
         else:
             await asyncio.gather(reader, return_exceptions=True)
 
-    async def _read(self, client: aiomqtt.Client, connection: int) -> None:
-        async for message in client.messages:
+    def _message_handler(self, connection: int) -> Callable[[Any], None]:
+        """paho's callback for every PUBLISH: decode, and hand it to the writer.
+
+        It runs on this loop's thread; skipping aiomqtt's per-message async iterator
+        saves a task and two queue hops per message.
+        """
+
+        def on_message(message: Any) -> None:
             receipt = Receipt(connection, message.mid, message.qos)
-            decoded = self.handle(str(message.topic), _payload_bytes(message.payload))
+            decoded = self.handle(message.topic, _payload_bytes(message.payload))
             self.counters.received += 1
-            await self.queue.put((decoded, receipt))  # waits when queue_max are pending
+            self._pending.append((decoded, receipt))
+            self._wake.set()
+
+        return on_message
+
+    @staticmethod
+    async def _read(client: aiomqtt.Client) -> None:
+        """Return (with MqttError) when the connection is lost; messages go to the handler."""
+        async for _ in client.messages:  # never yields: the handler takes every message
+            pass
 
     def handle(self, topic: str, payload: bytes) -> Decoded:
         """Decode one message; whatever happens, the result can be queued and acknowledged."""
         received_at = datetime.now(UTC)
         try:
-            decoded = decode(topic, payload, received_at)
+            decoded = decode(topic, payload, received_at, self._max_future)
         except Exception as exc:  # the guard: one bad message never stops the loop
             log.exception("could not decode a message on %r", topic[:200])
             envelope = Envelope(topic, payload, received_at)
@@ -181,26 +230,26 @@ class IngestDaemon:
         )
         reading = True
         while reading:
-            deadline = builder.deadline
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                item = await asyncio.wait_for(self.queue.get(), timeout)
-            except TimeoutError:  # only with a batch pending: its time is up
-                await self._commit(builder.take(), stop)
-                continue
-            # Take what is already queued without waiting again: one wake-up per batch,
-            # not one per message.
-            while True:
+            if not self._pending:
+                deadline = builder.deadline
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:  # only with a batch pending: its time is up
+                    await self._commit(builder.take(), stop)
+                    continue
+            # Take everything that has arrived: one wake-up per batch, not per message.
+            while self._pending:
+                item = self._pending.popleft()
                 if item is _END:
                     reading = False
                     break
                 builder.add(item[0], item[1], time.monotonic())
-                if builder.is_due(time.monotonic()):
+                if builder.is_full():
                     await self._commit(builder.take(), stop)
-                try:
-                    item = self.queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
+            if len(builder) and builder.is_due(time.monotonic()):
+                await self._commit(builder.take(), stop)
         if len(builder):
             await self._commit(builder.take(), stop)
 
@@ -208,6 +257,7 @@ class IngestDaemon:
         """Write one batch until it is committed, then acknowledge its messages."""
         backoff = Backoff(0.2, self.settings.retry_max_s)
         while True:
+            started = time.monotonic()
             try:
                 try:
                     result = await self.store.write(batch)
@@ -217,6 +267,7 @@ class IngestDaemon:
                 break
             except DatabaseUnavailableError as exc:
                 self.counters.database_retries += 1
+                self.counters.database_ok = False
                 if stop.is_set():
                     # Stopping: not acknowledged, so the broker sends these again later.
                     log.warning("%s; left %d messages to the broker", exc, len(batch))
@@ -224,8 +275,15 @@ class IngestDaemon:
                 delay = backoff.next_delay()
                 log.warning("%s; retrying the batch in %.1f s", exc, delay)
                 await _sleep_unless(stop, delay)
-        self.counters.add_batch(len(batch), result)
+        committed_at = time.monotonic()
+        self.counters.database_ok = True
+        self.counters.add_batch(len(batch), result, committed_at - started)
         self._acknowledge(batch.receipts)
+        if self._on_commit is not None:
+            self._on_commit(batch, committed_at)
+
+    def health(self) -> Health:
+        return Health(self._client is not None, self.counters.database_ok, len(self._pending))
 
     def _acknowledge(self, receipts: list[Receipt]) -> None:
         client = self._client
@@ -240,6 +298,16 @@ class IngestDaemon:
             log.info("ingest: %s", self.counters.summary())
 
 
+OnCommit = Callable[[Batch[Receipt], float], None]
+
+
+def subscription_filters(settings: IngestSettings) -> list[str]:
+    """INGEST_FILTERS, under ``$share/<group>/`` when shared subscriptions are switched on."""
+    if settings.shared_group is None:
+        return list(INGEST_FILTERS)
+    return [f"$share/{settings.shared_group}/{topic}" for topic in INGEST_FILTERS]
+
+
 async def run_ingest(
     settings: IngestSettings,
     database_url: str,
@@ -247,18 +315,58 @@ async def run_ingest(
     ready: asyncio.Event | None = None,
     *,
     counters: IngestCounters | None = None,
+    alert_settings: AlertSettings | None = None,
+    notify_settings: NotifySettings | None = None,
+    on_commit: OnCommit | None = None,
 ) -> None:
     """Run ingest until ``stop`` is set; the last batch is committed before returning.
 
-    ``ready`` is set once the first subscription is in place; ``counters`` lets the
-    caller (tests now, /metrics later) watch the running totals.
+    Besides the broker-to-PostgreSQL path it runs the alert sweep, the notification
+    outbox, the daily retention job and the /metrics endpoint. ``ready`` is set once
+    the first subscription is in place; ``counters`` lets the caller watch the totals;
+    ``on_commit(batch, monotonic_time)`` is called after each commit (the benchmark).
     """
+    alert_settings = alert_settings or AlertSettings()
+    notify_settings = notify_settings or NotifySettings()
+    config = load_alert_config(alert_settings.rules_file)
+    counters = counters if counters is not None else IngestCounters()
+    alerts = BatchAlerts(config)
     # A write waits for a connection no longer than a retry pause, so that a stop
     # during an outage is noticed within seconds.
-    store = IngestStore.create(database_url, connect_timeout_s=min(settings.retry_max_s, 10.0))
+    timeout_s = min(settings.retry_max_s, 10.0)
+    store = IngestStore.create(database_url, connect_timeout_s=timeout_s, alerts=alerts)
+    side_pool = make_side_pool(database_url, timeout_s)
     await store.open()
-    daemon = IngestDaemon(settings, store, counters if counters is not None else IngestCounters())
+    await side_pool.open(wait=False)
+    await seed_alerts(side_pool, alerts)
+    daemon = IngestDaemon(settings, store, counters, on_commit)
+    worker = make_outbox_worker(notify_settings, config)
+    side_stop = asyncio.Event()
+    side_tasks = [
+        asyncio.create_task(
+            sweep_loop(side_pool, config, counters, alert_settings.sweep_interval_s, side_stop),
+            name="ingest-sweep",
+        ),
+        asyncio.create_task(
+            outbox_loop(side_pool, worker, counters, notify_settings.poll_interval_s, side_stop),
+            name="ingest-outbox",
+        ),
+    ]
+    scheduler = start_retention_schedule(database_url, settings)
+    metrics: MetricsServer | None = None
+    if settings.metrics_port:
+        health = daemon.health
+        metrics = MetricsServer(
+            settings.metrics_host, settings.metrics_port, make_registry(counters, health), health
+        )
+        await metrics.start()
     try:
         await daemon.run(stop, ready)
     finally:
+        side_stop.set()
+        scheduler.shutdown(wait=False)
+        await asyncio.gather(*side_tasks, return_exceptions=True)
+        if metrics is not None:
+            await metrics.close()
+        await side_pool.close()
         await store.close()

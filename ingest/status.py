@@ -22,6 +22,7 @@ REASON_DISCONNECTED = "agent disconnected"
 REASON_HEARTBEAT = "heartbeat received"
 REASON_DEVICE_ERROR = "terminal error"
 REASON_UNPLUGGED = "terminal unplugged from the PC"
+REASON_HEARTBEAT_MISSED = "heartbeat missed"  # set by the sweep (ingest.sweep)
 
 # A decommissioned terminal keeps that status whatever its agent still sends.
 FROZEN_STATUSES = frozenset({TerminalStatus.DECOMMISSIONED.value})

@@ -1,8 +1,9 @@
 """Write batches into PostgreSQL: the only ingest module that touches psycopg.
 
 One transaction per batch. History goes in with COPY into a temporary staging table
-and one ``INSERT ... ON CONFLICT (message_id) DO NOTHING``, so a redelivered message
-is never written twice; each terminal's latest state is one ``UPDATE ... FROM
+and one ``INSERT ... ON CONFLICT (message_id, ts) DO NOTHING`` (the table is partitioned
+by month on ts, and a redelivery carries the same ts), so a redelivered message is
+never written twice; each terminal's latest state is one ``UPDATE ... FROM
 unnest(...)`` per batch. Library errors are translated at this edge: transient ones
 become ``DatabaseUnavailableError`` (retry the batch), data the server refuses becomes
 ``BatchRefusedError`` (write the batch again message by message, see ``write_isolated``).
@@ -15,12 +16,15 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from ingest.batch import Batch, split
+from ingest.alert_engine import BatchAlerts, Staged
+from ingest.alert_store import apply_actions
+from ingest.batch import Batch, StatusSignal, split
 from ingest.decode import (
     DETAIL_MAX,
     REASON_STORE_ERROR,
@@ -38,7 +42,7 @@ from shared.db import libpq_url
 
 log = logging.getLogger(__name__)
 
-SQL_TERMINAL_IDS = "SELECT serial, id FROM terminal WHERE serial = ANY(%s::text[])"
+SQL_TERMINAL_IDS = "SELECT serial, id, customer_id FROM terminal WHERE serial = ANY(%s::text[])"
 
 SQL_LOCK_TERMINALS = """
 SELECT id, status, last_heartbeat_at FROM terminal
@@ -65,7 +69,7 @@ SQL_COPY_STAGING = f"COPY ingest_telemetry_staging ({STAGING_COLUMNS}) FROM STDI
 SQL_INSERT_HISTORY = f"""
 INSERT INTO telemetry ({STAGING_COLUMNS})
 SELECT {STAGING_COLUMNS} FROM ingest_telemetry_staging
-ON CONFLICT (message_id) DO NOTHING
+ON CONFLICT (message_id, ts) DO NOTHING
 """
 
 # Only a heartbeat newer than the stored one replaces the latest state, so a replayed
@@ -124,9 +128,13 @@ class WriteResult:
     status_changes: int = 0
     commands_finished: int = 0
     events: int = 0
+    alerts_opened: int = 0
+    alerts_resolved: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
 
     def add(self, other: WriteResult) -> None:
+        self.alerts_opened += other.alerts_opened
+        self.alerts_resolved += other.alerts_resolved
         self.telemetry_written += other.telemetry_written
         self.telemetry_duplicates += other.telemetry_duplicates
         self.status_changes += other.status_changes
@@ -147,12 +155,20 @@ def _columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
 class IngestStore:
     """Batches into PostgreSQL through a small pool; keeps a serial -> terminal id cache."""
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, alerts: BatchAlerts | None = None) -> None:
         self._pool = pool
         self._terminal_ids: dict[str, int] = {}
+        self._customers: dict[int, int] = {}  # terminal id -> customer id
+        self._alerts = alerts
+        self._staged: Staged | None = None  # threshold states of the batch being written
 
     @classmethod
-    def create(cls, database_url: str, connect_timeout_s: float = 10.0) -> IngestStore:
+    def create(
+        cls,
+        database_url: str,
+        connect_timeout_s: float = 10.0,
+        alerts: BatchAlerts | None = None,
+    ) -> IngestStore:
         """A store whose write waits at most ``connect_timeout_s`` for a connection."""
         # One writer needs one connection; the second serves a retry while a broken
         # one is being replaced. check= tests each connection before it is handed out.
@@ -165,7 +181,7 @@ class IngestStore:
             check=AsyncConnectionPool.check_connection,
             name="ingest",
         )
-        return cls(pool)
+        return cls(pool, alerts)
 
     async def open(self) -> None:
         # wait=False: the daemon starts (and keeps messages unacknowledged at the
@@ -190,8 +206,12 @@ class IngestStore:
 
     async def write(self, batch: Batch[Any]) -> WriteResult:
         """Write one batch in one transaction, or raise and leave the database unchanged."""
+        self._staged = None
         async with self._transaction() as conn:
-            return await self._write(conn, batch)
+            result = await self._write(conn, batch)
+        if self._alerts is not None and self._staged is not None:
+            self._alerts.adopt(self._staged)  # only now: the batch is committed
+        return result
 
     async def write_isolated(self, batch: Batch[Any]) -> WriteResult:
         """Write a refused batch message by message; a message refused alone is dead-lettered."""
@@ -225,6 +245,12 @@ class IngestStore:
         result.commands_finished = finished
         rejections.extend(unmatched)
         result.events = self._log_events(batch.events, ids)
+        if self._alerts is not None:
+            actions, self._staged = self._alerts.evaluate(batch, ids, self._customers)
+            if actions:
+                applied = await apply_actions(conn, actions, self._alerts.config, datetime.now(UTC))
+                result.alerts_opened += applied.opened
+                result.alerts_resolved += applied.resolved
         await self._insert_dead_letters(conn, rejections)
         result.dead_letters.update(rejection.reason for rejection in rejections)
         return result
@@ -236,7 +262,9 @@ class IngestStore:
         missing = [serial for serial in serials if serial not in self._terminal_ids]
         if missing:
             cursor = await conn.execute(SQL_TERMINAL_IDS, (missing,))
-            self._terminal_ids.update({serial: id_ async for serial, id_ in cursor})
+            async for serial, id_, customer_id in cursor:
+                self._terminal_ids[serial] = id_
+                self._customers[id_] = customer_id
         return {s: self._terminal_ids[s] for s in serials if s in self._terminal_ids}
 
     @staticmethod
@@ -277,10 +305,14 @@ class IngestStore:
             return []
         cursor = await conn.execute(SQL_LOCK_TERMINALS, (signalled,))
         states = {row[0]: TerminalState(*row) async for row in cursor}
+        by_terminal: dict[int, list[StatusSignal]] = {}  # arrival order kept per terminal
+        for signal in batch.signals:
+            terminal_id = ids.get(signal.serial)
+            if terminal_id is not None:
+                by_terminal.setdefault(terminal_id, []).append(signal)
         transitions: list[StatusTransition] = []
         for terminal_id, state in states.items():
-            signals = [s for s in batch.signals if ids.get(s.serial) == terminal_id]
-            transitions.extend(status_transitions(state, signals))
+            transitions.extend(status_transitions(state, by_terminal.get(terminal_id, [])))
         return transitions
 
     @staticmethod
@@ -341,7 +373,7 @@ class IngestStore:
 
     @staticmethod
     def _log_events(events: list[EventRecord], ids: dict[str, int]) -> int:
-        # There is no event table yet (alerts come in a later issue): events are logged.
+        # Events are logged; the alert rules (ingest.alert_engine) act on them too.
         count = 0
         for record in events:
             if record.serial not in ids:

@@ -140,11 +140,23 @@ class Alert(SQLModel, table=True):
             unique=True,
             postgresql_where=text("status <> 'resolved'"),
         ),
+        # One open alert per scope (a terminal, or a whole store PC) and kind.
+        Index(
+            "alert_one_open_per_scope",
+            "scope",
+            "kind",
+            unique=True,
+            postgresql_where=text("status <> 'resolved'"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
     terminal_id: int | None = Field(default=None, foreign_key="terminal.id", index=True)
     customer_id: int | None = Field(default=None, foreign_key="customer.id", index=True)
+    # "terminal:<id>" or "host:<customer id>:<host name>" (one alert for a down store PC).
+    scope: str = Field(default="", max_length=300)
+    host_name: str | None = Field(default=None, max_length=200)
+    incident_id: int | None = Field(default=None, foreign_key="incident.id")
     kind: str = Field(max_length=32)
     severity: str = Field(default="warning", max_length=16)
     status: str = Field(default="open", max_length=16, index=True)
@@ -154,6 +166,17 @@ class Alert(SQLModel, table=True):
     last_seen_at: datetime | None = _ts(nullable=False, server_now=True)
     acknowledged_by: int | None = Field(default=None, foreign_key="user_account.id")
     assignee_id: int | None = Field(default=None, foreign_key="user_account.id")
+    acknowledged_at: datetime | None = _ts()
+    # When TMS raised it; first_seen_at is when its cause began.
+    raised_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(
+            DateTime(timezone=True),
+            nullable=False,
+            index=True,
+            server_default=text("clock_timestamp()"),
+        ),
+    )
     resolved_at: datetime | None = _ts()
     resolution_note: str | None = Field(default=None, max_length=2000)
 
@@ -206,12 +229,19 @@ class TelemetryRecord(SQLModel, table=True):
     """Append-only heartbeat history; ``message_id`` makes redelivery idempotent."""
 
     __tablename__ = "telemetry"
-    __table_args__ = (Index("telemetry_terminal_ts", "terminal_id", "ts"),)
+    # Partitioned by month on ts (migration 0002), so ts is part of every unique key;
+    # a redelivered message carries the same ts and is still written once.
+    __table_args__ = (
+        Index("telemetry_terminal_ts", "terminal_id", "ts"),
+        UniqueConstraint("message_id", "ts"),
+    )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
     terminal_id: int = Field(foreign_key="terminal.id")
-    message_id: str = Field(max_length=64, unique=True)
-    ts: datetime | None = _ts(nullable=False)
+    message_id: str = Field(max_length=64)
+    ts: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), primary_key=True)
+    )
     received_at: datetime | None = _ts(nullable=False, server_now=True)
     device_status: str = Field(max_length=32)
     firmware_version: str | None = Field(default=None, max_length=64)
@@ -288,3 +318,71 @@ class AuditEvent(SQLModel, table=True):
     target: str = Field(default="", max_length=200)
     detail: dict[str, Any] | None = _json()
     remote_addr: str | None = Field(default=None, max_length=64)
+
+
+class Incident(SQLModel, table=True):
+    """Alerts grouped in a storm: notified once, with the count (issue 5)."""
+
+    __tablename__ = "incident"
+
+    id: int | None = Field(default=None, primary_key=True)
+    status: str = Field(default="open", max_length=16, index=True)
+    severity: str = Field(default="critical", max_length=16)
+    summary: str = Field(default="", max_length=2000)
+    alert_count: int = 0
+    opened_at: datetime | None = _ts(nullable=False, server_now=True)
+    last_alert_at: datetime | None = _ts(nullable=False, server_now=True)
+    closed_at: datetime | None = _ts()
+
+
+class NotificationOutbox(SQLModel, table=True):
+    """One notification to deliver (e-mail or webhook), kept until it is sent."""
+
+    __tablename__ = "notification_outbox"
+    __table_args__ = (Index("notification_outbox_due", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    alert_id: int | None = Field(default=None, foreign_key="alert.id", index=True)
+    incident_id: int | None = Field(default=None, foreign_key="incident.id", index=True)
+    route: str = Field(max_length=64)
+    channel: str = Field(max_length=16)  # email | webhook
+    target: str = Field(max_length=1000)
+    payload: dict[str, Any] | None = _json()
+    status: str = Field(default="pending", max_length=16)  # pending|sent|failed|merged
+    attempts: int = 0
+    next_attempt_at: datetime | None = _ts(nullable=False, server_now=True)
+    last_error: str | None = Field(default=None, max_length=2000)
+    created_at: datetime | None = _ts(nullable=False, server_now=True)
+    sent_at: datetime | None = _ts()
+
+
+class HeartbeatPolicy(SQLModel, table=True):
+    """Per-customer or per-terminal heartbeat interval for the missed-heartbeat sweep."""
+
+    __tablename__ = "heartbeat_policy"
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int | None = Field(default=None, foreign_key="customer.id", unique=True)
+    terminal_id: int | None = Field(default=None, foreign_key="terminal.id", unique=True)
+    interval_s: float
+    missed: int = 3
+
+
+class TelemetryHourly(SQLModel, table=True):
+    """Hourly rollup of ``telemetry``, kept longer than the raw rows."""
+
+    __tablename__ = "telemetry_hourly"
+
+    terminal_id: int = Field(foreign_key="terminal.id", primary_key=True)
+    hour: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
+    samples: int = 0
+    error_samples: int = 0
+    cpu_avg: float | None = None
+    cpu_max: float | None = None
+    memory_avg: float | None = None
+    memory_max: float | None = None
+    disk_avg: float | None = None
+    disk_max: float | None = None
+    host_cpu_avg: float | None = None
+    host_memory_avg: float | None = None
+    host_disk_avg: float | None = None

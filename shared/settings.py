@@ -82,9 +82,10 @@ class BrokerSettings(_Section):
 class IngestSettings(_Section):
     mqtt: MqttClientSettings = MqttClientSettings()
     client_id: str = "tms-ingest"
-    batch_max: int = Field(default=5000, ge=1, le=100_000)
+    # Well under the broker's max_inflight_messages (5,000): the next batch is read
+    # while one commits, since nothing is acknowledged before its commit.
+    batch_max: int = Field(default=2000, ge=1, le=100_000)
     batch_interval_ms: int = Field(default=100, ge=1, le=60_000)
-    queue_max: int = Field(default=50_000, ge=100)
     # Longest wait between attempts to reach the broker or PostgreSQL again.
     retry_max_s: float = Field(default=30.0, gt=0, le=3600)
     # How often the daemon logs its one-line summary of counters.

@@ -70,13 +70,14 @@ def _register() -> None:
     from agent.cli import agent, simulate
     from broker.cli import account, broker, certs, terminal
     from console.cli import console, user
-    from ingest.cli import ingest
+    from ingest.cli import ingest, retention
     from tms.db_cli import db
     from tms.up import up
 
     commands = (up, db, broker, terminal, account, certs, ingest, console, user, agent, simulate)
     for command in commands:
         main.add_command(command)
+    db.add_command(retention)
 
 
 _register()

@@ -80,6 +80,10 @@ class Platform:
             ensure_port_free("127.0.0.1", s.database.port, "PostgreSQL", "--db-port")
         ensure_port_free(s.broker.host, s.broker.port, "MQTT broker", "--broker-port")
         ensure_port_free(s.console.host, s.console.port, "console", "--console-port")
+        if s.ingest.metrics_port:
+            ensure_port_free(
+                s.ingest.metrics_host, s.ingest.metrics_port, "ingest metrics", "--metrics-port"
+            )
         if self._tls().server_ready():
             ensure_port_free(
                 s.broker.tls_host, s.broker.tls_port, "MQTT TLS", "TMS_BROKER_TLS_PORT"
@@ -184,6 +188,12 @@ class Platform:
                 ready=lambda: port_accepts(s.broker.host, s.broker.port),
             )
         )
+        metrics = f"http://{s.ingest.metrics_host}:{s.ingest.metrics_port}/healthz"
+
+        def metrics_ready() -> bool:
+            # /healthz answers 200 once ingest is subscribed and PostgreSQL answers.
+            return not s.ingest.metrics_port or http_ok(metrics)
+
         self.children.append(
             Child(
                 "ingest",
@@ -194,9 +204,12 @@ class Platform:
                         **{f"TMS_INGEST_MQTT_{k}": v for k, v in mqtt.items()},
                         "TMS_INGEST_MQTT_USERNAME": INGEST_ACCOUNT,
                         "TMS_INGEST_MQTT_PASSWORD": ingest_secret,
+                        "TMS_INGEST_METRICS_HOST": s.ingest.metrics_host,
+                        "TMS_INGEST_METRICS_PORT": str(s.ingest.metrics_port),
                     }
                 ),
                 logs / "ingest.log",
+                ready=metrics_ready,
             )
         )
         console_url = f"http://{s.console.host}:{s.console.port}/healthz"
@@ -270,6 +283,11 @@ class Platform:
             lines.append(f"            {tls} (TLS with the private CA in {self._tls().directory})")
         else:
             lines.append("            no TLS: run `tms certs init` before terminals join a network")
+        if s.ingest.metrics_port:
+            lines.append(
+                f"  Metrics   http://{s.ingest.metrics_host}:{s.ingest.metrics_port}/metrics"
+                " (ingest, Prometheus)"
+            )
         if self.postgres:
             lines.append(f"  Database  embedded PostgreSQL on 127.0.0.1:{s.database.port}")
         else:

@@ -46,6 +46,12 @@ from shared.errors import TMSError
 )
 @click.option("--broker-port", type=click.IntRange(1, 65535), default=None)
 @click.option("--console-port", type=click.IntRange(1, 65535), default=None)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port of ingest's /metrics and /healthz (0: off).",
+)
 @click.pass_context
 def up(
     ctx: click.Context,
@@ -56,6 +62,7 @@ def up(
     db_port: int | None,
     broker_port: int | None,
     console_port: int | None,
+    metrics_port: int | None,
 ) -> None:
     """Start PostgreSQL, the broker, ingest, the console and a simulated fleet."""
     from tms.cli import configure_logging, settings_of
@@ -72,6 +79,8 @@ def up(
         changes["broker"] = settings.broker.model_copy(update={"port": broker_port})
     if console_port is not None:
         changes["console"] = settings.console.model_copy(update={"port": console_port})
+    if metrics_port is not None:
+        changes["ingest"] = settings.ingest.model_copy(update={"metrics_port": metrics_port})
     settings = settings.model_copy(update=changes)
     options = UpOptions(
         simulate=simulate,

@@ -63,6 +63,7 @@ class Platform:
     db_port: int = field(default_factory=free_port)
     broker_port: int = field(default_factory=free_port)
     console_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
     output: list[str] = field(default_factory=list)
     process: subprocess.Popen[str] | None = None
@@ -82,6 +83,8 @@ class Platform:
             str(self.broker_port),
             "--console-port",
             str(self.console_port),
+            "--metrics-port",
+            str(self.metrics_port),
         ]
         if self.simulate:
             args += ["--simulate", str(self.simulate), "--heartbeat", "0.5"]

@@ -6,6 +6,8 @@ import asyncio
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +22,7 @@ from shared import topics
 from shared.models import AccountKind
 from shared.settings import IngestSettings, MqttClientSettings
 from tests.fixtures.broker import MqttProbe, RunningBroker
+from tms.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -128,6 +131,7 @@ def ingest_settings(mosquitto_broker: RunningBroker) -> Callable[..., IngestSett
             "mqtt": mqtt,
             "client_id": "tms-ingest-test",
             "batch_interval_ms": 50,
+            "metrics_port": free_port(),
             **overrides,
         }
         return IngestSettings(**fields)
@@ -260,3 +264,43 @@ def test_a_burst_beyond_mosquittos_default_queue_is_not_lost(
     finally:
         ingest.stop()
     assert scalar(database_url, "SELECT count(*) FROM telemetry") == burst
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_bad_input_is_counted_by_reason_and_served_as_metrics(
+    database_url: str,
+    terminal_probe: MqttProbe,
+    ingest_settings: Callable[..., IngestSettings],
+) -> None:
+    settings = ingest_settings()
+    ingest = IngestThread(settings, database_url).start()
+    future = json.dumps({"v": 1, "id": "f1", "status": "ok", "ts": "2099-01-01T00:00:00+00:00"})
+    try:
+        assert terminal_probe.publish(topics.telemetry(SERIAL), heartbeat("m-1"))
+        assert terminal_probe.publish(topics.telemetry(SERIAL), b"{not json")
+        assert terminal_probe.publish(topics.telemetry(SERIAL), b'{"v": 7, "status": "ok"}')
+        absurd = json.dumps({"v": 1, "status": "ok", "terminal": {"cpu": 900}}).encode()
+        assert terminal_probe.publish(topics.telemetry(SERIAL), absurd)
+        assert terminal_probe.publish(topics.telemetry(SERIAL), future.encode())
+        wait_for(lambda: ingest.counters.committed >= 5, "five committed messages")
+        status, text = _get(settings.metrics_port, "/metrics")
+        assert status == 200
+        assert "tms_ingest_messages_committed_total 5.0" in text
+        for reason in ("bad-payload", "unsupported-version", "future-timestamp"):
+            assert f'tms_ingest_dead_letters_total{{reason="{reason}"}}' in text
+        assert 'tms_ingest_dead_letters_total{reason="bad-payload"} 2.0' in text  # JSON, CPU 900
+        assert "tms_ingest_batch_size_bucket" in text and "tms_ingest_commit_seconds_count" in text
+        assert "tms_alerts_open" in text
+        status, body = _get(settings.metrics_port, "/healthz")
+        assert status == 200 and json.loads(body)["broker_connected"] is True
+        reasons = scalar(database_url, "SELECT array_agg(reason ORDER BY id) FROM dead_letter")
+        assert reasons == ["bad-payload", "unsupported-version", "bad-payload", "future-timestamp"]
+    finally:
+        ingest.stop()

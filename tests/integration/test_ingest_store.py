@@ -249,7 +249,7 @@ def test_a_refused_message_is_isolated_and_dead_lettered(
     db.execute("ALTER TABLE telemetry ADD CONSTRAINT no_cpu_99 CHECK (cpu_pct <> 99)")
     batch: Batch[int] = Batch()
     batch.add(decode(*telemetry("TC-1", "good", 1), T0), 0)
-    batch.add(decode(*telemetry("TC-1", "bad", 99), T0), 1)
+    batch.add(decode(*telemetry("TC-1", "bad", 2, terminal={"cpu": 99}), T0), 1)
 
     async def go() -> WriteResult:
         store = IngestStore.create(database_url)

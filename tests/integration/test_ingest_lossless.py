@@ -1,0 +1,214 @@
+"""Nothing lost or doubled: ingest killed with SIGKILL, PostgreSQL restarted, mid-stream."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from shared import schema, topics
+from shared.models import AccountKind
+from tests.fixtures.broker import MqttProbe, RunningBroker
+from tms.ports import free_port
+from tms.postgres import EmbeddedPostgres
+
+pytestmark = pytest.mark.integration
+
+SERIAL = "TC-LOSSLESS"
+TOTAL = 3000
+
+
+def count(url: str) -> tuple[int, int]:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*), count(DISTINCT message_id) FROM telemetry").fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+class IngestProcess:
+    """``tms ingest`` as a real process, so that SIGKILL is a real crash."""
+
+    def __init__(self, broker: RunningBroker, secret: str, database_url: str) -> None:
+        self.metrics_port = free_port()
+        env = {
+            **os.environ,
+            "TMS_DATABASE_URL": database_url,
+            "TMS_INGEST_MQTT_HOST": broker.host,
+            "TMS_INGEST_MQTT_PORT": str(broker.port),
+            "TMS_INGEST_MQTT_USERNAME": "tms-ingest",
+            "TMS_INGEST_MQTT_PASSWORD": secret,
+            "TMS_INGEST_CLIENT_ID": "tms-ingest-lossless",
+            "TMS_INGEST_BATCH_MAX": "200",
+            "TMS_INGEST_BATCH_INTERVAL_MS": "50",
+            "TMS_INGEST_RETRY_MAX_S": "1",
+            "TMS_INGEST_METRICS_PORT": str(self.metrics_port),
+        }
+        # Kept open for the process's whole life, read back by output().
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            prefix="ingest-", suffix=".log", delete=False
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from tms.cli import main; main()", "ingest"],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def healthy(self) -> bool:
+        url = f"http://127.0.0.1:{self.metrics_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def wait_healthy(self) -> IngestProcess:
+        """Until /healthz says subscribed and PostgreSQL reachable: no message goes unseen."""
+        wait_until(self.healthy, f"ingest to be healthy: {self.output()}", timeout=30)
+        return self
+
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        self.process.send_signal(signum)
+        self.process.wait(30)
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")[-3000:]
+
+
+def heartbeat(n: int) -> bytes:
+    return json.dumps(
+        {
+            "v": 1,
+            "id": f"loss-{n}",
+            "status": "ok",
+            "ts": datetime.now(UTC).isoformat(),
+            "terminal": {"cpu": n % 100},
+        }
+    ).encode()
+
+
+class Publisher(threading.Thread):
+    """Publishes ``total`` heartbeats at a steady rate (QoS 1, each acknowledged)."""
+
+    def __init__(self, probe: MqttProbe, total: int, per_second: int) -> None:
+        super().__init__(daemon=True)
+        self.probe, self.total, self.per_second = probe, total, per_second
+        self.published = 0
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            for n in range(self.total):
+                info = self.probe.client.publish(topics.telemetry(SERIAL), heartbeat(n), 1)
+                info.wait_for_publish(10)
+                self.published += 1
+                if n % 50 == 49:
+                    time.sleep(50 / self.per_second)
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    def finish(self) -> None:
+        self.join(60)
+        assert self.error is None, f"publisher failed after {self.published}: {self.error!r}"
+        assert self.published == self.total
+
+
+@pytest.fixture
+def setup(mosquitto_broker: RunningBroker) -> Iterator[tuple[RunningBroker, str, MqttProbe]]:
+    ingest_secret = mosquitto_broker.service_account(AccountKind.INGEST, "tms-ingest")
+    terminal_secret = mosquitto_broker.provision_terminal(SERIAL)
+    probe = MqttProbe(mosquitto_broker, SERIAL, terminal_secret, client_id=SERIAL)
+    assert probe.connect()
+    yield mosquitto_broker, ingest_secret, probe
+    probe.close()
+
+
+def test_sigkill_mid_stream_loses_and_doubles_nothing(
+    setup: tuple[RunningBroker, str, MqttProbe], database_url: str
+) -> None:
+    broker, secret, probe = setup
+    first = IngestProcess(broker, secret, database_url).wait_healthy()
+    try:
+        publisher = Publisher(probe, TOTAL, per_second=1500)
+        wait_until(lambda: count(database_url)[0] >= TOTAL // 4, "a quarter committed")
+        first.stop(signal.SIGKILL)
+        at_kill = count(database_url)[0]
+        assert at_kill < TOTAL, "the stream ended before the kill: nothing was tested"
+        second = IngestProcess(broker, secret, database_url)
+        try:
+            publisher.finish()
+            wait_until(lambda: count(database_url)[0] >= TOTAL, "every message", timeout=60)
+            time.sleep(0.5)  # anything doubled would show up now
+        finally:
+            second.stop()
+        assert second.process.returncode == 0, second.output()
+    finally:
+        if first.process.poll() is None:
+            first.stop(signal.SIGKILL)
+    assert count(database_url) == (TOTAL, TOTAL)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[EmbeddedPostgres]:
+    """A cluster of its own, so that restarting it disturbs no other fixture."""
+    root = Path(tempfile.mkdtemp(prefix="tms-test-pg-restart-"))
+    root.chmod(0o755)
+    server = EmbeddedPostgres(root / "pg", free_port(), secrets.token_urlsafe(16))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_postgresql_restart_mid_stream_loses_and_doubles_nothing(
+    setup: tuple[RunningBroker, str, MqttProbe], own_postgres: EmbeddedPostgres
+) -> None:
+    broker, secret, probe = setup
+    url = own_postgres.url
+    schema.upgrade(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO customer (name) VALUES ('C')")
+        conn.execute(
+            "INSERT INTO terminal (serial, customer_id, model, status)"
+            " SELECT %s, id, 'TC-200', 'unknown' FROM customer",
+            (SERIAL,),
+        )
+    ingest = IngestProcess(broker, secret, url).wait_healthy()
+    try:
+        publisher = Publisher(probe, TOTAL, per_second=1000)
+        wait_until(lambda: count(url)[0] >= TOTAL // 4, "a quarter committed")
+        own_postgres.stop()
+        time.sleep(2)  # messages keep coming and wait, unacknowledged, at the broker
+        own_postgres.start()
+        publisher.finish()
+        wait_until(lambda: count(url)[0] >= TOTAL, "every message", timeout=60)
+        time.sleep(0.5)
+    finally:
+        ingest.stop()
+    assert ingest.process.returncode == 0, ingest.output()
+    assert count(url) == (TOTAL, TOTAL)
+    assert "retrying the batch" in ingest.output()

@@ -1,0 +1,125 @@
+"""Bounded history against a real PostgreSQL: the partitioning migration, rollups, retention."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+import tms.cli  # noqa: F401  (imports every component's cli, ingest.cli among them)
+from ingest.cli import retention
+from ingest.retention import create_partition, month_start, partition_name, run_retention
+from shared import schema
+from shared.settings import load_settings
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(UTC)
+OLD = NOW - timedelta(days=500)  # beyond the default year
+
+
+def partitions(conn: psycopg.Connection[Any]) -> set[str]:
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'telemetry'::regclass"
+    )
+    return {row[0] for row in rows}
+
+
+def insert(conn: psycopg.Connection[Any], message_id: str, ts: datetime, cpu: float) -> None:
+    conn.execute(
+        "INSERT INTO telemetry (terminal_id, message_id, ts, received_at, device_status, cpu_pct)"
+        " VALUES ((SELECT id FROM terminal LIMIT 1), %s, %s, %s, 'ok', %s)",
+        (message_id, ts, ts, cpu),
+    )
+
+
+@pytest.fixture
+def unmigrated(postgres_server: Any) -> Any:
+    """A database at revision 0001 with telemetry in it, as before this change."""
+    admin = postgres_server.url.rsplit("/", 1)[0] + "/postgres"
+    name = f"retention_{os.getpid()}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = postgres_server.url.rsplit("/", 1)[0] + "/" + name
+    schema.upgrade(url, "0001")
+    yield url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_migration_partitions_telemetry_and_keeps_every_row(unmigrated: str) -> None:
+    with psycopg.connect(unmigrated, autocommit=True) as conn:
+        conn.execute("INSERT INTO customer (name) VALUES ('C')")
+        conn.execute(
+            "INSERT INTO terminal (serial, customer_id, model, status)"
+            " SELECT 'TC-1', id, 'TC-200', 'online' FROM customer"
+        )
+        insert(conn, "old-1", OLD, 10)
+        insert(conn, "new-1", NOW - timedelta(hours=2), 20)
+    schema.upgrade(unmigrated)
+    with psycopg.connect(unmigrated, autocommit=True) as conn:
+        assert {r[0] for r in conn.execute("SELECT message_id FROM telemetry")} == {
+            "old-1",
+            "new-1",
+        }
+        names = partitions(conn)
+        assert f"telemetry_y{OLD.year:04d}m{OLD.month:02d}" in names
+        assert "telemetry_default" in names
+        ahead = NOW + timedelta(days=62)
+        assert f"telemetry_y{ahead.year:04d}m{ahead.month:02d}" in names
+        # A redelivery (same id, same ts) is still refused; ids keep counting.
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            insert(conn, "new-1", NOW - timedelta(hours=2), 20)
+
+
+def test_retention_rolls_up_then_drops_old_months_and_keeps_status_history(
+    database_url: str,
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO customer (name) VALUES ('C')")
+        conn.execute(
+            "INSERT INTO terminal (serial, customer_id, model, status)"
+            " SELECT 'TC-1', id, 'TC-200', 'online' FROM customer"
+        )
+        conn.execute(
+            "INSERT INTO status_change (terminal_id, new_status, reason, at)"
+            " SELECT id, 'online', 'agent connected', %s FROM terminal",
+            (OLD,),
+        )
+        hour = OLD.replace(minute=0, second=0, microsecond=0)
+        insert(conn, "old-a", hour + timedelta(minutes=5), 10)
+        insert(conn, "old-b", hour + timedelta(minutes=35), 30)
+        insert(conn, "recent", NOW - timedelta(hours=3), 50)
+        # Old rows sit in the default partition until their month gets one of its own.
+        assert conn.execute("SELECT count(*) FROM telemetry_default").fetchone() == (2,)
+        with conn.transaction():
+            create_partition(conn, month_start(OLD))
+        assert conn.execute("SELECT count(*) FROM telemetry_default").fetchone() == (0,)
+        insert(conn, "stray-old", OLD - timedelta(days=40), 1)  # lands in the default
+        report = run_retention(
+            conn, NOW, retention_days=365, rollup_retention_days=1825, months_ahead=2
+        )
+        assert report.dropped == [partition_name(month_start(OLD))]
+        assert report.default_rows_deleted == 1
+        assert conn.execute("SELECT message_id FROM telemetry").fetchall() == [("recent",)]
+        rollup = conn.execute(
+            "SELECT samples, cpu_avg, cpu_max FROM telemetry_hourly WHERE hour = %s", (hour,)
+        ).fetchone()
+        assert rollup == (2, 20.0, 30.0)  # the hours of a dropped month are kept
+        assert conn.execute("SELECT count(*) FROM status_change").fetchone() == (1,)
+        again = run_retention(
+            conn, NOW, retention_days=365, rollup_retention_days=1825, months_ahead=2
+        )
+        assert again.created == [] and again.dropped == []
+
+
+def test_tms_db_retention_command(database_url: str) -> None:
+    settings = load_settings(env={"TMS_DATABASE_URL": database_url})
+    result = CliRunner().invoke(retention, obj=settings)
+    assert result.exit_code == 0, result.output
+    assert "partitions created=" in result.output

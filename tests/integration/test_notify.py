@@ -1,0 +1,162 @@
+"""Notifications against real servers: aiosmtpd for e-mail, a local HTTP server for webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import psycopg
+import pytest
+from aiosmtpd.controller import Controller
+
+from ingest.alert_config import DEFAULT_RULES, AlertConfig, parse_alert_config
+from ingest.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, OutboxWorker, verify
+from ingest.sweep import sweep_once
+from shared.settings import NotifySettings
+from tms.ports import free_port
+
+pytestmark = pytest.mark.integration
+
+SECRET = "webhook-test-secret-value"
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.messages.append(envelope)
+        return "250 OK"
+
+
+class Hook(BaseHTTPRequestHandler):
+    received: list[tuple[Any, bytes]] = []
+    fail_first = 0
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append((self.headers, body))
+        failing = type(self).fail_first > 0
+        type(self).fail_first -= 1
+        self.send_response(500 if failing else 204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def hook_server() -> Iterator[str]:
+    Hook.received, Hook.fail_first = [], 1
+    server = HTTPServer(("127.0.0.1", free_port()), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hook"
+    server.shutdown()
+    server.server_close()
+
+
+def rules(extra_routes: list[dict[str, Any]]) -> AlertConfig:
+    return parse_alert_config({**DEFAULT_RULES, "route": extra_routes}, {"TMS_HOOK": SECRET})
+
+
+def raise_alert(database_url: str, config: AlertConfig, serial: str = "TC-N1") -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO customer (name) VALUES ('Acme') ON CONFLICT DO NOTHING")
+        conn.execute(
+            "INSERT INTO terminal (serial, customer_id, model, status, status_reason,"
+            " status_changed_at) SELECT %s, id, 'TC-200', 'offline', 'agent disconnected', now()"
+            " FROM customer WHERE name = 'Acme'",
+            (serial,),
+        )
+
+    async def go() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            await sweep_once(conn, config, datetime.now(UTC))
+
+    asyncio.run(go())
+
+
+def deliver(database_url: str, worker: OutboxWorker) -> int:
+    async def go() -> int:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            return await worker.deliver_due(conn)
+
+    return asyncio.run(go())
+
+
+def outbox(database_url: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(
+            "SELECT channel, status, attempts FROM notification_outbox ORDER BY id"
+        ).fetchall()
+
+
+def test_mail_server_down_then_up_delivers_once(database_url: str) -> None:
+    port = free_port()
+    config = rules([{"name": "ops", "email": ["ops@example.com"]}])
+    settings = NotifySettings(
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        retry_first_s=0.05,
+        timeout_s=2,
+        smtp_from="tms@example.com",
+    )
+    worker = OutboxWorker(settings, config, {})
+    raise_alert(database_url, config)
+    assert deliver(database_url, worker) == 0  # nothing listens on the port yet
+    assert outbox(database_url) == [("email", "pending", 1)]
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        time.sleep(0.1)  # past the backoff
+        assert deliver(database_url, worker) == 1
+        assert deliver(database_url, worker) == 0
+    finally:
+        controller.stop()
+    assert outbox(database_url) == [("email", "sent", 2)]
+    assert len(inbox.messages) == 1
+    mail = inbox.messages[0]
+    assert mail.rcpt_tos == ["ops@example.com"]
+    text = mail.content.decode()
+    assert "Subject: [TMS critical] offline: TC-N1 (Acme)" in text
+    assert "agent disconnected" in text
+
+
+def test_webhook_is_signed_and_retried(database_url: str, hook_server: str) -> None:
+    config = rules([{"name": "hook", "webhook": hook_server, "secret_env": "TMS_HOOK"}])
+    settings = NotifySettings(retry_first_s=0.05, timeout_s=2)
+    worker = OutboxWorker(settings, config, {"TMS_HOOK": SECRET})
+    raise_alert(database_url, config)
+    assert deliver(database_url, worker) == 0  # the receiver answers 500 once
+    time.sleep(0.1)
+    assert deliver(database_url, worker) == 1
+    assert outbox(database_url) == [("webhook", "sent", 2)]
+    headers, body = Hook.received[-1]
+    assert verify(SECRET, headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER])
+    assert not verify("another-secret", headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER])
+    assert json.loads(body)["serial"] == "TC-N1"
+
+
+def test_a_notification_that_keeps_failing_is_marked_failed(database_url: str) -> None:
+    config = rules([{"name": "ops", "email": ["ops@example.com"]}])
+    settings = NotifySettings(
+        smtp_host="127.0.0.1",
+        smtp_port=free_port(),
+        retry_first_s=0.01,
+        max_attempts=2,
+        timeout_s=1,
+    )
+    worker = OutboxWorker(settings, config, {})
+    raise_alert(database_url, config)
+    deliver(database_url, worker)
+    time.sleep(0.05)
+    deliver(database_url, worker)
+    assert outbox(database_url) == [("email", "failed", 2)]
