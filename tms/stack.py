@@ -141,17 +141,18 @@ class Platform:
         path = self.data_dir / "simulator" / "credentials.json"
         known = dict(load_fleet_file(path).credentials()) if path.exists() else {}
         wanted = [simulated_serial(i) for i in range(1, self.options.simulate + 1)]
-        missing = [serial for serial in wanted if serial not in known]
+        # (number, serial): four simulated terminals share a store, by number.
+        missing = [(n, serial) for n, serial in enumerate(wanted, 1) if serial not in known]
         if missing:
             engine = make_engine(self.database_url, pool_size=1)
             try:
                 with Session(engine) as session:
-                    existing = set(session.exec(_serials_query(missing)).all())
-                    for index, serial in enumerate(missing):
+                    existing = set(session.exec(_serials_query([s for _, s in missing])).all())
+                    for index, (number, serial) in enumerate(missing):
                         if serial in existing:
                             known[serial] = rotate_secret(session, serial)
                         else:
-                            store = f"STORE-{(wanted.index(serial)) // 4 + 1:05d}"
+                            store = f"STORE-{(number - 1) // 4 + 1:05d}"
                             known[serial] = provision_terminal(
                                 session, serial, self.settings.simulate.customer, store
                             )

@@ -29,8 +29,8 @@ from shared.errors import TMSError
 @click.option(
     "--fault-rate",
     type=click.FloatRange(0, 1),
-    default=0.0,
-    help="Faults (error or unplugged) per simulated terminal per second.",
+    default=None,
+    help="Faults (error or unplugged) per simulated terminal per second (default from settings).",
 )
 @click.option(
     "--data-dir",
@@ -57,7 +57,7 @@ def up(
     ctx: click.Context,
     simulate: int,
     heartbeat: float | None,
-    fault_rate: float,
+    fault_rate: float | None,
     data_dir: Path | None,
     db_port: int | None,
     broker_port: int | None,
@@ -85,7 +85,7 @@ def up(
     options = UpOptions(
         simulate=simulate,
         heartbeat_s=heartbeat or settings.simulate.heartbeat_interval_s,
-        fault_rate=fault_rate,
+        fault_rate=settings.simulate.fault_rate if fault_rate is None else fault_rate,
     )
 
     stop = threading.Event()
