@@ -7,7 +7,8 @@ ever refuses; password_file and acl_file (rendered from ``broker.acl.GRANTS``) s
 admit, so there is one source of truth for the topic rules.
 
 It is compiled from source on first use (gcc, make, and the headers of Debian's
-``mosquitto-dev`` and ``libssl-dev``); without it ``tms broker`` does not start.
+``mosquitto-dev``, ``libmosquitto-dev`` and ``libssl-dev``); without it ``tms broker``
+does not start.
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ PLUGIN_NAME = "tms_auth.so"
 # Files the build needs besides a C compiler and make.
 _BUILD_HEADERS = {
     "/usr/include/mosquitto_broker.h": "mosquitto-dev",
+    "/usr/include/mosquitto.h": "libmosquitto-dev",
     "/usr/include/openssl/evp.h": "libssl-dev",
 }
 _INSTALL_HINT = (
-    "install the build dependencies with `apt-get install gcc make mosquitto-dev libssl-dev` "
+    "install the build dependencies with `apt-get install gcc make mosquitto-dev "
+    "libmosquitto-dev libssl-dev` "
     "(scripts/bootstrap does it)"
 )
 
