@@ -2,8 +2,8 @@
 
 The builder takes the clock as an argument (monotonic seconds) so that it is tested
 without waiting. A ``Batch`` holds everything one database transaction needs: every
-telemetry row for the history, the newest telemetry per terminal for the one upsert,
-the status signals in arrival order, and the receipts to acknowledge after commit.
+telemetry row for the history (the store derives each terminal's latest state from
+them), the status signals in arrival order, and the receipts to acknowledge after commit.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ class Batch(Generic[R]):
 
     decoded: list[Decoded] = field(default_factory=list)  # everything, in arrival order
     history: list[TelemetryRecord] = field(default_factory=list)
-    latest: dict[str, TelemetryRecord] = field(default_factory=dict)
     signals: list[StatusSignal] = field(default_factory=list)
     events: list[EventRecord] = field(default_factory=list)
     command_results: list[CommandResultRecord] = field(default_factory=list)
@@ -73,9 +72,6 @@ class Batch(Generic[R]):
         self._message_ids.add(record.message_id)
         self.history.append(record)
         self.signals.append(record)
-        newest = self.latest.get(record.serial)
-        if newest is None or record.ts > newest.ts:
-            self.latest[record.serial] = record
 
 
 def split(batch: Batch[R]) -> list[Batch[None]]:

@@ -3,8 +3,8 @@
 One transaction per batch. History goes in with COPY into a temporary staging table
 and one ``INSERT ... ON CONFLICT (message_id, ts) DO NOTHING`` (the table is partitioned
 by month on ts, and a redelivery carries the same ts), so a redelivered message is
-never written twice; each terminal's latest state is one ``UPDATE ... FROM
-unnest(...)`` per batch. Library errors are translated at this edge: transient ones
+never written twice; each terminal's latest state is one ``UPDATE`` per batch, from
+the same staging table. Library errors are translated at this edge: transient ones
 become ``DatabaseUnavailableError`` (retry the batch), data the server refuses becomes
 ``BatchRefusedError`` (write the batch again message by message, see ``write_isolated``).
 """
@@ -46,7 +46,7 @@ SQL_TERMINAL_IDS = "SELECT serial, id, customer_id FROM terminal WHERE serial = 
 
 SQL_LOCK_TERMINALS = """
 SELECT id, status, last_heartbeat_at FROM terminal
-WHERE id = ANY(%s::int[]) ORDER BY id FOR UPDATE
+WHERE id = ANY(%b::int[]) ORDER BY id FOR UPDATE
 """
 
 # ON COMMIT DELETE ROWS: the staging table lives as long as the pooled connection
@@ -56,15 +56,19 @@ CREATE TEMP TABLE IF NOT EXISTS ingest_telemetry_staging (
     terminal_id integer, message_id text, ts timestamptz, received_at timestamptz,
     device_status text, firmware_version text, cpu_pct float8, memory_pct float8,
     disk_pct float8, host_cpu_pct float8, host_memory_pct float8, host_disk_pct float8,
-    errors jsonb
+    errors jsonb, host_name text, arrival integer
 ) ON COMMIT DELETE ROWS
 """
 
+# The columns of the telemetry history; the staging table adds what only the latest
+# state needs (host_name) and the arrival order that breaks a tie between equal ts.
 STAGING_COLUMNS = (
     "terminal_id, message_id, ts, received_at, device_status, firmware_version, cpu_pct,"
     " memory_pct, disk_pct, host_cpu_pct, host_memory_pct, host_disk_pct, errors"
 )
-SQL_COPY_STAGING = f"COPY ingest_telemetry_staging ({STAGING_COLUMNS}) FROM STDIN"
+SQL_COPY_STAGING = (
+    f"COPY ingest_telemetry_staging ({STAGING_COLUMNS}, host_name, arrival) FROM STDIN"
+)
 
 SQL_INSERT_HISTORY = f"""
 INSERT INTO telemetry ({STAGING_COLUMNS})
@@ -73,7 +77,9 @@ ON CONFLICT (message_id, ts) DO NOTHING
 """
 
 # Only a heartbeat newer than the stored one replaces the latest state, so a replayed
-# or redelivered old heartbeat never rolls the console back.
+# or redelivered old heartbeat never rolls the console back. The newest row of each
+# terminal comes from the staging table the history was just copied into: no second
+# copy of the batch travels to the server as parameter arrays.
 SQL_UPSERT_LATEST = """
 UPDATE terminal AS t SET
     last_heartbeat_at = v.ts,
@@ -84,12 +90,10 @@ UPDATE terminal AS t SET
     host_name = COALESCE(v.host_name, t.host_name),
     host_cpu_pct = v.host_cpu_pct, host_memory_pct = v.host_memory_pct,
     host_disk_pct = v.host_disk_pct
-FROM unnest(
-    %s::int[], %s::timestamptz[], %s::timestamptz[], %s::text[], %s::text[],
-    %s::float8[], %s::float8[], %s::float8[], %s::text[], %s::float8[], %s::float8[],
-    %s::float8[]
-) AS v(terminal_id, ts, received_at, device_status, firmware_version, cpu_pct, memory_pct,
-       disk_pct, host_name, host_cpu_pct, host_memory_pct, host_disk_pct)
+FROM (
+    SELECT DISTINCT ON (terminal_id) * FROM ingest_telemetry_staging
+    ORDER BY terminal_id, ts DESC, arrival
+) AS v
 WHERE t.id = v.terminal_id AND (t.last_heartbeat_at IS NULL OR v.ts > t.last_heartbeat_at)
 """
 
@@ -238,7 +242,7 @@ class IngestStore:
             result.telemetry_written = written
             result.telemetry_duplicates = sum(r.serial in known for r in batch.history) - written
         transitions = await self._transitions(conn, batch, ids)
-        await self._upsert_latest(conn, batch, ids)
+        await self._upsert_latest(conn, batch)
         await self._apply_transitions(conn, transitions)
         result.status_changes = len(transitions)
         finished, unmatched = await self._finish_commands(conn, batch.command_results, ids)
@@ -279,9 +283,10 @@ class IngestStore:
     async def _write_history(
         conn: psycopg.AsyncConnection[Any], batch: Batch[Any], ids: dict[str, int]
     ) -> int:
+        """Copy the batch's telemetry into staging, then into the history (duplicates skipped)."""
         await conn.execute(SQL_CREATE_STAGING)
         async with conn.cursor().copy(SQL_COPY_STAGING) as copy:
-            for r in batch.history:
+            for arrival, r in enumerate(batch.history):
                 if r.serial not in ids:
                     continue
                 await copy.write_row(
@@ -289,7 +294,7 @@ class IngestStore:
                         ids[r.serial], r.message_id, r.ts, r.envelope.received_at,
                         r.device_status.value, r.firmware_version, r.cpu_pct, r.memory_pct,
                         r.disk_pct, r.host_cpu_pct, r.host_memory_pct, r.host_disk_pct,
-                        r.errors_json,
+                        r.errors_json, r.host_name, arrival,
                     )
                 )  # fmt: skip
         cursor = await conn.execute(SQL_INSERT_HISTORY)
@@ -316,20 +321,10 @@ class IngestStore:
         return transitions
 
     @staticmethod
-    async def _upsert_latest(
-        conn: psycopg.AsyncConnection[Any], batch: Batch[Any], ids: dict[str, int]
-    ) -> None:
-        rows = [
-            (
-                ids[r.serial], r.ts, r.envelope.received_at, r.device_status.value,
-                r.firmware_version, r.cpu_pct, r.memory_pct, r.disk_pct, r.host_name,
-                r.host_cpu_pct, r.host_memory_pct, r.host_disk_pct,
-            )
-            for r in batch.latest.values()
-            if r.serial in ids
-        ]  # fmt: skip
-        if rows:
-            await conn.execute(SQL_UPSERT_LATEST, _columns(rows, 12))
+    async def _upsert_latest(conn: psycopg.AsyncConnection[Any], batch: Batch[Any]) -> None:
+        """Each terminal's newest heartbeat of the batch, from the staging table, in one UPDATE."""
+        if batch.history:
+            await conn.execute(SQL_UPSERT_LATEST)
 
     @staticmethod
     async def _apply_transitions(

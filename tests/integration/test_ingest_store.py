@@ -96,6 +96,23 @@ def count(db: psycopg.Connection[Any], sql: str) -> int:
     return int(row[0])
 
 
+def test_latest_state_takes_the_first_of_equal_timestamps_and_keeps_the_host(
+    database_url: str, db: psycopg.Connection[Any]
+) -> None:
+    first = telemetry("TC-1", "x1", 4, host={"name": "pc-1", "cpu": 10})
+    same_ts = telemetry("TC-1", "x2", 4, host={"cpu": 99})
+    write(database_url, first, same_ts)
+    row = db.execute(
+        "SELECT host_name, host_cpu_pct, last_heartbeat_at FROM terminal WHERE serial = 'TC-1'"
+    ).fetchone()
+    assert row == ("pc-1", 10, T0 + timedelta(minutes=4))
+    write(database_url, telemetry("TC-1", "x3", 5, host={"cpu": 20}))  # no name: kept
+    row = db.execute(
+        "SELECT host_name, host_cpu_pct FROM terminal WHERE serial = 'TC-1'"
+    ).fetchone()
+    assert row == ("pc-1", 20)
+
+
 def test_batch_writes_history_latest_state_and_status(
     database_url: str, db: psycopg.Connection[Any]
 ) -> None:
