@@ -56,7 +56,8 @@ def test_telemetry_becomes_a_flat_record() -> None:
 
 
 def test_telemetry_without_errors_stores_none() -> None:
-    record = decode("tms/v1/TC-1/telemetry", _json(status="busy"), NOW)
+    # A ts of its own: the default (the time of parsing) is days after the fixed NOW.
+    record = decode("tms/v1/TC-1/telemetry", _json(status="busy", ts=NOW.isoformat()), NOW)
     assert isinstance(record, TelemetryRecord)
     assert record.errors_json is None
     assert record.device_status is DeviceStatus.BUSY
@@ -67,7 +68,7 @@ def test_presence_event_and_command_result() -> None:
     assert isinstance(presence, PresenceRecord)
     assert (presence.state, presence.reason) == (PresenceState.OFFLINE, "bye")
 
-    event = decode("tms/v1/TC-1/event", _json(id="e1", kind="reboot"), NOW)
+    event = decode("tms/v1/TC-1/event", _json(id="e1", kind="reboot", ts=NOW.isoformat()), NOW)
     assert isinstance(event, EventRecord)
     assert event.event.kind == "reboot"
 
