@@ -104,3 +104,57 @@ def test_validation_raises_only_message_error(model: type, payload: bytes) -> No
         parse_message(model, payload)
     except MessageError as exc:
         assert str(exc).startswith("invalid ")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"v":1,"status":"ok","v":true}',  # the canonical start, but a second version
+        b'{"v":1,"status":"ok","v":2}',
+        b'{"v":1.0,"status":"ok"}',
+        b'{"v":true,"status":"ok"}',
+    ],
+)
+def test_a_version_that_is_not_the_integer_1_is_refused_however_it_is_spelled(
+    payload: bytes,
+) -> None:
+    with pytest.raises(MessageError) as caught:
+        parse_message(Telemetry, payload)
+    assert caught.value.field == "v"
+
+
+def test_agent_shaped_payloads_with_a_lone_surrogate_get_the_full_checks() -> None:
+    payload = b'{"v":1,"status":"ok","host":{"name":"pc\\ud800"}}'
+    with pytest.raises(MessageError) as caught:
+        parse_message(Telemetry, payload)
+    assert caught.value.field == "host.name"  # not "" (pydantic's own parser says JSON)
+
+
+def _canonical(body: dict[str, object]) -> bytes:
+    """A payload shaped as agents send it: ``v`` first, no spaces."""
+    rest = json.dumps(body, separators=(",", ":"), allow_nan=True)[1:]
+    return b'{"v":1' + (b"," if body else b"") + rest.encode()
+
+
+def _outcome(parse: object, model: type, payload: bytes) -> object:
+    try:
+        message = parse(model, payload)  # type: ignore[operator]
+    except MessageError as exc:
+        return ("error", exc.field, str(exc))
+    # Defaults drawn per message (a new id, the time now) are not compared.
+    return ("ok", message.model_fields_set, message.model_dump(include=message.model_fields_set))
+
+
+@given(
+    model=st.sampled_from(MODELS),
+    body=st.dictionaries(_field_names, _json_values | st.just(1), max_size=8)
+    | st.fixed_dictionaries(
+        {"status": st.sampled_from(["ok", "error"]), "ts": st.just("2026-01-01T00:00:00Z")},
+        optional={"terminal": st.fixed_dictionaries({}, optional={"cpu": _json_values})},
+    ),
+)
+def test_the_fast_path_agrees_with_the_full_checks(model: type, body: dict[str, object]) -> None:
+    from shared.messages import _parse_checked
+
+    payload = _canonical(body)
+    assert _outcome(parse_message, model, payload) == _outcome(_parse_checked, model, payload)
