@@ -8,7 +8,8 @@ loop thread, where aiomqtt drives paho's socket.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,12 +111,31 @@ def set_message_handler(client: aiomqtt.Client, handler: Callable[[Any], None]) 
     client._client.on_message = lambda _client, _userdata, message: handler(message)  # noqa: SLF001
 
 
-def acknowledge(client: aiomqtt.Client, mid: int, qos: int) -> bool:
-    """Send the PUBACK for one message, only after its batch is committed.
+_PUBACK = struct.Struct("!BBH")  # fixed header (PUBACK, remaining length 2), message id
+PUBACK = 0x40
 
-    Private API: aiomqtt has no public ack yet (empicano/aiomqtt#345). Returns False when
-    the connection is gone (the broker then redelivers the message).
+
+def acknowledge(client: aiomqtt.Client, receipts: Iterable[tuple[int, int]]) -> bool:
+    """Send the PUBACKs of a committed batch, given as ``(mid, qos)``, in one write.
+
+    paho queues and sends each ``ack(mid, qos)`` as a packet of its own, one system call
+    per message; the batch's PUBACKs are bytes in a row on the wire, so they go to
+    paho's out queue as one packet. QoS 2 (ingest subscribes at 1, so never in
+    practice) still goes through ``ack``. Returns False when the connection is gone
+    (the broker then redelivers the messages).
+
+    Private API: aiomqtt has no public ack yet (empicano/aiomqtt#345), and paho none
+    for several at once (``_packet_queue`` is the method its own ``ack`` ends in).
     """
-    if qos == 0:
+    paho = client._client  # noqa: SLF001
+    if not paho.is_connected():
+        return False
+    pubacks = bytearray()
+    for mid, qos in receipts:
+        if qos == 1:
+            pubacks += _PUBACK.pack(PUBACK, 2, mid)
+        elif qos == 2 and paho.ack(mid, qos) != 0:
+            return False
+    if not pubacks:
         return True
-    return client._client.ack(mid, qos) == 0  # noqa: SLF001
+    return paho._packet_queue(PUBACK, bytes(pubacks), 0, 0) == 0  # noqa: SLF001

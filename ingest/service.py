@@ -286,12 +286,13 @@ class IngestDaemon:
         return Health(self._client is not None, self.counters.database_ok, len(self._pending))
 
     def _acknowledge(self, receipts: list[Receipt]) -> None:
-        client = self._client
-        for receipt in receipts:
-            current = receipt.connection == self._connection
-            if client is not None and current and acknowledge(client, receipt.mid, receipt.qos):
-                continue
-            self.counters.acks_dropped += 1
+        # Receipts of an earlier connection cannot be acknowledged on this one (message
+        # ids are per connection): the broker has sent those messages again.
+        client, connection = self._client, self._connection
+        current = [(r.mid, r.qos) for r in receipts if r.connection == connection]
+        if client is None or not acknowledge(client, current):
+            current = []
+        self.counters.acks_dropped += len(receipts) - len(current)
 
     async def _summary_loop(self, stop: asyncio.Event) -> None:
         while not await _sleep_unless(stop, self.settings.summary_interval_s):

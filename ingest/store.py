@@ -237,11 +237,14 @@ class IngestStore:
         rejections = list(batch.rejections)
         rejections.extend(self._unknown(batch, ids))
         known = ids.keys()
+        # Lock the terminals first, in id order: the history's foreign-key checks take
+        # key-share locks in arrival order, and a second ingest process (shared
+        # subscription) locking the same terminals after them would deadlock with this one.
+        transitions = await self._transitions(conn, batch, ids)
         if batch.history:
             written = await self._write_history(conn, batch, ids)
             result.telemetry_written = written
             result.telemetry_duplicates = sum(r.serial in known for r in batch.history) - written
-        transitions = await self._transitions(conn, batch, ids)
         await self._upsert_latest(conn, batch)
         await self._apply_transitions(conn, transitions)
         result.status_changes = len(transitions)

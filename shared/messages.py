@@ -84,10 +84,10 @@ class Telemetry(_Message):
     model: ShortText | None = None
     firmware: ShortText | None = None
     uptime_s: Annotated[int, Field(ge=0)] | None = None
-    # Factories, not shared instances: pydantic deep-copies a model default per message.
+    # Factories, not shared instances: pydantic deep-copies a default per message.
     terminal: Metrics = Field(default_factory=Metrics)
     host: HostMetrics = Field(default_factory=HostMetrics)
-    errors: Annotated[list[DeviceError], Field(max_length=50)] = []
+    errors: Annotated[list[DeviceError], Field(max_length=50, default_factory=list)]
 
 
 class PresenceState(StrEnum):
@@ -124,7 +124,7 @@ class Command(_Message):
 
     id: MessageId
     name: Annotated[str, Field(min_length=1, max_length=64)]
-    args: dict[str, Any] = {}
+    args: dict[str, Any] = Field(default_factory=dict)
     issued_at: AwareDatetime = Field(default_factory=utcnow)
     expires_at: AwareDatetime | None = None
 
@@ -138,7 +138,7 @@ class CommandStatus(StrEnum):
 class CommandResult(_Message):
     id: MessageId
     status: CommandStatus
-    output: dict[str, Any] = {}
+    output: dict[str, Any] = Field(default_factory=dict)
     error: Annotated[str, Field(max_length=2000)] | None = None
     finished_at: AwareDatetime = Field(default_factory=utcnow)
 
