@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from multiprocessing.process import BaseProcess
 
 import click
 
@@ -12,6 +14,7 @@ from ingest.alert_config import load_alert_config
 from ingest.background import retention_job
 from ingest.errors import IngestConfigError
 from ingest.service import run_ingest
+from ingest.workers import fork_context, supervise, worker_settings
 from shared.settings import IngestSettings, Settings
 from tms.cli import configure_logging, database_url_of, settings_of
 
@@ -28,42 +31,75 @@ def check_credentials(settings: IngestSettings) -> None:
         )
 
 
-async def _serve(settings: Settings, database_url: str) -> None:
+async def _serve(settings: Settings, database_url: str, index: int = 0) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
         await run_ingest(
-            settings.ingest,
+            worker_settings(settings.ingest, index),
             database_url,
             stop,
             alert_settings=settings.alerts,
             notify_settings=settings.notify,
+            primary=index == 0,
         )
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
 
 
+def _worker_main(settings: Settings, database_url: str, index: int) -> None:
+    # The supervisor's handlers came along with fork; until _serve installs its own, a
+    # SIGTERM must still end this process.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(settings, database_url, index))
+
+
 @click.command()
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Processes on one shared subscription (default: [ingest] workers, 1).",
+)
 @click.pass_context
-def ingest(ctx: click.Context) -> None:
+def ingest(ctx: click.Context, workers: int | None) -> None:
     """Run the ingest daemon: broker messages into PostgreSQL."""
     configure_logging()
     every = settings_of(ctx)
+    if workers is not None:
+        every = every.model_copy(
+            update={"ingest": every.ingest.model_copy(update={"workers": workers})}
+        )
     settings = every.ingest
     check_credentials(settings)
     load_alert_config(every.alerts.rules_file)  # a bad rules file stops us here, clearly
     database_url = database_url_of(ctx)
     log.info(
-        "ingest starting: broker %s:%s as %r, client id %r",
+        "ingest starting: broker %s:%s as %r, client id %r, %d worker(s)",
         settings.mqtt.host,
         settings.mqtt.port,
         settings.mqtt.username,
         settings.client_id,
+        settings.workers,
     )
-    asyncio.run(_serve(every, database_url))
+    if settings.workers == 1:
+        asyncio.run(_serve(every, database_url))
+        return
+    context = fork_context()
+
+    def start(index: int) -> BaseProcess:
+        process = context.Process(
+            target=_worker_main, args=(every, database_url, index), name=f"ingest-{index}"
+        )
+        process.start()
+        return process
+
+    ctx.exit(supervise(settings.workers, start))
 
 
 @click.command()

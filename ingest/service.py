@@ -45,6 +45,7 @@ from ingest.mqtt import (
     set_message_handler,
 )
 from ingest.store import IngestStore
+from ingest.workers import DEFAULT_SHARED_GROUP
 from shared.settings import AlertSettings, IngestSettings, NotifySettings
 from shared.topics import INGEST_FILTERS
 
@@ -149,6 +150,9 @@ class IngestDaemon:
                     buffer_reads(client)
                     filters = subscription_filters(self.settings)
                     await client.subscribe([(topic, 1) for topic in filters])
+                    # A persistent session keeps the other form of the filters from an
+                    # earlier run (workers changed): it would deliver every message twice.
+                    await client.unsubscribe(stale_filters(self.settings))
                     self._client = client  # healthy from here: subscribed
                     log.info("connected to MQTT broker %s:%s", mqtt.host, mqtt.port)
                     backoff.reset()
@@ -309,6 +313,13 @@ def subscription_filters(settings: IngestSettings) -> list[str]:
     return [f"$share/{settings.shared_group}/{topic}" for topic in INGEST_FILTERS]
 
 
+def stale_filters(settings: IngestSettings) -> list[str]:
+    """The filters of the other mode (plain, or the default shared group), to drop."""
+    if settings.shared_group is None:
+        return [f"$share/{DEFAULT_SHARED_GROUP}/{topic}" for topic in INGEST_FILTERS]
+    return list(INGEST_FILTERS)
+
+
 async def run_ingest(
     settings: IngestSettings,
     database_url: str,
@@ -319,11 +330,13 @@ async def run_ingest(
     alert_settings: AlertSettings | None = None,
     notify_settings: NotifySettings | None = None,
     on_commit: OnCommit | None = None,
+    primary: bool = True,
 ) -> None:
     """Run ingest until ``stop`` is set; the last batch is committed before returning.
 
     Besides the broker-to-PostgreSQL path it runs the alert sweep, the notification
-    outbox, the daily retention job and the /metrics endpoint. ``ready`` is set once
+    outbox, the daily retention job (only when ``primary``: one of several workers
+    runs it) and the /metrics endpoint. ``ready`` is set once
     the first subscription is in place; ``counters`` lets the caller watch the totals;
     ``on_commit(batch, monotonic_time)`` is called after each commit (the benchmark).
     """
@@ -353,7 +366,7 @@ async def run_ingest(
             name="ingest-outbox",
         ),
     ]
-    scheduler = start_retention_schedule(database_url, settings)
+    scheduler = start_retention_schedule(database_url, settings) if primary else None
     metrics: MetricsServer | None = None
     if settings.metrics_port:
         health = daemon.health
@@ -365,7 +378,8 @@ async def run_ingest(
         await daemon.run(stop, ready)
     finally:
         side_stop.set()
-        scheduler.shutdown(wait=False)
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
         await asyncio.gather(*side_tasks, return_exceptions=True)
         if metrics is not None:
             await metrics.close()

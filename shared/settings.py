@@ -94,6 +94,9 @@ class IngestSettings(_Section):
     # own client_id) split the load. Off by default: on Mosquitto 2.0.11 the acl_file
     # does not check subscriptions, so any terminal could join the group (docs/ingest.md).
     shared_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    # Processes `tms ingest` runs on one shared subscription (group shared_group, or
+    # "ingest"): one process decodes on one core (ingest/workers.py, docs/ingest.md).
+    workers: int = Field(default=1, ge=1, le=64)
     # Telemetry newer than the receive time by more than this is dead-lettered.
     max_future_s: float = Field(default=300.0, gt=0)
     # /metrics (Prometheus) and /healthz; port 0 switches the endpoint off.

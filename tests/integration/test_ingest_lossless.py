@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 
@@ -49,8 +50,11 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 60) -> Non
 class IngestProcess:
     """``tms ingest`` as a real process, so that SIGKILL is a real crash."""
 
-    def __init__(self, broker: RunningBroker, secret: str, database_url: str) -> None:
+    def __init__(
+        self, broker: RunningBroker, secret: str, database_url: str, workers: int = 1
+    ) -> None:
         self.metrics_port = free_port()
+        self.workers = workers
         env = {
             **os.environ,
             "TMS_DATABASE_URL": database_url,
@@ -63,6 +67,7 @@ class IngestProcess:
             "TMS_INGEST_BATCH_INTERVAL_MS": "50",
             "TMS_INGEST_RETRY_MAX_S": "1",
             "TMS_INGEST_METRICS_PORT": str(self.metrics_port),
+            "TMS_INGEST_WORKERS": str(workers),
         }
         # Kept open for the process's whole life, read back by output().
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115
@@ -76,12 +81,24 @@ class IngestProcess:
         )
 
     def healthy(self) -> bool:
-        url = f"http://127.0.0.1:{self.metrics_port}/healthz"
+        """Every worker subscribed with PostgreSQL reachable (worker i serves port + i)."""
+        return all(self._get(i, "healthz") is not None for i in range(self.workers))
+
+    def committed(self, worker: int) -> int:
+        """The worker's tms_ingest_messages_committed, from its /metrics."""
+        body = self._get(worker, "metrics") or ""
+        for line in body.splitlines():
+            if line.startswith("tms_ingest_messages_committed_total "):
+                return int(float(line.split()[1]))
+        raise AssertionError(f"worker {worker} reports no commits: {body[:500]}")
+
+    def _get(self, worker: int, path: str) -> str | None:
+        url = f"http://127.0.0.1:{self.metrics_port + worker}/{path}"
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
-                return bool(response.status == 200)
+                return str(response.read().decode()) if response.status == 200 else None
         except OSError:
-            return False
+            return None
 
     def wait_healthy(self) -> IngestProcess:
         """Until /healthz says subscribed and PostgreSQL reachable: no message goes unseen."""
@@ -168,6 +185,34 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(
         if first.process.poll() is None:
             first.stop(signal.SIGKILL)
     assert count(database_url) == (TOTAL, TOTAL)
+
+
+def test_workers_share_the_stream_and_a_killed_worker_loses_nothing(
+    setup: tuple[RunningBroker, str, MqttProbe], database_url: str
+) -> None:
+    broker, secret, probe = setup
+    ingest = IngestProcess(broker, secret, database_url, workers=2).wait_healthy()
+    try:
+        publisher = Publisher(probe, TOTAL, per_second=1500)
+        wait_until(lambda: count(database_url)[0] >= TOTAL // 4, "a quarter committed")
+        supervisor = psutil.Process(ingest.process.pid)
+        workers = supervisor.children()
+        assert len(workers) == 2, workers
+        workers[1].kill()  # SIGKILL: its unacknowledged messages wait in its session
+        assert count(database_url)[0] < TOTAL, "the stream ended before the kill"
+        publisher.finish()
+        wait_until(lambda: count(database_url)[0] >= TOTAL, "every message", timeout=60)
+        wait_until(ingest.healthy, "the killed worker back and subscribed")
+        assert len(supervisor.children()) == 2
+        assert workers[1].pid not in {child.pid for child in supervisor.children()}
+        time.sleep(0.5)  # anything doubled would show up now
+        # Both shared the stream (the broker alternates): neither committed it all.
+        assert 0 < ingest.committed(0) < TOTAL
+    finally:
+        ingest.stop()
+    assert ingest.process.returncode == 0, ingest.output()
+    assert count(database_url) == (TOTAL, TOTAL)
+    assert "ingest worker 1 exited with code -9" in ingest.output()
 
 
 @pytest.fixture

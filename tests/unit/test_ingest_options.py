@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ingest.notify import retry_delay, sign, verify
-from ingest.service import subscription_filters
+from ingest.service import stale_filters, subscription_filters
+from ingest.workers import RestartPolicy, worker_settings
 from shared.settings import IngestSettings
 from shared.topics import INGEST_FILTERS
 
@@ -12,6 +13,34 @@ def test_shared_subscriptions_are_off_unless_asked_for() -> None:
     assert subscription_filters(IngestSettings()) == list(INGEST_FILTERS)
     shared = subscription_filters(IngestSettings(shared_group="ingest"))
     assert shared == [f"$share/ingest/{topic}" for topic in INGEST_FILTERS]
+
+
+def test_a_session_drops_the_filters_of_the_other_mode() -> None:
+    assert stale_filters(IngestSettings()) == [f"$share/ingest/{t}" for t in INGEST_FILTERS]
+    assert stale_filters(IngestSettings(shared_group="g")) == list(INGEST_FILTERS)
+
+
+def test_workers_get_their_own_client_id_and_metrics_port_on_one_shared_group() -> None:
+    one = IngestSettings(client_id="ing", metrics_port=9100)
+    assert worker_settings(one, 0) == one  # a single process keeps its plain subscription
+    many = IngestSettings(client_id="ing", metrics_port=9100, workers=3)
+    workers = [worker_settings(many, i) for i in range(3)]
+    assert [w.client_id for w in workers] == ["ing", "ing-1", "ing-2"]
+    assert [w.metrics_port for w in workers] == [9100, 9101, 9102]
+    assert {w.shared_group for w in workers} == {"ingest"}
+    custom = IngestSettings(shared_group="g", metrics_port=0, workers=2)
+    assert [(w.shared_group, w.metrics_port) for w in (worker_settings(custom, 1),)] == [("g", 0)]
+
+
+def test_a_worker_that_keeps_dying_young_waits_longer_each_time() -> None:
+    policy = RestartPolicy(first_s=1, max_s=8, healthy_after_s=60)
+    delays: list[float] = []
+    delay = None
+    for _ in range(5):
+        delay = policy.delay(delay, lived_s=2)
+        delays.append(delay)
+    assert delays == [1, 2, 4, 8, 8]
+    assert policy.delay(8, lived_s=600) == 1  # it ran well for a while: start over
 
 
 def test_webhook_signature_covers_timestamp_and_body() -> None:
