@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.client import MQTTv311
 
 from shared.settings import IngestSettings
 
@@ -57,58 +59,145 @@ def enable_manual_ack(client: aiomqtt.Client) -> None:
     client._client.manual_ack_set(True)  # noqa: SLF001
 
 
-class BufferedReads:
-    """A plain socket whose reads come from one large recv at a time.
+# handler(topic, payload, mid, qos) for each PUBLISH; runs on the event loop thread.
+PublishHandler = Callable[[str, bytes, int, int], None]
 
-    paho reads each packet with three or four tiny ``recv`` calls (command byte, length
-    bytes, body); at 10,000 messages/s those system calls cost more than decoding.
-    This wrapper fills a buffer with one ``recv`` and serves paho from it; ``pending()``
-    tells aiomqtt's read callback (written for SSL sockets, which have the same method)
-    to keep calling paho until the buffer is empty. Every other attribute is the
-    socket's own.
+PUBLISH = 0x30
+
+
+class PublishTap:
+    """A plain socket that hands QoS 0/1 PUBLISH packets straight to a handler.
+
+    paho parses every packet in Python with three or four small reads, a dict per
+    packet and a message object; at 10,000 messages/s that cost as much as decoding
+    and writing them. This wrapper reads large chunks, splits them into packets, and
+    passes each QoS 0/1 PUBLISH (MQTT 3.1.1) to the handler; paho reads every other
+    packet (CONNACK, SUBACK, PINGRESP, QoS 2 PUBLISH) from ``recv`` as before, and
+    ``pending()`` tells aiomqtt's read callback (written for SSL sockets, which have the
+    same method) to keep calling paho until they are served. paho's receive clock is
+    kept current so that its keepalive sees the traffic. Every other attribute is the
+    socket's own. Nothing is acknowledged here: with manual acknowledgement paho would
+    not either.
     """
 
     CHUNK = 256 * 1024
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, paho: Any, handler: PublishHandler) -> None:
         self._sock = sock
-        self._buffer = b""
+        self._paho = paho
+        self._handler = handler
+        self._raw = b""  # received, not yet a whole packet
+        self._for_paho = b""
         self._position = 0
 
     def recv(self, size: int) -> bytes:
-        if self._position >= len(self._buffer):
-            self._buffer = self._sock.recv(max(size, self.CHUNK))  # BlockingIOError passes
-            self._position = 0
+        while self._position >= len(self._for_paho):
+            data = self._sock.recv(self.CHUNK)  # BlockingIOError and OSError pass to paho
+            if not data:
+                return b""  # the broker closed the connection: paho sees it
+            self._for_paho, self._position = self._split(self._raw + data), 0
+            self._paho._last_bytes_received = time.monotonic()  # noqa: SLF001
         start = self._position
-        self._position = min(len(self._buffer), start + size)
-        return self._buffer[start : self._position]
+        self._position = min(len(self._for_paho), start + size)
+        return self._for_paho[start : self._position]
 
     def pending(self) -> int:
-        return len(self._buffer) - self._position
+        return len(self._for_paho) - self._position
+
+    def _split(self, data: bytes) -> bytes:
+        """Dispatch the whole PUBLISH packets in ``data``; return the other whole packets."""
+        for_paho: list[bytes] = []
+        position = 0
+        while True:
+            try:
+                bounds = packet_bounds(data, position)
+            except ValueError:  # not MQTT: paho reads it, fails, and drops the connection
+                for_paho.append(data[position:])
+                position = len(data)
+                break
+            if bounds is None:
+                break
+            body, packet_end = bounds
+            header = data[position]
+            if header & 0xF0 == PUBLISH and header & 0x06 in (0x00, 0x02):  # QoS 0 or 1
+                self._dispatch(header, data, body, packet_end)
+            else:
+                for_paho.append(data[position:packet_end])
+            position = packet_end
+        self._raw = data[position:]
+        return b"".join(for_paho)
+
+    def _dispatch(self, header: int, data: bytes, start: int, end: int) -> None:
+        topic_length = int.from_bytes(data[start : start + 2], "big")
+        topic_end = start + 2 + topic_length
+        topic = data[start + 2 : topic_end].decode("utf-8", "replace")
+        qos = (header >> 1) & 0x03
+        if qos:
+            mid = int.from_bytes(data[topic_end : topic_end + 2], "big")
+            payload_start = topic_end + 2
+        else:
+            mid, payload_start = 0, topic_end
+        self._handler(topic, data[payload_start:end], mid, qos)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
 
-def buffer_reads(client: aiomqtt.Client) -> None:
-    """Serve paho's reads from BufferedReads; call once connected. Plain TCP only.
+def packet_bounds(data: bytes, start: int) -> tuple[int, int] | None:
+    """(body start, end) of the MQTT packet at ``start``, or None while it is incomplete.
 
-    Private API: swaps paho's socket attribute for the wrapper (TLS sockets keep
-    their own buffering and are left alone).
+    Raises ValueError for a remaining length longer than the four bytes MQTT allows.
+    """
+    length, shift = 0, 0
+    for index in range(start + 1, min(start + 5, len(data))):
+        byte = data[index]
+        length |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            end = index + 1 + length
+            return (index + 1, end) if end <= len(data) else None
+        shift += 7
+    if len(data) >= start + 5:
+        raise ValueError("an MQTT remaining length has at most four bytes")
+    return None
+
+
+def tap_publishes(client: aiomqtt.Client, handler: PublishHandler) -> None:
+    """Deliver PUBLISH packets through ``PublishTap``; call before connecting.
+
+    Private API: paho's socket is swapped in its on_socket_open callback (chained to
+    aiomqtt's), before the CONNECT is sent, so no packet is ever half read by paho.
+    TLS sockets and MQTT 5 (whose PUBLISH carries properties) keep paho's own reading,
+    with the same handler through ``set_message_handler``.
     """
     paho = client._client  # noqa: SLF001
-    sock = paho._sock  # noqa: SLF001
-    if type(sock) is socket.socket:
-        paho._sock = BufferedReads(sock)  # type: ignore[assignment]  # noqa: SLF001
+    aiomqtt_on_socket_open = paho.on_socket_open
+
+    def on_socket_open(paho_client: Any, userdata: Any, sock: Any) -> None:
+        if type(sock) is socket.socket and paho._protocol == MQTTv311:  # noqa: SLF001
+            paho._sock = PublishTap(sock, paho, handler)  # noqa: SLF001
+        if aiomqtt_on_socket_open is not None:
+            aiomqtt_on_socket_open(paho_client, userdata, sock)
+
+    paho.on_socket_open = on_socket_open
 
 
-def set_message_handler(client: aiomqtt.Client, handler: Callable[[Any], None]) -> None:
-    """Have paho call ``handler(message)`` for each PUBLISH, instead of aiomqtt's queue.
+def set_message_handler(client: aiomqtt.Client, handler: PublishHandler) -> None:
+    """Have paho call ``handler`` for each PUBLISH it reads, instead of aiomqtt's queue.
 
     Private API: replaces the on_message aiomqtt installs. ``handler`` runs on the event
     loop thread (aiomqtt drives paho's socket from the loop) and must not raise.
     """
-    client._client.on_message = lambda _client, _userdata, message: handler(message)  # noqa: SLF001
+
+    def on_message(_client: Any, _userdata: Any, message: Any) -> None:
+        handler(message.topic, _payload_bytes(message.payload), message.mid, message.qos)
+
+    client._client.on_message = on_message  # noqa: SLF001
+
+
+def _payload_bytes(payload: object) -> bytes:
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    return str(payload).encode("utf-8", "backslashreplace")
 
 
 _PUBACK = struct.Struct("!BBH")  # fixed header (PUBACK, remaining length 2), message id

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Final
 
 import aiomqtt
 
@@ -38,11 +38,12 @@ from ingest.decode import Decoded, Envelope, Rejection, decode, safe_text
 from ingest.errors import BatchRefusedError, DatabaseUnavailableError
 from ingest.metrics import Health, MetricsServer, make_registry
 from ingest.mqtt import (
+    PublishHandler,
     Receipt,
     acknowledge,
-    buffer_reads,
     make_client,
     set_message_handler,
+    tap_publishes,
 )
 from ingest.store import IngestStore
 from ingest.workers import DEFAULT_SHARED_GROUP
@@ -81,12 +82,6 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
-
-
-def _payload_bytes(payload: object) -> bytes:
-    if isinstance(payload, bytes | bytearray):
-        return bytes(payload)
-    return str(payload).encode("utf-8", "backslashreplace")
 
 
 class IngestDaemon:
@@ -144,10 +139,11 @@ class IngestDaemon:
             client = make_client(self.settings)
             # Before connecting: a resumed session's messages arrive with the CONNACK.
             self._connection += 1
-            set_message_handler(client, self._message_handler(self._connection))
+            handler = self._message_handler(self._connection)
+            set_message_handler(client, handler)
+            tap_publishes(client, handler)
             try:
                 async with client:
-                    buffer_reads(client)
                     filters = subscription_filters(self.settings)
                     await client.subscribe([(topic, 1) for topic in filters])
                     # A persistent session keeps the other form of the filters from an
@@ -191,16 +187,17 @@ class IngestDaemon:
         else:
             await asyncio.gather(reader, return_exceptions=True)
 
-    def _message_handler(self, connection: int) -> Callable[[Any], None]:
-        """paho's callback for every PUBLISH: decode, and hand it to the writer.
+    def _message_handler(self, connection: int) -> PublishHandler:
+        """The callback for every PUBLISH: decode, and hand it to the writer.
 
-        It runs on this loop's thread; skipping aiomqtt's per-message async iterator
-        saves a task and two queue hops per message.
+        It runs on this loop's thread, called by PublishTap (or by paho on TLS);
+        skipping aiomqtt's per-message async iterator saves a task and two queue hops
+        per message.
         """
 
-        def on_message(message: Any) -> None:
-            receipt = Receipt(connection, message.mid, message.qos)
-            decoded = self.handle(message.topic, _payload_bytes(message.payload))
+        def on_message(topic: str, payload: bytes, mid: int, qos: int) -> None:
+            receipt = Receipt(connection, mid, qos)
+            decoded = self.handle(topic, payload)
             self.counters.received += 1
             self._pending.append((decoded, receipt))
             self._wake.set()
