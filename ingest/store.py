@@ -66,6 +66,11 @@ STAGING_COLUMNS = (
     "terminal_id, message_id, ts, received_at, device_status, firmware_version, cpu_pct,"
     " memory_pct, disk_pct, host_cpu_pct, host_memory_pct, host_disk_pct, errors"
 )
+STAGING_TYPES = (
+    ["int4", "text", "timestamptz", "timestamptz", "text", "text"]
+    + ["float8"] * 6
+    + ["jsonb", "text", "int4"]
+)
 SQL_COPY_STAGING = (
     f"COPY ingest_telemetry_staging ({STAGING_COLUMNS}, host_name, arrival) FROM STDIN"
 )
@@ -289,6 +294,7 @@ class IngestStore:
         """Copy the batch's telemetry into staging, then into the history (duplicates skipped)."""
         await conn.execute(SQL_CREATE_STAGING)
         async with conn.cursor().copy(SQL_COPY_STAGING) as copy:
+            copy.set_types(STAGING_TYPES)  # one dumper per column, not a lookup per value
             for arrival, r in enumerate(batch.history):
                 if r.serial not in ids:
                     continue
@@ -312,7 +318,7 @@ class IngestStore:
         if not signalled:
             return []
         cursor = await conn.execute(SQL_LOCK_TERMINALS, (signalled,))
-        states = {row[0]: TerminalState(*row) async for row in cursor}
+        states = {row[0]: TerminalState(*row) for row in await cursor.fetchall()}
         by_terminal: dict[int, list[StatusSignal]] = {}  # arrival order kept per terminal
         for signal in batch.signals:
             terminal_id = ids.get(signal.serial)

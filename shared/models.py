@@ -96,7 +96,8 @@ class Terminal(SQLModel, table=True):
     status_changed_at: datetime | None = _ts()
     device_status: str | None = Field(default=None, max_length=32)
     firmware_version: str | None = Field(default=None, max_length=64, index=True)
-    last_heartbeat_at: datetime | None = _ts(index=True)
+    # Not indexed: a heartbeat update then stays HOT (migration 0003).
+    last_heartbeat_at: datetime | None = _ts()
     last_seen_at: datetime | None = _ts()
     cpu_pct: float | None = None
     memory_pct: float | None = None
@@ -237,7 +238,9 @@ class TelemetryRecord(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
-    terminal_id: int = Field(foreign_key="terminal.id")
+    # No foreign key: a per-row lookup trigger on the hottest insert (migration 0003);
+    # ingest writes rows only for terminals it holds locked.
+    terminal_id: int
     message_id: str = Field(max_length=64)
     ts: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), primary_key=True)
