@@ -182,6 +182,8 @@ def generator(
     t0 = time.time()
     end = t0 + duration
     acks_read_at = t0
+    gaps: list[float] = []
+    last_tick = t0
     while sent < n_total and time.time() < end:
         due = n_total if rate is None else min(n_total, int((time.time() - t0) * rate) + 1)
         if rate is None:
@@ -197,6 +199,9 @@ def generator(
             acks_read_at = time.time()
         if rate is not None:
             time.sleep(0.002)
+        now = time.time()
+        gaps.append(now - last_tick)
+        last_tick = now
     elapsed = time.time() - t0
     # Collect the remaining PUBACKs (an acked message is the broker's).
     deadline = time.time() + 60
@@ -205,7 +210,17 @@ def generator(
     selector.close()
     for sock in socks:
         sock.close()
-    results.put({"sent": sent, "acked": acked_bytes // 4, "elapsed": elapsed})
+    gaps.sort()
+    results.put(
+        {
+            "sent": sent,
+            "acked": acked_bytes // 4,
+            "elapsed": elapsed,
+            "late_start": t0 - start_at,
+            "gap_p99": gaps[int(len(gaps) * 0.99)] if gaps else 0.0,
+            "gap_max": gaps[-1] if gaps else 0.0,
+        }
+    )
 
 
 def run_generators(
@@ -246,6 +261,9 @@ def run_generators(
     elapsed = max(r["elapsed"] for r in reports)
     return {
         "sent": sent,
+        "late_start": max(r["late_start"] for r in reports),
+        "gap_p99": max(r["gap_p99"] for r in reports),
+        "gap_max": max(r["gap_max"] for r in reports),
         "acked": sum(r["acked"] for r in reports),
         "elapsed": elapsed,
         "start_at": start_at,

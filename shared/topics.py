@@ -41,6 +41,11 @@ class TopicKind(StrEnum):
     COMMAND_RESULT = "cmd-result"
 
 
+# The regular expression admits only these names; a dict is cheaper than TopicKind(...)
+# on ingest's path, once per message.
+_KINDS = {kind.value: kind for kind in TopicKind}
+
+
 @dataclass(frozen=True, slots=True)
 class Topic:
     """A parsed TMS topic; ``command_id`` is set only for cmd and cmd-result."""
@@ -115,8 +120,8 @@ def parse(topic: str) -> Topic:
     if match is None:
         raise TopicError(f"not a TMS v1 topic: {topic[:200]!r}")
     if match["kind"] is not None:
-        return Topic(match["serial"], TopicKind(match["kind"]))
-    return Topic(match["serial"], TopicKind(match["cmdkind"]), match["command_id"])
+        return Topic(match["serial"], _KINDS[match["kind"]])
+    return Topic(match["serial"], _KINDS[match["cmdkind"]], match["command_id"])
 
 
 def check_filter(topic_filter: str) -> str:
