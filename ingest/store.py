@@ -23,6 +23,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from ingest.alert_engine import BatchAlerts, Staged
+from ingest.alert_plan import AlertAction
 from ingest.alert_store import apply_actions
 from ingest.batch import Batch, StatusSignal, split
 from ingest.decode import (
@@ -242,29 +243,30 @@ class IngestStore:
         rejections = list(batch.rejections)
         rejections.extend(self._unknown(batch, ids))
         known = ids.keys()
-        # Lock the terminals first, in id order: the history's foreign-key checks take
-        # key-share locks in arrival order, and a second ingest process (shared
-        # subscription) locking the same terminals after them would deadlock with this one.
-        transitions = await self._transitions(conn, batch, ids)
         if batch.history:
             written = await self._write_history(conn, batch, ids)
             result.telemetry_written = written
             result.telemetry_duplicates = sum(r.serial in known for r in batch.history) - written
-        await self._upsert_latest(conn, batch)
-        await self._apply_transitions(conn, transitions)
-        result.status_changes = len(transitions)
         finished, unmatched = await self._finish_commands(conn, batch.command_results, ids)
         result.commands_finished = finished
         rejections.extend(unmatched)
         result.events = self._log_events(batch.events, ids)
-        if self._alerts is not None:
-            actions, self._staged = self._alerts.evaluate(batch, ids, self._customers)
-            if actions:
-                applied = await apply_actions(conn, actions, self._alerts.config, datetime.now(UTC))
-                result.alerts_opened += applied.opened
-                result.alerts_resolved += applied.resolved
         await self._insert_dead_letters(conn, rejections)
         result.dead_letters.update(rejection.reason for rejection in rejections)
+        actions: list[AlertAction] = []
+        if self._alerts is not None:
+            actions, self._staged = self._alerts.evaluate(batch, ids, self._customers)
+        # The terminal rows last, locked in id order and held only until the commit:
+        # ingest workers on a shared subscription write the same terminals, and wait
+        # for each other only here.
+        transitions = await self._transitions(conn, batch, ids)
+        await self._upsert_latest(conn, batch)
+        await self._apply_transitions(conn, transitions)
+        result.status_changes = len(transitions)
+        if actions and self._alerts is not None:
+            applied = await apply_actions(conn, actions, self._alerts.config, datetime.now(UTC))
+            result.alerts_opened += applied.opened
+            result.alerts_resolved += applied.resolved
         return result
 
     async def _resolve(
