@@ -12,6 +12,7 @@ sends it again, and the unique message id keeps the history free of duplicates.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import time
@@ -303,6 +304,19 @@ class IngestDaemon:
 OnCommit = Callable[[Batch[Receipt], float], None]
 
 
+def tune_gc() -> None:
+    """Collect garbage less often: ingest allocates ~10 tracked objects per message.
+
+    With CPython's default (a young collection every 700 allocations), messages waiting
+    in the deque and the batch survive into the older generations, which are then
+    scanned again and again: ~20 % of ingest's CPU at 10,000 msg/s, measured. The
+    objects alive after start-up (modules, settings, pools) are frozen out of
+    collection altogether. Reference cycles are rare on this path; they still go.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 def subscription_filters(settings: IngestSettings) -> list[str]:
     """INGEST_FILTERS, under ``$share/<group>/`` when shared subscriptions are switched on."""
     if settings.shared_group is None:
@@ -351,6 +365,7 @@ async def run_ingest(
     await side_pool.open(wait=False)
     await seed_alerts(side_pool, alerts)
     daemon = IngestDaemon(settings, store, counters, on_commit)
+    tune_gc()
     worker = make_outbox_worker(notify_settings, config)
     side_stop = asyncio.Event()
     side_tasks = [
