@@ -3,7 +3,8 @@
 Prints, for one run on this machine:
 - the raw rate Mosquitto delivers to one plain subscriber (QoS 1, acked at once);
 - the sustained rate committed to PostgreSQL at full load, with zero loss, and its
-  ratio to the raw rate;
+  ratio to the raw rate (``--ingest-processes`` workers on a shared subscription, as
+  ``tms ingest --workers`` runs them; default 2);
 - publish-to-commit latency p50/p99 at a steady offered rate (default 10,000 msg/s):
   from the message's scheduled send time (its ``ts``) to its batch's commit;
 - disconnect-to-offline-alert p50/p99: terminals whose connection dies (the last will)
@@ -626,6 +627,8 @@ def main() -> None:
         print(
             f"ingest, offered {gen['sent'] / gen['elapsed']:,.0f} msg/s for {args.duration:g} s:"
             f" {db_count(url, 'steady'):,} committed of {gen['acked']:,} acked"
+            f" (publishers on time: started {gen['late_start'] * 1000:.0f} ms late,"
+            f" longest pause between sends {gen['gap_max'] * 1000:.0f} ms)"
         )
 
         # 5. Disconnect to offline alert.

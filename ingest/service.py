@@ -1,9 +1,11 @@
 """The ingest daemon: a thin asyncio shell around decode, batch and store.
 
-paho's message callback decodes each message (a guarded handler: one bad message never
-stops it) and appends it to a deque; the writer task builds batches, commits each in one
-transaction and only then acknowledges its messages. The deque is bounded by the broker,
-which sends at most max_inflight_messages unacknowledged messages. Nothing is
+The message handler (called by PublishTap, or by paho on TLS) decodes each message (a
+guarded handler: one bad message never stops it) and appends it to a deque; the writer
+task builds batches, commits each in one transaction and only then acknowledges its
+messages. The deque holds what the broker has sent unacknowledged (docs/ingest.md:
+Mosquitto 2.0.11 was seen to send a whole backlog, whatever max_inflight_messages
+says). Nothing is
 acknowledged before it is committed, so a crash, a lost broker connection or a
 PostgreSQL outage never loses a message: the broker keeps it (persistent session) and
 sends it again, and the unique message id keeps the history free of duplicates.
@@ -99,9 +101,8 @@ class IngestDaemon:
         self._on_commit = on_commit
         self.store = store
         self.counters = counters
-        # Filled by paho's message callback, emptied by the writer. Bounded by the broker:
-        # it sends at most max_inflight_messages unacknowledged messages, and nothing is
-        # acknowledged before it is committed.
+        # Filled by the message handler, emptied by the writer; it holds what the broker
+        # has sent unacknowledged, since nothing is acknowledged before its commit.
         self._pending: deque[QueueItem] = deque()
         self._wake = asyncio.Event()
         self._client: aiomqtt.Client | None = None  # set while connected
