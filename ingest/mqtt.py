@@ -91,12 +91,17 @@ class PublishTap:
         self._position = 0
 
     def recv(self, size: int) -> bytes:
-        while self._position >= len(self._for_paho):
+        if self._position >= len(self._for_paho):
             data = self._sock.recv(self.CHUNK)  # BlockingIOError and OSError pass to paho
             if not data:
                 return b""  # the broker closed the connection: paho sees it
             self._for_paho, self._position = self._split(self._raw + data), 0
             self._paho._last_bytes_received = time.monotonic()  # noqa: SLF001
+            if not self._for_paho:
+                # One chunk per call: reading on while the socket has data kept the
+                # event loop (and the writer) away for seconds under a backlog. The
+                # loop calls again while the socket is readable.
+                raise BlockingIOError
         start = self._position
         self._position = min(len(self._for_paho), start + size)
         return self._for_paho[start : self._position]

@@ -87,7 +87,22 @@ def test_a_closed_connection_reads_as_end_of_stream() -> None:
     tap = PublishTap(ours, SimpleNamespace(_last_bytes_received=0.0), lambda *m: None)
     broker.sendall(publish("t", b"p", 1, 1)[:3])  # half a packet, then the broker goes
     broker.close()
+    with pytest.raises(BlockingIOError):  # the half packet: nothing for paho, loop's turn
+        tap.recv(1)
     assert tap.recv(1) == b""
+    ours.close()
+
+
+def test_one_chunk_per_call_gives_the_event_loop_back() -> None:
+    broker, ours = socket.socketpair()
+    received: list[tuple[Any, ...]] = []
+    tap = PublishTap(ours, SimpleNamespace(_last_bytes_received=0.0), lambda *m: received.append(m))
+    tap.CHUNK = 64
+    broker.sendall(b"".join(publish("t", b"p" * 20, 1, mid) for mid in range(1, 11)))
+    with pytest.raises(BlockingIOError):
+        tap.recv(1)
+    assert 0 < len(received) < 10  # the rest waits in the socket for the next call
+    broker.close()
     ours.close()
 
 
