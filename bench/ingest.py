@@ -334,8 +334,9 @@ def commit_counters() -> dict[str, Any]:
 def ingest_process(
     settings: IngestSettings, url: str, stop: Any, ready: Any, out: Any, committed: Any
 ) -> None:
-    from ingest.service import run_ingest
+    from ingest.service import run_ingest, tune_gc
 
+    tune_gc()  # as tms ingest does
     stats: dict[str, list[float]] = {}
     last_commit: dict[str, float] = {}
 

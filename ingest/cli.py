@@ -13,7 +13,7 @@ import click
 from ingest.alert_config import load_alert_config
 from ingest.background import retention_job
 from ingest.errors import IngestConfigError
-from ingest.service import run_ingest
+from ingest.service import run_ingest, tune_gc
 from ingest.workers import fork_context, supervise, worker_settings
 from shared.settings import IngestSettings, Settings
 from tms.cli import configure_logging, database_url_of, settings_of
@@ -32,6 +32,7 @@ def check_credentials(settings: IngestSettings) -> None:
 
 
 async def _serve(settings: Settings, database_url: str, index: int = 0) -> None:
+    tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -311,8 +311,10 @@ def tune_gc() -> None:
     With CPython's default (a young collection every 700 allocations), messages waiting
     in the deque and the batch survive into the older generations, which are then
     scanned again and again: ~20 % of ingest's CPU at 10,000 msg/s, measured. The
-    objects alive after start-up (modules, settings, pools) are frozen out of
-    collection altogether. Reference cycles are rare on this path; they still go.
+    objects alive after start-up (modules, settings) are frozen out of collection
+    altogether. Reference cycles are rare on this path; they still go. It changes the
+    whole process, so the process's entry calls it (``tms ingest``, the benchmark), not
+    ``run_ingest``, which tests also run inside pytest.
     """
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
@@ -366,7 +368,6 @@ async def run_ingest(
     await side_pool.open(wait=False)
     await seed_alerts(side_pool, alerts)
     daemon = IngestDaemon(settings, store, counters, on_commit)
-    tune_gc()
     worker = make_outbox_worker(notify_settings, config)
     side_stop = asyncio.Event()
     side_tasks = [
