@@ -135,9 +135,10 @@ def render_config(
             f"persistence_location {files.persistence}/",
             # Ingest acknowledges only after its batch is committed, so a burst must wait
             # in its session queue rather than be dropped at Mosquitto's default of 1000,
-            # and enough messages must be in flight to fill one batch.
+            # and enough messages must be in flight to cover a worker's receive-to-commit
+            # cycle at full rate (docs/ingest.md: 5,000 throttled 10,000 msg/s).
             "max_queued_messages 1000000",
-            "max_inflight_messages 5000",
+            "max_inflight_messages 20000",
             # stderr is unbuffered and goes to the log file this process opened, so the
             # reload line can be awaited and no permission is needed to write the log.
             "log_dest stderr",
