@@ -43,11 +43,18 @@ from shared.db import libpq_url
 
 log = logging.getLogger(__name__)
 
-SQL_TERMINAL_IDS = "SELECT serial, id, customer_id FROM terminal WHERE serial = ANY(%s::text[])"
+# Both join an unnest instead of filtering with ``= ANY(array)``: on a small table the
+# planner chose a sequential scan that compares every row with every array element
+# (500 ids against 1,000 terminals: 15-24 ms, against 4 ms for the join's index probes),
+# which would grow with the fleet times the batch.
+SQL_TERMINAL_IDS = """
+SELECT t.serial, t.id, t.customer_id FROM unnest(%s::text[]) AS s(serial)
+JOIN terminal AS t ON t.serial = s.serial
+"""
 
 SQL_LOCK_TERMINALS = """
-SELECT id, status, last_heartbeat_at FROM terminal
-WHERE id = ANY(%b::int[]) ORDER BY id FOR UPDATE
+SELECT t.id, t.status, t.last_heartbeat_at FROM unnest(%b::int[]) AS v(id)
+JOIN terminal AS t ON t.id = v.id ORDER BY t.id FOR UPDATE OF t
 """
 
 # ON COMMIT DELETE ROWS: the staging table lives as long as the pooled connection
