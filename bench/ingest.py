@@ -195,7 +195,7 @@ def generator(
         for index, parts in chunks.items():
             socks[index].sendall(b"".join(parts))
         sent = due
-        if time.time() - acks_read_at >= 0.05:
+        if time.time() - acks_read_at >= 0.5:
             acked_bytes += read_acks(0)
             acks_read_at = time.time()
         if rate is not None:
