@@ -1,10 +1,11 @@
 """Write batches into PostgreSQL: the only ingest module that touches psycopg.
 
-One transaction per batch. History goes in with COPY into a temporary staging table
-and one ``INSERT ... ON CONFLICT (message_id, ts) DO NOTHING`` (the table is partitioned
-by month on ts, and a redelivery carries the same ts), so a redelivered message is
-never written twice; each terminal's latest state is one ``UPDATE`` per batch, from
-the same staging table. Library errors are translated at this edge: transient ones
+One transaction per batch. History goes in with one binary COPY; if some message of
+the batch is already stored (telemetry is unique on ``(message_id, ts)``: the table
+is partitioned by month on ts, and a redelivery carries the same ts), the batch goes
+through a staging table and ``INSERT ... ON CONFLICT DO NOTHING`` instead, so a
+redelivered message is never written twice. Each terminal's latest state is one
+``UPDATE`` per batch. Library errors are translated at this edge: transient ones
 become ``DatabaseUnavailableError`` (retry the batch), data the server refuses becomes
 ``BatchRefusedError`` (write the batch again message by message, see ``write_isolated``).
 """
@@ -35,6 +36,7 @@ from ingest.decode import (
     CommandResultRecord,
     EventRecord,
     Rejection,
+    TelemetryRecord,
     safe_text,
 )
 from ingest.errors import BatchRefusedError, DatabaseUnavailableError
@@ -57,42 +59,64 @@ SELECT t.id, t.status, t.last_heartbeat_at FROM unnest(%b::int[]) AS v(id)
 JOIN terminal AS t ON t.id = v.id ORDER BY t.id FOR UPDATE OF t
 """
 
-# ON COMMIT DELETE ROWS: the staging table lives as long as the pooled connection
-# and is empty at the start of every batch.
-SQL_CREATE_STAGING = """
-CREATE TEMP TABLE IF NOT EXISTS ingest_telemetry_staging (
-    terminal_id integer, message_id text, ts timestamptz, received_at timestamptz,
-    device_status text, firmware_version text, cpu_pct float8, memory_pct float8,
-    disk_pct float8, host_cpu_pct float8, host_memory_pct float8, host_disk_pct float8,
-    errors jsonb, host_name text, arrival integer
-) ON COMMIT DELETE ROWS
-"""
-
-# The columns of the telemetry history; the staging table adds what only the latest
-# state needs (host_name) and the arrival order that breaks a tie between equal ts.
-STAGING_COLUMNS = (
+# History goes straight into the partitioned table with a binary COPY, inside a
+# savepoint. Only when a message is already there (a redelivery after a crash) does
+# the COPY fail, and then the batch goes through a staging table and
+# ``INSERT ... ON CONFLICT DO NOTHING``, which costs twice as much per row.
+HISTORY_COLUMNS = (
     "terminal_id, message_id, ts, received_at, device_status, firmware_version, cpu_pct,"
     " memory_pct, disk_pct, host_cpu_pct, host_memory_pct, host_disk_pct, errors"
 )
-STAGING_TYPES = (
-    ["int4", "text", "timestamptz", "timestamptz", "text", "text"]
-    + ["float8"] * 6
-    + ["jsonb", "text", "int4"]
+HISTORY_TYPES = (
+    ["int4", "text", "timestamptz", "timestamptz", "text", "text"] + ["float8"] * 6 + ["jsonb"]
 )
-SQL_COPY_STAGING = (
-    f"COPY ingest_telemetry_staging ({STAGING_COLUMNS}, host_name, arrival) FROM STDIN"
-)
+SQL_COPY_HISTORY = f"COPY telemetry ({HISTORY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 
+# The staging tables live as long as the pooled connection (created by its configure
+# hook). The latest-state one is emptied by every commit (ON COMMIT DELETE ROWS); the
+# history one, used only after a refused COPY, empties itself, so that the commits
+# of the fast path do not truncate it every time.
+SQL_CREATE_STAGING = """
+CREATE TEMP TABLE ingest_telemetry_staging (
+    terminal_id integer, message_id text, ts timestamptz, received_at timestamptz,
+    device_status text, firmware_version text, cpu_pct float8, memory_pct float8,
+    disk_pct float8, host_cpu_pct float8, host_memory_pct float8, host_disk_pct float8,
+    errors jsonb
+)
+"""
+SQL_COPY_STAGING = f"COPY ingest_telemetry_staging ({HISTORY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+SQL_EMPTY_STAGING = "DELETE FROM ingest_telemetry_staging"
 SQL_INSERT_HISTORY = f"""
-INSERT INTO telemetry ({STAGING_COLUMNS})
-SELECT {STAGING_COLUMNS} FROM ingest_telemetry_staging
+INSERT INTO telemetry ({HISTORY_COLUMNS})
+SELECT {HISTORY_COLUMNS} FROM ingest_telemetry_staging
 ON CONFLICT (message_id, ts) DO NOTHING
 """
 
+# Each terminal's newest heartbeat of the batch goes to a staging table of its own
+# (one row per terminal; COPY dumps rows in C, where binding the same values as
+# arrays cost three times the UPDATE itself), and from there into the terminal rows,
+# which are already locked.
+LATEST_COLUMNS = (
+    "terminal_id, ts, received_at, device_status, firmware_version, cpu_pct, memory_pct,"
+    " disk_pct, host_name, host_cpu_pct, host_memory_pct, host_disk_pct"
+)
+LATEST_TYPES = (
+    ["int4", "timestamptz", "timestamptz", "text", "text"]
+    + ["float8"] * 3
+    + ["text"]
+    + ["float8"] * 3
+)
+SQL_CREATE_LATEST = """
+CREATE TEMP TABLE ingest_latest_staging (
+    terminal_id integer, ts timestamptz, received_at timestamptz, device_status text,
+    firmware_version text, cpu_pct float8, memory_pct float8, disk_pct float8,
+    host_name text, host_cpu_pct float8, host_memory_pct float8, host_disk_pct float8
+) ON COMMIT DELETE ROWS
+"""
+SQL_COPY_LATEST = f"COPY ingest_latest_staging ({LATEST_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+
 # Only a heartbeat newer than the stored one replaces the latest state, so a replayed
-# or redelivered old heartbeat never rolls the console back. The newest row of each
-# terminal comes from the staging table the history was just copied into: no second
-# copy of the batch travels to the server as parameter arrays.
+# or redelivered old heartbeat never rolls the console back.
 SQL_UPSERT_LATEST = """
 UPDATE terminal AS t SET
     last_heartbeat_at = v.ts,
@@ -103,10 +127,7 @@ UPDATE terminal AS t SET
     host_name = COALESCE(v.host_name, t.host_name),
     host_cpu_pct = v.host_cpu_pct, host_memory_pct = v.host_memory_pct,
     host_disk_pct = v.host_disk_pct
-FROM (
-    SELECT DISTINCT ON (terminal_id) * FROM ingest_telemetry_staging
-    ORDER BY terminal_id, ts DESC, arrival
-) AS v
+FROM ingest_latest_staging AS v
 WHERE t.id = v.terminal_id AND (t.last_heartbeat_at IS NULL OR v.ts > t.last_heartbeat_at)
 """
 
@@ -169,6 +190,40 @@ def _columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return columns
 
 
+def latest_per_terminal(
+    history: Iterable[TelemetryRecord], ids: dict[str, int]
+) -> dict[int, TelemetryRecord]:
+    """Each known terminal's newest heartbeat; of equal timestamps, the first to arrive."""
+    newest: dict[int, TelemetryRecord] = {}
+    for record in history:
+        terminal_id = ids.get(record.serial)
+        if terminal_id is None:
+            continue
+        held = newest.get(terminal_id)
+        if held is None or record.ts > held.ts:
+            newest[terminal_id] = record
+    return newest
+
+
+async def _copy(
+    conn: psycopg.AsyncConnection[Any],
+    statement: str,
+    rows: list[tuple[Any, ...]],
+    types: list[str] = HISTORY_TYPES,
+) -> None:
+    async with conn.cursor().copy(statement) as copy:
+        copy.set_types(types)  # binary COPY needs them; one dumper per column
+        for row in rows:
+            await copy.write_row(row)
+
+
+async def _create_staging_tables(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Once per connection (the pool's configure hook), not once per batch."""
+    await conn.execute(SQL_CREATE_STAGING)
+    await conn.execute(SQL_CREATE_LATEST)
+    await conn.commit()
+
+
 class IngestStore:
     """Batches into PostgreSQL through a small pool; keeps a serial -> terminal id cache."""
 
@@ -196,6 +251,7 @@ class IngestStore:
             open=False,
             timeout=connect_timeout_s,
             check=AsyncConnectionPool.check_connection,
+            configure=_create_staging_tables,
             name="ingest",
         )
         return cls(pool, alerts)
@@ -266,8 +322,13 @@ class IngestStore:
         # The terminal rows last, locked in id order and held only until the commit:
         # ingest workers on a shared subscription write the same terminals, and wait
         # for each other only here.
+        staged = await self._stage_latest(conn, batch, ids)
+        # From here to the commit the batch holds its terminals' row locks: only
+        # statements that need them, no work on this side (each await lets the reader
+        # decode a chunk before the writer resumes).
         transitions = await self._transitions(conn, batch, ids)
-        await self._upsert_latest(conn, batch)
+        if staged:
+            await conn.execute(SQL_UPSERT_LATEST)
         await self._apply_transitions(conn, transitions)
         result.status_changes = len(transitions)
         if actions and self._alerts is not None:
@@ -300,22 +361,27 @@ class IngestStore:
     async def _write_history(
         conn: psycopg.AsyncConnection[Any], batch: Batch[Any], ids: dict[str, int]
     ) -> int:
-        """Copy the batch's telemetry into staging, then into the history (duplicates skipped)."""
-        await conn.execute(SQL_CREATE_STAGING)
-        async with conn.cursor().copy(SQL_COPY_STAGING) as copy:
-            copy.set_types(STAGING_TYPES)  # one dumper per column, not a lookup per value
-            for arrival, r in enumerate(batch.history):
-                if r.serial not in ids:
-                    continue
-                await copy.write_row(
-                    (
-                        ids[r.serial], r.message_id, r.ts, r.envelope.received_at,
-                        r.device_status.value, r.firmware_version, r.cpu_pct, r.memory_pct,
-                        r.disk_pct, r.host_cpu_pct, r.host_memory_pct, r.host_disk_pct,
-                        r.errors_json, r.host_name, arrival,
-                    )
-                )  # fmt: skip
+        """Write the batch's telemetry into the history; returns the rows new to it."""
+        rows = [
+            (
+                ids[r.serial], r.message_id, r.ts, r.envelope.received_at, r.device_status.value,
+                r.firmware_version, r.cpu_pct, r.memory_pct, r.disk_pct, r.host_cpu_pct,
+                r.host_memory_pct, r.host_disk_pct, r.errors_json,
+            )
+            for r in batch.history
+            if r.serial in ids
+        ]  # fmt: skip
+        if not rows:
+            return 0
+        try:
+            async with conn.transaction():  # a savepoint: a refused COPY leaves no trace
+                await _copy(conn, SQL_COPY_HISTORY, rows)
+            return len(rows)
+        except psycopg.errors.UniqueViolation:
+            pass  # some of the batch is already stored: a redelivery
+        await _copy(conn, SQL_COPY_STAGING, rows)
         cursor = await conn.execute(SQL_INSERT_HISTORY)
+        await conn.execute(SQL_EMPTY_STAGING)  # rolled back with the batch if it fails
         return max(cursor.rowcount, 0)
 
     @staticmethod
@@ -339,10 +405,23 @@ class IngestStore:
         return transitions
 
     @staticmethod
-    async def _upsert_latest(conn: psycopg.AsyncConnection[Any], batch: Batch[Any]) -> None:
-        """Each terminal's newest heartbeat of the batch, from the staging table, in one UPDATE."""
-        if batch.history:
-            await conn.execute(SQL_UPSERT_LATEST)
+    async def _stage_latest(
+        conn: psycopg.AsyncConnection[Any], batch: Batch[Any], ids: dict[str, int]
+    ) -> bool:
+        """Copy each terminal's newest heartbeat of the batch to staging; False if none."""
+        newest = latest_per_terminal(batch.history, ids)
+        if not newest:
+            return False
+        rows = [
+            (
+                terminal_id, r.ts, r.envelope.received_at, r.device_status.value,
+                r.firmware_version, r.cpu_pct, r.memory_pct, r.disk_pct, r.host_name,
+                r.host_cpu_pct, r.host_memory_pct, r.host_disk_pct,
+            )
+            for terminal_id, r in newest.items()
+        ]  # fmt: skip
+        await _copy(conn, SQL_COPY_LATEST, rows, LATEST_TYPES)
+        return True
 
     @staticmethod
     async def _apply_transitions(

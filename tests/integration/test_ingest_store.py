@@ -158,6 +158,41 @@ def test_redelivered_messages_are_written_once(
     assert terminal(db, "TC-1")["firmware_version"] == "2.0"
 
 
+def test_redeliveries_in_a_row_on_one_connection_count_only_their_own_rows(
+    database_url: str, db: psycopg.Connection[Any]
+) -> None:
+    # A redelivered batch goes through the staging table: what one batch left there
+    # must not be counted, or written, by the next one on the same connection.
+    async def go() -> list[tuple[int, int]]:
+        store = IngestStore.create(database_url)
+        await store.open()
+        results = []
+        try:
+            for messages in (
+                [telemetry("TC-1", "r1", 1), telemetry("TC-1", "r2", 2)],
+                [telemetry("TC-1", "r1", 1), telemetry("TC-1", "r3", 3)],  # r1 again
+                [telemetry("TC-1", "r2", 2), telemetry("TC-2", "s1", 4)],  # r2 again
+                [telemetry("TC-2", "s2", 5)],  # nothing repeated: the fast path again
+            ):
+                batch: Batch[int] = Batch()
+                for index, (topic, payload) in enumerate(messages):
+                    batch.add(decode(topic, payload, T0), index)
+                result = await store.write(batch)
+                results.append((result.telemetry_written, result.telemetry_duplicates))
+            async with store._pool.connection() as conn:  # noqa: SLF001 (the one connection)
+                cursor = await conn.execute("SELECT count(*) FROM ingest_telemetry_staging")
+                assert await cursor.fetchone() == (0,)  # nothing carried to the next batch
+        finally:
+            await store.close()
+        return results
+
+    assert asyncio.run(go()) == [(2, 0), (1, 1), (1, 1), (1, 0)]
+    ids = [row[0] for row in db.execute("SELECT message_id FROM telemetry ORDER BY message_id")]
+    assert ids == ["r1", "r2", "r3", "s1", "s2"]
+    assert terminal(db, "TC-1")["last_heartbeat_at"] == T0 + timedelta(minutes=3)
+    assert terminal(db, "TC-2")["cpu_pct"] == 5
+
+
 def test_an_older_heartbeat_does_not_roll_back_the_latest_state(
     database_url: str, db: psycopg.Connection[Any]
 ) -> None:
