@@ -45,6 +45,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import psutil
 import psycopg
 from sqlmodel import Session
 
@@ -519,6 +520,28 @@ def offline_alerts(host: str, port: int, url: str, accounts: list[tuple[str, str
     return [raised.timestamp() - killed[serial] for serial, raised in rows]
 
 
+# --- the machine under the run ---
+
+
+class MachineClock:
+    """CPU the whole machine spent, and what the hypervisor took, over one phase.
+
+    On a shared VM the host can take ("steal") a third of both cores for seconds at a
+    time; a latency figure means little without the CPU the machine really had.
+    """
+
+    def __init__(self) -> None:
+        self._start = psutil.cpu_times()
+
+    def report(self) -> str:
+        end = psutil.cpu_times()
+        spent = {field: getattr(end, field) - getattr(self._start, field) for field in end._fields}
+        total = sum(spent.values()) - spent.get("guest", 0) - spent.get("guest_nice", 0)
+        idle = spent["idle"] + spent.get("iowait", 0)
+        busy = (total - idle) / total * 100 if total else 0.0
+        return f"machine {busy:.0f}% busy, {spent.get('steal', 0.0):.1f} CPU-s stolen by the host"
+
+
 # --- the run ---
 
 
@@ -611,6 +634,7 @@ def main() -> None:
         ingests = start_ingest(settings, url, stop, results, committed)
 
         # 3. Full load: sustained committed rate, zero loss.
+        clock = MachineClock()
         gen = run_generators(host, port, load, args.processes, "full", None, args.duration)
         done = wait_committed(url, "full", gen["acked"], 600, committed)
         rows = db_count(url, "full")
@@ -618,18 +642,20 @@ def main() -> None:
         print(
             f"ingest, full load: {sustained:,.0f} msg/s committed, sustained"
             f" ({rows:,} rows = {gen['acked']:,} acked publishes, lost 0;"
-            f" offered {gen['sent'] / gen['elapsed']:,.0f} msg/s)"
+            f" offered {gen['sent'] / gen['elapsed']:,.0f} msg/s; {clock.report()})"
         )
         print(f"ratio ingest / raw broker delivery: {sustained / raw_rate:.2f}")
 
         # 4. Steady offered rate: latency.
+        clock = MachineClock()
         gen = run_generators(host, port, load, args.processes, "steady", args.rate, args.duration)
         wait_committed(url, "steady", gen["acked"], 600, committed)
+        steady_machine = clock.report()
         print(
             f"ingest, offered {gen['sent'] / gen['elapsed']:,.0f} msg/s for {args.duration:g} s:"
             f" {db_count(url, 'steady'):,} committed of {gen['acked']:,} acked"
             f" (publishers on time: started {gen['late_start'] * 1000:.0f} ms late,"
-            f" longest pause between sends {gen['gap_max'] * 1000:.0f} ms)"
+            f" longest pause between sends {gen['gap_max'] * 1000:.0f} ms; {steady_machine})"
         )
 
         # 5. Disconnect to offline alert.
