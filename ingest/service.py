@@ -24,6 +24,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import aiomqtt
+import psycopg
+from psycopg_pool import AsyncConnectionPool
 
 from ingest.alert_config import load_alert_config
 from ingest.alert_engine import BatchAlerts
@@ -48,6 +50,7 @@ from ingest.mqtt import (
     set_message_handler,
     tap_publishes,
 )
+from ingest.sessions import register_session, retire_sessions
 from ingest.store import IngestStore
 from ingest.workers import DEFAULT_SHARED_GROUP
 from shared.settings import AlertSettings, IngestSettings, NotifySettings
@@ -96,8 +99,13 @@ class IngestDaemon:
         store: IngestStore,
         counters: IngestCounters,
         on_commit: OnCommit | None = None,
+        *,
+        retiring_session: bool = False,
     ) -> None:
         self.settings = settings
+        # A retired worker's session (ingest.sessions): subscribe to nothing, drop every
+        # filter, and only write what the broker still holds for it.
+        self._retiring = retiring_session
         self._on_commit = on_commit
         self.store = store
         self.counters = counters
@@ -146,11 +154,15 @@ class IngestDaemon:
             tap_publishes(client, handler)
             try:
                 async with client:
-                    filters = subscription_filters(self.settings)
-                    await client.subscribe([(topic, 1) for topic in filters])
-                    # A persistent session keeps the other form of the filters from an
-                    # earlier run (workers changed): it would deliver every message twice.
-                    await client.unsubscribe(stale_filters(self.settings))
+                    if self._retiring:
+                        await client.unsubscribe(every_filter(self.settings))
+                    else:
+                        filters = subscription_filters(self.settings)
+                        await client.subscribe([(topic, 1) for topic in filters])
+                        # A persistent session keeps the other form of the filters from
+                        # an earlier run (workers changed): it would deliver every
+                        # message twice.
+                        await client.unsubscribe(stale_filters(self.settings))
                     self._client = client  # healthy from here: subscribed
                     log.info("connected to MQTT broker %s:%s", mqtt.host, mqtt.port)
                     backoff.reset()
@@ -334,6 +346,26 @@ def stale_filters(settings: IngestSettings) -> list[str]:
     return list(INGEST_FILTERS)
 
 
+def every_filter(settings: IngestSettings) -> list[str]:
+    """Both forms of the filters, plain and shared: all a worker's session may hold."""
+    group = settings.shared_group or DEFAULT_SHARED_GROUP
+    return [*INGEST_FILTERS, *(f"$share/{group}/{topic}" for topic in INGEST_FILTERS)]
+
+
+async def _upkeep_sessions(
+    settings: IngestSettings, database_url: str, pool: AsyncConnectionPool, primary: bool
+) -> None:
+    """Record this worker's session; worker 0 then retires the sessions no worker uses."""
+    await register_session(pool, settings.client_id, settings.retry_max_s)
+    if not primary:
+        return
+    try:
+        await retire_sessions(settings, database_url, pool)
+    except (psycopg.Error, aiomqtt.MqttError, OSError) as exc:
+        # The record stays: the next start tries again; nothing was acknowledged unwritten.
+        log.warning("could not retire old ingest sessions: %s", exc)
+
+
 async def run_ingest(
     settings: IngestSettings,
     database_url: str,
@@ -380,6 +412,9 @@ async def run_ingest(
             name="ingest-outbox",
         ),
     ]
+    sessions = asyncio.create_task(
+        _upkeep_sessions(settings, database_url, side_pool, primary), name="ingest-sessions"
+    )
     scheduler = start_retention_schedule(database_url, settings) if primary else None
     metrics: MetricsServer | None = None
     if settings.metrics_port:
@@ -392,6 +427,8 @@ async def run_ingest(
         await daemon.run(stop, ready)
     finally:
         side_stop.set()
+        sessions.cancel()  # a drain cut short acknowledges nothing it has not written
+        await asyncio.gather(sessions, return_exceptions=True)
         if scheduler is not None:
             scheduler.shutdown(wait=False)
         await asyncio.gather(*side_tasks, return_exceptions=True)

@@ -389,3 +389,12 @@ class TelemetryHourly(SQLModel, table=True):
     host_cpu_avg: float | None = None
     host_memory_avg: float | None = None
     host_disk_avg: float | None = None
+
+
+class IngestSession(SQLModel, table=True):
+    """A broker session an ingest worker has used (client id), for its later retirement."""
+
+    __tablename__ = "ingest_session"
+
+    client_id: str = Field(max_length=128, primary_key=True)
+    registered_at: datetime | None = _ts(nullable=False, server_now=True)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import psutil
 import psycopg
 import pytest
@@ -128,9 +129,10 @@ def heartbeat(n: int) -> bytes:
 class Publisher(threading.Thread):
     """Publishes ``total`` heartbeats at a steady rate (QoS 1, each acknowledged)."""
 
-    def __init__(self, probe: MqttProbe, total: int, per_second: int) -> None:
+    def __init__(self, probe: MqttProbe, total: int, per_second: int, first: int = 0) -> None:
         super().__init__(daemon=True)
         self.probe, self.total, self.per_second = probe, total, per_second
+        self.first = first  # message ids loss-<first> onwards
         self.published = 0
         self.error: BaseException | None = None
         self.start()
@@ -138,7 +140,8 @@ class Publisher(threading.Thread):
     def run(self) -> None:
         try:
             for n in range(self.total):
-                info = self.probe.client.publish(topics.telemetry(SERIAL), heartbeat(n), 1)
+                payload = heartbeat(self.first + n)
+                info = self.probe.client.publish(topics.telemetry(SERIAL), payload, 1)
                 info.wait_for_publish(10)
                 self.published += 1
                 if n % 50 == 49:
@@ -213,6 +216,65 @@ def test_workers_share_the_stream_and_a_killed_worker_loses_nothing(
     assert ingest.process.returncode == 0, ingest.output()
     assert count(database_url) == (TOTAL, TOTAL)
     assert "ingest worker 1 exited with code -9" in ingest.output()
+
+
+def session_present(broker: RunningBroker, secret: str, client_id: str) -> bool:
+    """Whether the broker still keeps a persistent session for ``client_id``."""
+    found: list[bool] = []
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=False,
+        protocol=mqtt.MQTTv311,
+    )
+    client.username_pw_set("tms-ingest", secret)
+    client.on_connect = lambda _c, _u, flags, _r, _p: found.append(flags.session_present)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        wait_until(lambda: bool(found), f"a CONNACK for {client_id}", timeout=10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return found[0]
+
+
+def registered_sessions(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        return {row[0] for row in conn.execute("SELECT client_id FROM ingest_session")}
+
+
+def test_lowering_the_worker_count_drains_the_retired_workers_sessions(
+    setup: tuple[RunningBroker, str, MqttProbe], database_url: str
+) -> None:
+    broker, secret, probe = setup
+    two = IngestProcess(broker, secret, database_url, workers=2).wait_healthy()
+    try:
+        Publisher(probe, 100, per_second=1500).finish()
+        wait_until(lambda: count(database_url)[0] >= 100, "the first messages")
+    finally:
+        two.stop()
+    assert registered_sessions(database_url) == {"tms-ingest-lossless", "tms-ingest-lossless-1"}
+    # Both workers away: Mosquitto queues each message for one of the two sessions.
+    Publisher(probe, 600, per_second=1500, first=100).finish()
+    one = IngestProcess(broker, secret, database_url, workers=1).wait_healthy()
+    try:
+        # Worker 1's share reaches PostgreSQL only through the retirement of its session.
+        wait_until(lambda: count(database_url)[0] >= 700, "the retired worker's share")
+        wait_until(
+            lambda: registered_sessions(database_url) == {"tms-ingest-lossless"},
+            "the retired session's record to go",
+        )
+        Publisher(probe, 300, per_second=1500, first=700).finish()
+        wait_until(lambda: count(database_url)[0] >= 1000, "the messages after the change")
+        time.sleep(0.5)  # anything doubled would show up now
+        assert 0 < one.committed(0) < 1000  # worker 0 alone did not get the queued share
+    finally:
+        one.stop()
+    assert one.process.returncode == 0, one.output()
+    assert count(database_url) == (1000, 1000)
+    assert "retired ingest session tms-ingest-lossless-1" in one.output()
+    assert not session_present(broker, secret, "tms-ingest-lossless-1")
 
 
 @pytest.fixture

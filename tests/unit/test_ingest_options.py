@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ingest.notify import retry_delay, sign, verify
-from ingest.service import stale_filters, subscription_filters
+from ingest.service import every_filter, stale_filters, subscription_filters
+from ingest.sessions import retired_sessions, worker_client_ids
 from ingest.workers import RestartPolicy, worker_settings
 from shared.settings import IngestSettings
 from shared.topics import INGEST_FILTERS
@@ -30,6 +31,28 @@ def test_workers_get_their_own_client_id_and_metrics_port_on_one_shared_group() 
     assert {w.shared_group for w in workers} == {"ingest"}
     custom = IngestSettings(shared_group="g", metrics_port=0, workers=2)
     assert [(w.shared_group, w.metrics_port) for w in (worker_settings(custom, 1),)] == [("g", 0)]
+
+
+def test_a_retired_session_drops_both_forms_of_the_filters() -> None:
+    shared = [f"$share/ingest/{t}" for t in INGEST_FILTERS]
+    assert every_filter(IngestSettings()) == [*INGEST_FILTERS, *shared]
+    assert every_filter(IngestSettings(shared_group="g"))[-1] == f"$share/g/{INGEST_FILTERS[-1]}"
+
+
+def test_the_current_worker_ids_match_the_ids_the_workers_use() -> None:
+    many = IngestSettings(client_id="ing", workers=3)
+    started = {worker_settings(many, i).client_id for i in range(3)}
+    assert worker_client_ids(many) == started == {"ing", "ing-1", "ing-2"}
+    assert worker_client_ids(IngestSettings(client_id="ing")) == {"ing"}
+
+
+def test_sessions_of_workers_no_longer_started_are_retired_and_no_others() -> None:
+    registered = ["ing", "ing-1", "ing-2", "ing-10", "ing-x", "ingest", "other-1", "ing-2-1"]
+    assert retired_sessions(registered, "ing", {"ing", "ing-1"}) == ["ing-10", "ing-2"]
+    # back to one worker: every numbered session goes, the base id stays
+    assert retired_sessions(registered, "ing", {"ing"}) == ["ing-1", "ing-10", "ing-2"]
+    # a base id with regex characters is matched literally
+    assert retired_sessions(["a.b-1", "axb-1"], "a.b", {"a.b"}) == ["a.b-1"]
 
 
 def test_a_worker_that_keeps_dying_young_waits_longer_each_time() -> None:
