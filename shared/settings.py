@@ -82,7 +82,7 @@ class BrokerSettings(_Section):
 class IngestSettings(_Section):
     mqtt: MqttClientSettings = MqttClientSettings()
     client_id: str = "tms-ingest"
-    # Well under the broker's max_inflight_messages (5,000): the next batch is read
+    # Well under the broker's max_inflight_messages (20,000): the next batch is read
     # while one commits, since nothing is acknowledged before its commit.
     batch_max: int = Field(default=2000, ge=1, le=100_000)
     batch_interval_ms: int = Field(default=100, ge=1, le=60_000)
