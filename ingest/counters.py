@@ -58,6 +58,8 @@ class IngestCounters:
     # Committed on a connection that has gone since: the broker redelivers them and
     # the unique message id keeps the history free of duplicates.
     acks_dropped: int = 0
+    # Times reading paused because max_pending messages waited for the writer.
+    read_pauses: int = 0
     alerts_opened: int = 0
     alerts_resolved: int = 0
     open_alerts: int = 0  # as of the last sweep
@@ -91,6 +93,7 @@ class IngestCounters:
             f" events={self.events} dead_letters=[{dead}]"
             f" database_retries={self.database_retries}"
             f" broker_reconnects={self.broker_reconnects} acks_dropped={self.acks_dropped}"
+            f" read_pauses={self.read_pauses}"
             f" alerts_opened={self.alerts_opened} open_alerts={self.open_alerts}"
             f" notifications_sent={self.notifications_sent}"
         )

@@ -70,6 +70,7 @@ class CountersCollector(Collector):
             ("tms_ingest_database_retries", "Batches retried for PostgreSQL", c.database_retries),
             ("tms_ingest_broker_reconnects", "Broker connections lost", c.broker_reconnects),
             ("tms_ingest_acks_dropped", "Acknowledgements for a gone connection", c.acks_dropped),
+            ("tms_ingest_read_pauses", "Reading paused: max_pending messages held", c.read_pauses),
             ("tms_alerts_opened", "Alerts opened", c.alerts_opened),
             ("tms_alerts_resolved", "Alerts resolved automatically", c.alerts_resolved),
             ("tms_notifications_sent", "Notifications delivered", c.notifications_sent),

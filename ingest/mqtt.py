@@ -7,6 +7,7 @@ loop thread, where aiomqtt drives paho's socket.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 import time
@@ -82,16 +83,30 @@ class PublishTap:
 
     CHUNK = 256 * 1024
 
-    def __init__(self, sock: socket.socket, paho: Any, handler: PublishHandler) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        paho: Any,
+        handler: PublishHandler,
+        hold: Callable[[], bool] | None = None,
+    ) -> None:
         self._sock = sock
         self._paho = paho
         self._handler = handler
+        self._hold = hold  # True while the consumer holds enough: stop reading
+        # While paused: the loop and the reader (callback, args) to register again.
+        self._paused: (
+            tuple[asyncio.AbstractEventLoop, Callable[..., Any], tuple[Any, ...]] | None
+        ) = None
         self._raw = b""  # received, not yet a whole packet
         self._for_paho = b""
         self._position = 0
 
     def recv(self, size: int) -> bytes:
         if self._position >= len(self._for_paho):
+            if self._hold is not None and self._hold():
+                self._pause()
+                raise BlockingIOError
             data = self._sock.recv(self.CHUNK)  # BlockingIOError and OSError pass to paho
             if not data:
                 return b""  # the broker closed the connection: paho sees it
@@ -108,6 +123,35 @@ class PublishTap:
 
     def pending(self) -> int:
         return len(self._for_paho) - self._position
+
+    @property
+    def paused(self) -> bool:
+        return self._paused is not None
+
+    def _pause(self) -> None:
+        """Take the socket off the event loop; what the broker sends waits in TCP buffers.
+
+        The loop watches the socket level-triggered: a reader that returned without
+        reading would be called again at once, a busy loop. So the reader registered
+        for the socket (aiomqtt's, which calls paho, which calls ``recv``) is taken off
+        and kept for ``resume``. Private API: asyncio has no public way to read back
+        a registered reader (selector event loops keep it in the selector key).
+        """
+        loop = asyncio.get_running_loop()
+        key = loop._selector.get_key(self._sock.fileno())  # type: ignore[attr-defined]  # noqa: SLF001
+        handle = key.data[0]
+        # Read before remove_reader, which cancels the handle and so clears them.
+        self._paused = (loop, handle._callback, handle._args)  # noqa: SLF001
+        loop.remove_reader(self._sock.fileno())
+
+    def resume(self) -> None:
+        """Read again (no-op unless paused, or once the connection is closed)."""
+        if self._paused is None:
+            return
+        loop, callback, args = self._paused
+        self._paused = None
+        if self._sock.fileno() >= 0:
+            loop.add_reader(self._sock.fileno(), callback, *args)
 
     def _split(self, data: bytes) -> bytes:
         """Dispatch the whole PUBLISH packets in ``data``; return the other whole packets."""
@@ -166,24 +210,42 @@ def packet_bounds(data: bytes, start: int) -> tuple[int, int] | None:
     return None
 
 
-def tap_publishes(client: aiomqtt.Client, handler: PublishHandler) -> None:
+class TapSwitch:
+    """The connection's ``PublishTap`` once its socket opens: lets the consumer resume it."""
+
+    def __init__(self) -> None:
+        self.tap: PublishTap | None = None
+
+    def resume(self) -> None:
+        if self.tap is not None:
+            self.tap.resume()
+
+
+def tap_publishes(
+    client: aiomqtt.Client, handler: PublishHandler, hold: Callable[[], bool] | None = None
+) -> TapSwitch:
     """Deliver PUBLISH packets through ``PublishTap``; call before connecting.
 
-    Private API: paho's socket is swapped in its on_socket_open callback (chained to
-    aiomqtt's), before the CONNECT is sent, so no packet is ever half read by paho.
-    TLS sockets and MQTT 5 (whose PUBLISH carries properties) keep paho's own reading,
-    with the same handler through ``set_message_handler``.
+    ``hold()`` is asked before each read: while it is True the tap stops reading, and
+    the returned switch's ``resume()`` starts it again. Private API: paho's socket is
+    swapped in its on_socket_open callback (chained to aiomqtt's), before the CONNECT
+    is sent, so no packet is ever half read by paho. TLS sockets and MQTT 5 (whose
+    PUBLISH carries properties) keep paho's own reading, with the same handler through
+    ``set_message_handler``, and are not paused.
     """
     paho = client._client  # noqa: SLF001
     aiomqtt_on_socket_open = paho.on_socket_open
+    switch = TapSwitch()
 
     def on_socket_open(paho_client: Any, userdata: Any, sock: Any) -> None:
         if type(sock) is socket.socket and paho._protocol == MQTTv311:  # noqa: SLF001
-            paho._sock = PublishTap(sock, paho, handler)  # noqa: SLF001
+            switch.tap = PublishTap(sock, paho, handler, hold)
+            paho._sock = switch.tap  # noqa: SLF001
         if aiomqtt_on_socket_open is not None:
             aiomqtt_on_socket_open(paho_client, userdata, sock)
 
     paho.on_socket_open = on_socket_open
+    return switch
 
 
 def set_message_handler(client: aiomqtt.Client, handler: PublishHandler) -> None:

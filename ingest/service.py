@@ -45,6 +45,7 @@ from ingest.metrics import Health, MetricsServer, make_registry
 from ingest.mqtt import (
     PublishHandler,
     Receipt,
+    TapSwitch,
     acknowledge,
     make_client,
     set_message_handler,
@@ -59,6 +60,9 @@ from shared.topics import INGEST_FILTERS
 log = logging.getLogger(__name__)
 
 REASON_INTERNAL_ERROR = "internal-error"
+# The SUBACK of a resumed session comes after its backlog, which is read only as fast
+# as it is written once reading pauses: ~10 minutes of writing, not aiomqtt's 10 s.
+SUBSCRIBE_TIMEOUT_S = 600.0
 _END: Final = None  # queued by the daemon to tell the writer that reading has stopped
 
 QueueItem = tuple[Decoded, Receipt] | None
@@ -114,8 +118,10 @@ class IngestDaemon:
         self._pending: deque[QueueItem] = deque()
         self._wake = asyncio.Event()
         self._client: aiomqtt.Client | None = None  # set while connected
+        self._subscribed = False
         self._max_future = timedelta(seconds=settings.max_future_s)
         self._connection = 0
+        self._tap: TapSwitch | None = None
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
         writer = asyncio.create_task(self._write_loop(stop), name="ingest-writer")
@@ -151,19 +157,24 @@ class IngestDaemon:
             self._connection += 1
             handler = self._message_handler(self._connection)
             set_message_handler(client, handler)
-            tap_publishes(client, handler)
+            self._tap = tap_publishes(client, handler, self._holding_enough)
             try:
                 async with client:
+                    # Acknowledge from the CONNACK on: a resumed session's backlog comes
+                    # first, and the SUBACK only after all of it that the broker has
+                    # sent, read at the writer's pace once reading pauses (max_pending).
+                    self._client = client
+                    timeout = SUBSCRIBE_TIMEOUT_S
                     if self._retiring:
-                        await client.unsubscribe(every_filter(self.settings))
+                        await client.unsubscribe(every_filter(self.settings), timeout=timeout)
                     else:
                         filters = subscription_filters(self.settings)
-                        await client.subscribe([(topic, 1) for topic in filters])
+                        await client.subscribe([(t, 1) for t in filters], timeout=timeout)
                         # A persistent session keeps the other form of the filters from
                         # an earlier run (workers changed): it would deliver every
                         # message twice.
-                        await client.unsubscribe(stale_filters(self.settings))
-                    self._client = client  # healthy from here: subscribed
+                        await client.unsubscribe(stale_filters(self.settings), timeout=timeout)
+                    self._subscribed = True  # healthy from here
                     log.info("connected to MQTT broker %s:%s", mqtt.host, mqtt.port)
                     backoff.reset()
                     if ready is not None:
@@ -181,6 +192,7 @@ class IngestDaemon:
                 await _sleep_unless(stop, delay)
             finally:
                 self._client = None
+                self._subscribed = False
 
     async def _read_until_stop(
         self, client: aiomqtt.Client, stop: asyncio.Event, writer: asyncio.Task[None]
@@ -200,6 +212,18 @@ class IngestDaemon:
             reader.result()  # a lost connection raises MqttError here -> reconnect
         else:
             await asyncio.gather(reader, return_exceptions=True)
+
+    def _holding_enough(self) -> bool:
+        """Stop reading the broker while this many messages wait for the writer.
+
+        Mosquitto 2.0.11 sends a resumed session's whole backlog regardless of its
+        in-flight limit; unread, the rest stays at the broker (in TCP buffers and its
+        queue) instead of in this process's memory. Not before the CONNACK is read.
+        """
+        holding = self._client is not None and len(self._pending) >= self.settings.max_pending
+        if holding:
+            self.counters.read_pauses += 1  # the tap stops asking until it is resumed
+        return holding
 
     def _message_handler(self, connection: int) -> PublishHandler:
         """The callback for every PUBLISH: decode, and hand it to the writer.
@@ -294,11 +318,13 @@ class IngestDaemon:
         self.counters.database_ok = True
         self.counters.add_batch(len(batch), result, committed_at - started)
         self._acknowledge(batch.receipts)
+        if self._tap is not None and len(self._pending) <= self.settings.max_pending // 2:
+            self._tap.resume()
         if self._on_commit is not None:
             self._on_commit(batch, committed_at)
 
     def health(self) -> Health:
-        return Health(self._client is not None, self.counters.database_ok, len(self._pending))
+        return Health(self._subscribed, self.counters.database_ok, len(self._pending))
 
     def _acknowledge(self, receipts: list[Receipt]) -> None:
         # Receipts of an earlier connection cannot be acknowledged on this one (message

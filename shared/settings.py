@@ -97,6 +97,10 @@ class IngestSettings(_Section):
     # Processes `tms ingest` runs on one shared subscription (group shared_group, or
     # "ingest"): one process decodes on one core (ingest/workers.py, docs/ingest.md).
     workers: int = Field(default=1, ge=1, le=64)
+    # Reading from the broker pauses while this many received messages wait for the
+    # writer (~1.5 KB each decoded), and resumes below half: a resumed session's
+    # backlog then waits at the broker, not in ingest's memory.
+    max_pending: int = Field(default=50_000, ge=100, le=10_000_000)
     # Telemetry newer than the receive time by more than this is dead-lettered.
     max_future_s: float = Field(default=300.0, gt=0)
     # /metrics (Prometheus) and /healthz; port 0 switches the endpoint off.

@@ -266,6 +266,38 @@ def test_a_burst_beyond_mosquittos_default_queue_is_not_lost(
     assert scalar(database_url, "SELECT count(*) FROM telemetry") == burst
 
 
+def test_a_backlog_beyond_max_pending_waits_at_the_broker_and_is_all_written(
+    database_url: str,
+    terminal_probe: MqttProbe,
+    ingest_settings: Callable[..., IngestSettings],
+) -> None:
+    backlog, max_pending = 6000, 300
+    # Small batches: the writer is slower than the reader, as under a real backlog.
+    settings = ingest_settings(max_pending=max_pending, batch_max=50)
+    IngestThread(settings, database_url).start().stop()  # the session exists from now on
+    infos = [
+        terminal_probe.client.publish(topics.telemetry(SERIAL), heartbeat(f"backlog-{i}"), 1)
+        for i in range(backlog)
+    ]
+    for info in infos:
+        info.wait_for_publish(WAIT_S)
+    depths: list[int] = []
+    ingest = IngestThread(settings, database_url).start()
+    try:
+        while ingest.counters.committed < backlog:
+            _, body = _get(settings.metrics_port, "/healthz")
+            depths.append(json.loads(body)["queue_depth"])
+            assert len(depths) < WAIT_S / 0.02, "the backlog was not written in time"
+            time.sleep(0.02)
+    finally:
+        ingest.stop()
+    # A paused read stops at the end of its chunk (256 KB, ~1,400 of these messages).
+    assert max(depths) < max_pending + 1500 < backlog
+    assert scalar(database_url, "SELECT count(*) FROM telemetry") == backlog
+    assert scalar(database_url, "SELECT count(DISTINCT message_id) FROM telemetry") == backlog
+    assert ingest.counters.read_pauses > 0
+
+
 def _get(port: int, path: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:

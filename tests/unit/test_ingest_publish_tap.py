@@ -6,6 +6,8 @@ as TCP may deliver it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import struct
 from types import SimpleNamespace
@@ -113,3 +115,68 @@ def test_packet_bounds() -> None:
     assert packet_bounds(b"\x30\x80\x01" + b"z" * 128, 0) == (3, 131)
     with pytest.raises(ValueError, match="four bytes"):
         packet_bounds(b"\x30\xff\xff\xff\xff\x01", 0)
+
+
+def test_reading_pauses_while_the_consumer_holds_enough_and_resumes_on_request() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        broker, ours = socket.socketpair()
+        ours.setblocking(False)
+        received: list[tuple[Any, ...]] = []
+        holding = True
+        calls = 0
+        tap = PublishTap(
+            ours,
+            SimpleNamespace(_last_bytes_received=0.0),
+            lambda *m: received.append(m),
+            hold=lambda: holding and len(received) >= 5,
+        )
+        tap.CHUNK = 64  # two packets a read
+
+        def on_readable() -> None:  # what aiomqtt registers: paho's read, which calls recv
+            nonlocal calls
+            calls += 1
+            with contextlib.suppress(BlockingIOError):
+                tap.recv(1)
+
+        loop.add_reader(ours.fileno(), on_readable)
+        try:
+            broker.sendall(b"".join(publish("t", b"p" * 20, 1, mid) for mid in range(1, 21)))
+            await asyncio.sleep(0.2)
+            held, calls_when_held = len(received), calls
+            assert 5 <= held < 20 and tap.paused
+            await asyncio.sleep(0.2)
+            # Nothing read while paused, and no busy loop on the readable socket.
+            assert (len(received), calls) == (held, calls_when_held)
+            holding = False
+            tap.resume()
+            await asyncio.sleep(0.2)
+            assert [m[2] for m in received] == list(range(1, 21))  # all, in order
+            assert not tap.paused
+        finally:
+            loop.remove_reader(ours.fileno())
+            broker.close()
+            ours.close()
+
+    asyncio.run(scenario())
+
+
+def test_resuming_after_the_connection_closed_does_nothing() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        broker, ours = socket.socketpair()
+        ours.setblocking(False)
+        tap = PublishTap(
+            ours, SimpleNamespace(_last_bytes_received=0.0), lambda *m: None, lambda: True
+        )
+        loop.add_reader(ours.fileno(), lambda: None)
+        broker.sendall(publish("t", b"p", 1, 1))
+        with pytest.raises(BlockingIOError):
+            tap.recv(1)
+        assert tap.paused
+        ours.close()
+        tap.resume()  # no reader for a closed socket
+        assert not tap.paused
+        broker.close()
+
+    asyncio.run(scenario())
