@@ -219,11 +219,16 @@ class IngestDaemon:
         Mosquitto 2.0.11 sends a resumed session's whole backlog regardless of its
         in-flight limit; unread, the rest stays at the broker (in TCP buffers and its
         queue) instead of in this process's memory. Not before the CONNACK is read.
+        The writer resumes reading after each commit, once below half of max_pending.
         """
-        holding = self._client is not None and len(self._pending) >= self.settings.max_pending
-        if holding:
+        if self._client is None:
+            return False
+        if len(self._pending) >= self.settings.max_pending:
             self.counters.read_pauses += 1  # the tap stops asking until it is resumed
-        return holding
+            return True
+        # Also while the writer holds its terminals' row locks (a few milliseconds of
+        # round trips): a chunk decoded in between would make the other workers wait.
+        return self.store.locking
 
     def _message_handler(self, connection: int) -> PublishHandler:
         """The callback for every PUBLISH: decode, and hand it to the writer.
@@ -305,6 +310,7 @@ class IngestDaemon:
                     result = await self.store.write_isolated(batch)
                 break
             except DatabaseUnavailableError as exc:
+                self._resume_reading()  # paused for the terminal locks, which are gone
                 self.counters.database_retries += 1
                 self.counters.database_ok = False
                 if stop.is_set():
@@ -318,10 +324,13 @@ class IngestDaemon:
         self.counters.database_ok = True
         self.counters.add_batch(len(batch), result, committed_at - started)
         self._acknowledge(batch.receipts)
-        if self._tap is not None and len(self._pending) <= self.settings.max_pending // 2:
-            self._tap.resume()
+        self._resume_reading()
         if self._on_commit is not None:
             self._on_commit(batch, committed_at)
+
+    def _resume_reading(self) -> None:
+        if self._tap is not None and len(self._pending) <= self.settings.max_pending // 2:
+            self._tap.resume()
 
     def health(self) -> Health:
         return Health(self._subscribed, self.counters.database_ok, len(self._pending))

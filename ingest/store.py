@@ -233,6 +233,7 @@ class IngestStore:
         self._customers: dict[int, int] = {}  # terminal id -> customer id
         self._alerts = alerts
         self._staged: Staged | None = None  # threshold states of the batch being written
+        self.locking = False  # True from locking the batch's terminals to the commit
 
     @classmethod
     def create(
@@ -280,8 +281,11 @@ class IngestStore:
     async def write(self, batch: Batch[Any]) -> WriteResult:
         """Write one batch in one transaction, or raise and leave the database unchanged."""
         self._staged = None
-        async with self._transaction() as conn:
-            result = await self._write(conn, batch)
+        try:
+            async with self._transaction() as conn:
+                result = await self._write(conn, batch)
+        finally:
+            self.locking = False
         if self._alerts is not None and self._staged is not None:
             self._alerts.adopt(self._staged)  # only now: the batch is committed
         return result
@@ -324,8 +328,10 @@ class IngestStore:
         # for each other only here.
         staged = await self._stage_latest(conn, batch, ids)
         # From here to the commit the batch holds its terminals' row locks: only
-        # statements that need them, no work on this side (each await lets the reader
-        # decode a chunk before the writer resumes).
+        # statements that need them, and ``locking`` tells the daemon to stop reading
+        # the broker meanwhile (each await would otherwise let the reader decode a
+        # whole chunk before the writer resumes, with the other workers waiting).
+        self.locking = True
         transitions = await self._transitions(conn, batch, ids)
         if staged:
             await conn.execute(SQL_UPSERT_LATEST)
