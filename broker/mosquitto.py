@@ -102,6 +102,9 @@ def _tls_lines(tls: TlsListener | None, files: MosquittoFiles) -> list[str]:
     ]
 
 
+DEFAULT_MAX_QUEUED = BrokerSettings.model_fields["max_queued_messages"].default
+
+
 @dataclass(frozen=True, slots=True)
 class PluginConfig:
     """The built TMS plugin and its options."""
@@ -116,6 +119,7 @@ def render_config(
     files: MosquittoFiles,
     plugin: PluginConfig,
     tls: TlsListener | None = None,
+    max_queued_messages: int = DEFAULT_MAX_QUEUED,
 ) -> str:
     return "\n".join(
         [
@@ -137,7 +141,7 @@ def render_config(
             # in its session queue rather than be dropped at Mosquitto's default of 1000,
             # and enough messages must be in flight to cover a worker's receive-to-commit
             # cycle at full rate (docs/ingest.md: 5,000 throttled 10,000 msg/s).
-            "max_queued_messages 1000000",
+            f"max_queued_messages {max_queued_messages}",
             "max_inflight_messages 20000",
             # stderr is unbuffered and goes to the log file this process opened, so the
             # reload line can be awaited and no permission is needed to write the log.
@@ -247,8 +251,10 @@ class MosquittoProcess:
         tls: TlsListener | None = None,
         plugin_options: PluginOptions | None = None,
         plugin_dir: Path | None = None,
+        max_queued_messages: int = DEFAULT_MAX_QUEUED,
     ) -> None:
         self.binary = binary
+        self.max_queued_messages = max_queued_messages
         self.files = files
         self.plugin_options = plugin_options or PluginOptions.from_settings(BrokerSettings())
         self.plugin_dir = plugin_dir or files.directory / "plugin"
@@ -283,7 +289,9 @@ class MosquittoProcess:
             write_atomically(self.files.tls_cert, cert, 0o644, self._owner)
             write_atomically(self.files.tls_key, key, 0o600, self._owner)
         plugin = PluginConfig(library, self.plugin_options)
-        config = render_config(self.host, self.port, self.files, plugin, self.tls)
+        config = render_config(
+            self.host, self.port, self.files, plugin, self.tls, self.max_queued_messages
+        )
         write_atomically(self.files.config, config, 0o644, self._owner)
 
     def write_accounts(self, accounts: list[BrokerAccount]) -> None:
@@ -398,6 +406,7 @@ def write_operator_config(
         listener,
         PluginOptions.from_settings(settings),
         settings.mosquitto_plugin_dir,
+        settings.max_queued_messages,
     )
     process.prepare(check_binary=False)
     process.write_accounts(accounts)

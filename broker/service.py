@@ -186,6 +186,7 @@ def run_broker_service(
         tls_listener,
         PluginOptions.from_settings(settings),
         settings.mosquitto_plugin_dir,
+        settings.max_queued_messages,
     )
     mosquitto.prepare()
     engine = make_engine(database_url, pool_size=1)

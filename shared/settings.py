@@ -77,6 +77,11 @@ class BrokerSettings(_Section):
     login_delay_max_s: float = Field(default=5.0, ge=0.001, le=600)
     # Where `tms broker` compiles the Mosquitto plugin (default: <data-dir>/broker/plugin).
     mosquitto_plugin_dir: Path | None = None
+    # Messages Mosquitto keeps per session beyond those in flight (~0.5 KB each); past
+    # it a session's new messages are dropped. For ingest, it is the longest outage
+    # ridden out: 1,000,000 is 100 s of 10,000 msg/s, ~50 min of 10,000 terminals
+    # beating every 30 s (docs/ingest.md). 0: no limit but the broker's memory.
+    max_queued_messages: int = Field(default=1_000_000, ge=0)
 
 
 class IngestSettings(_Section):

@@ -64,3 +64,16 @@ def test_plugin_options_from_settings() -> None:
     options = PluginOptions.from_settings(BrokerSettings(login_delay_step_s=0.25))
     assert (options.delay_after, options.lockout_after, options.lockout_s) == (5, 10, 300)
     assert (options.delay_step_ms, options.delay_max_ms, options.window_s) == (250, 5000, 60)
+
+
+def test_the_session_queue_limit_reaches_mosquittos_configuration(tmp_path: Path) -> None:
+    from broker.mosquitto import MosquittoFiles, PluginConfig, render_config
+
+    plugin = PluginConfig(tmp_path / "tms_auth.so", PluginOptions.from_settings(BrokerSettings()))
+    files = MosquittoFiles(tmp_path)
+    default = render_config("127.0.0.1", 1883, files, plugin).splitlines()
+    assert "max_queued_messages 1000000" in default
+    limit = BrokerSettings(max_queued_messages=250_000).max_queued_messages
+    lines = render_config("127.0.0.1", 1883, files, plugin, None, limit).splitlines()
+    assert "max_queued_messages 250000" in lines
+    assert "max_inflight_messages 20000" in lines
