@@ -30,11 +30,12 @@ class Receipt:
     qos: int
 
 
-def make_client(settings: IngestSettings) -> aiomqtt.Client:
+def make_client(settings: IngestSettings, *, clean_session: bool = False) -> aiomqtt.Client:
     """A persistent-session client with manual acknowledgement switched on.
 
     clean_session=False and a fixed client id make the broker keep the subscription and
     every unacknowledged message while ingest is away, and send them again on return.
+    clean_session=True is only for removing a retired worker's session (ingest.sessions).
     """
     mqtt = settings.mqtt
     tls = aiomqtt.TLSParameters(ca_certs=str(mqtt.tls_ca)) if mqtt.tls_ca is not None else None
@@ -44,7 +45,7 @@ def make_client(settings: IngestSettings) -> aiomqtt.Client:
         username=mqtt.username,
         password=mqtt.password.get_secret_value() if mqtt.password is not None else None,
         identifier=settings.client_id,
-        clean_session=False,
+        clean_session=clean_session,
         keepalive=mqtt.keepalive_s,
         tls_params=tls,
     )

@@ -18,11 +18,11 @@ import logging
 import re
 from collections.abc import Iterable
 
-import aiomqtt
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from ingest.counters import IngestCounters
+from ingest.mqtt import make_client
 from shared.settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -119,16 +119,6 @@ async def drain_session(
 
 async def _remove_session(settings: IngestSettings, client_id: str) -> None:
     """A clean-session connect: the broker drops the session and its subscriptions."""
-    mqtt = settings.mqtt
-    tls = aiomqtt.TLSParameters(ca_certs=str(mqtt.tls_ca)) if mqtt.tls_ca is not None else None
-    client = aiomqtt.Client(
-        mqtt.host,
-        mqtt.port,
-        username=mqtt.username,
-        password=mqtt.password.get_secret_value() if mqtt.password is not None else None,
-        identifier=client_id,
-        clean_session=True,
-        tls_params=tls,
-    )
-    async with client:
+    retired = settings.model_copy(update={"client_id": client_id})
+    async with make_client(retired, clean_session=True):
         pass
