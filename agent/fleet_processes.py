@@ -18,6 +18,7 @@ from multiprocessing.queues import Queue
 from typing import Any
 
 from agent.simulator import FleetSummary
+from shared.lifetime import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,10 @@ def _worker(
     run_slice: Callable[[list[tuple[str, str]]], FleetSummary],
     terminals: list[tuple[str, str]],
     results: Queue[FleetSummary],
+    parent_pid: int,
 ) -> None:
+    # A fleet must not go on publishing after its parent was killed with SIGKILL.
+    die_with_parent(parent_pid)
     summary = FleetSummary(len(terminals), 0, 0, 0, 0, 0, 0)
     try:
         summary = run_slice(terminals)
@@ -78,7 +82,9 @@ def run_in_processes(
     context = multiprocessing.get_context("fork")
     results: Queue[FleetSummary] = context.Queue()
     workers = [
-        context.Process(target=_worker, args=(run_slice, part, results), name=f"fleet-{n}")
+        context.Process(
+            target=_worker, args=(run_slice, part, results, os.getpid()), name=f"fleet-{n}"
+        )
         for n, part in enumerate(split(terminals, processes))
     ]
     for worker in workers:

@@ -28,12 +28,13 @@ from broker.certs import TlsFiles
 from broker.errors import MosquittoError
 from broker.provisioning import BrokerAccount
 from shared.credentials import mosquitto_password_entry
+from shared.lifetime import preexec_die_with_parent
 from shared.settings import BrokerSettings
 
 log = logging.getLogger(__name__)
 
-# When started as root, Debian's Mosquitto switches to this user before it reads
-# the password and ACL files, so they and the persistence directory must be its own.
+# As root, TMS starts Mosquitto as this user, so the password and ACL files and the
+# persistence directory must be its own.
 MOSQUITTO_USER = "mosquitto"
 RELOAD_LOG_LINE = b"Reloading config."
 _SAFE_USERNAME = re.compile(r"^[^\s:#+/\x00-\x1f]{1,64}$")
@@ -189,7 +190,7 @@ def find_binary(name: str) -> str:
 
 
 def _owner() -> tuple[int, int] | None:
-    """The uid/gid Mosquitto will run as, if it will switch user (we are root)."""
+    """The uid/gid Mosquitto runs as when we are root; None: as ourselves."""
     if os.geteuid() != 0:
         return None
     try:
@@ -303,12 +304,20 @@ class MosquittoProcess:
 
     def start(self, timeout: float = 10.0) -> None:
         """Start Mosquitto and return once its port accepts connections."""
+        # Started as its own user rather than left to drop root by itself: a change
+        # of user id clears the parent-death signal, and Mosquitto must not outlive
+        # a `tms broker` killed with SIGKILL (holding the port and the sessions).
+        uid, gid = self._owner if self._owner is not None else (None, None)
         with self.files.log.open("ab") as log_file:
             self.process = subprocess.Popen(
                 [self.binary, "-c", str(self.files.config)],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
+                user=uid,
+                group=gid,
+                extra_groups=None if gid is None else [gid],
+                preexec_fn=preexec_die_with_parent(signal.SIGTERM),
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from multiprocessing.process import BaseProcess
 
@@ -15,6 +16,7 @@ from ingest.background import retention_job
 from ingest.errors import IngestConfigError
 from ingest.service import run_ingest, tune_gc
 from ingest.workers import fork_context, supervise, worker_settings
+from shared.lifetime import die_with_parent
 from shared.settings import IngestSettings, Settings
 from tms.cli import configure_logging, database_url_of, settings_of
 
@@ -51,11 +53,14 @@ async def _serve(settings: Settings, database_url: str, index: int = 0) -> None:
             loop.remove_signal_handler(signum)
 
 
-def _worker_main(settings: Settings, database_url: str, index: int) -> None:
+def _worker_main(settings: Settings, database_url: str, index: int, parent_pid: int) -> None:
     # The supervisor's handlers came along with fork; until _serve installs its own, a
     # SIGTERM must still end this process.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # A worker whose supervisor was killed with SIGKILL commits its batch and stops,
+    # instead of holding the metrics port and its session with nobody to restart it.
+    die_with_parent(parent_pid)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(settings, database_url, index))
 
@@ -79,7 +84,7 @@ def ingest(ctx: click.Context, workers: int | None) -> None:
     settings = every.ingest
     check_credentials(settings)
     load_alert_config(every.alerts.rules_file)  # a bad rules file stops us here, clearly
-    database_url = database_url_of(ctx)
+    database_url = database_url_of(ctx, open_stopped=False)
     log.info(
         "ingest starting: broker %s:%s as %r, client id %r, %d worker(s)",
         settings.mqtt.host,
@@ -95,7 +100,9 @@ def ingest(ctx: click.Context, workers: int | None) -> None:
 
     def start(index: int) -> BaseProcess:
         process = context.Process(
-            target=_worker_main, args=(every, database_url, index), name=f"ingest-{index}"
+            target=_worker_main,
+            args=(every, database_url, index, os.getpid()),
+            name=f"ingest-{index}",
         )
         process.start()
         return process

@@ -9,20 +9,30 @@ that user, and the cluster lives in a directory it owns.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from shared.errors import TMSError
+from shared.lifetime import preexec_die_with_parent
 
 SUPERUSER = "tms"
 DATABASE = "tms"
 UNPRIVILEGED_USER = "postgres"
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 60.0
+# The word PostgreSQL writes on line 8 of postmaster.pid once it accepts connections;
+# pg_ctl -w waits for the same word.
+_READY = "ready"
 
 
 class PostgresError(TMSError):
@@ -81,10 +91,19 @@ class EmbeddedPostgres:
     root: Path
     port: int
     password: str
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    # True once this object started the server or took over a running one.
+    owned: bool = field(default=False, repr=False)
+    _lock: IO[bytes] | None = field(default=None, repr=False)
 
     @property
     def data_dir(self) -> Path:
         return self.root / "data"
+
+    @property
+    def lock_file(self) -> Path:
+        # Beside the cluster, not in it: the cluster's directory belongs to postgres.
+        return self.root.parent / "postgres.lock"
 
     @property
     def log_file(self) -> Path:
@@ -151,36 +170,83 @@ class EmbeddedPostgres:
     def is_running(self) -> bool:
         return self._run(["pg_ctl", "status", "-D", str(self.data_dir)]).returncode == 0
 
+    def lock(self, wait_s: float) -> bool:
+        """Take the cluster's lock: whoever holds it started the server and stops it.
+
+        ``tms up`` holds it while it runs; a ``tms`` command that opens a stopped
+        platform's database holds it for as long as the command runs. The kernel
+        drops it when the holder dies, however it dies.
+        """
+        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.lock_file.open("ab")
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.close()
+                    return False
+                time.sleep(0.1)
+                continue
+            self._lock = handle
+            return True
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
     def start(self) -> None:
+        """Start the server as a child that stops when this process dies.
+
+        Run by ``pg_ctl`` the server would be a daemon outliving a supervisor killed
+        with SIGKILL, holding its port; run directly, the kernel sends it SIGINT (fast
+        shutdown) when we exit, however we exit. Call ``lock`` first.
+        """
+        created = False
         if not self.is_initialized():
             self.initialize()
             created = True
-        else:
-            created = False
-        if self.is_running():
-            return
-        result = self._run(
-            [
-                "pg_ctl",
-                "start",
-                "-w",
-                "-t",
-                "60",
-                "-D",
-                str(self.data_dir),
-                "-l",
-                str(self.log_file),
-                "-o",
-                f"-p {self.port}",
-            ]
-        )
-        if result.returncode != 0:
-            tail = ""
-            if self.log_file.exists():
-                tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-15:])
-            raise PostgresError(f"PostgreSQL did not start:\n{result.stderr.strip()}\n{tail}")
+        elif self.is_running():
+            # Left by an earlier supervisor (a server still shutting down, or one an
+            # older TMS started with pg_ctl): stop it, then run our own.
+            self._pg_ctl_stop()
+        user = _run_as()
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(find_bin_dir() / "postgres"), "-D", str(self.data_dir), "-p", str(self.port)],
+                user=user.pw_uid if user else None,
+                group=user.pw_gid if user else None,
+                extra_groups=os.getgrouplist(user.pw_name, user.pw_gid) if user else None,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd="/",
+                # Own process group: Ctrl-C reaches the supervisor, which stops us in order.
+                start_new_session=True,
+                preexec_fn=preexec_die_with_parent(signal.SIGINT),
+            )
+        self.owned = True
+        self._wait_ready()
         if created:
             self._create_database()
+
+    def _wait_ready(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while postmaster_status(self.data_dir, self.process.pid) != _READY:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise PostgresError(f"PostgreSQL did not start:\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
 
     def _create_database(self) -> None:
         env = {**os.environ, "PGPASSWORD": self.password}
@@ -191,6 +257,68 @@ class EmbeddedPostgres:
         if result.returncode != 0 and "already exists" not in result.stderr:
             raise PostgresError(f"createdb failed: {result.stderr.strip()}")
 
+    def _pg_ctl_stop(self) -> None:
+        self._run(
+            ["pg_ctl", "stop", "-w", "-t", str(int(STOP_TIMEOUT_S)), "-m", "fast", "-D",
+             str(self.data_dir)]
+        )
+
     def stop(self) -> None:
-        if self.is_initialized() and self.is_running():
-            self._run(["pg_ctl", "stop", "-w", "-t", "60", "-m", "fast", "-D", str(self.data_dir)])
+        """Fast shutdown of the server this object started; a no-op otherwise."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGINT)
+                try:
+                    self.process.wait(STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    # Immediate shutdown: recovery replays the WAL at the next start.
+                    self.process.send_signal(signal.SIGQUIT)
+                    self.process.wait()
+            self.process = None
+        self.owned = False
+        self.unlock()
+
+
+def postmaster_status(data_dir: Path, pid: int | None = None) -> str | None:
+    """The server's state from ``postmaster.pid`` ("ready", "starting", ...), or None.
+
+    None when no server runs on ``data_dir`` (or, with ``pid``, not that one).
+    """
+    lines = _postmaster_lines(data_dir)
+    if len(lines) < 8 or not lines[0].strip().isdigit():
+        return None
+    if pid is not None and int(lines[0]) != pid:
+        return None
+    if not _alive(int(lines[0])):
+        return None
+    return lines[7].strip()
+
+
+def running_port(data_dir: Path) -> int | None:
+    """The port of the server running on ``data_dir`` once it is ready, else None."""
+    if postmaster_status(data_dir) != _READY:
+        return None
+    port = _postmaster_lines(data_dir)[3].strip()
+    return int(port) if port.isdigit() else None
+
+
+def _postmaster_lines(data_dir: Path) -> list[str]:
+    try:
+        return (data_dir / "postmaster.pid").read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    except PermissionError:
+        raise PostgresError(
+            f"cannot read {data_dir / 'postmaster.pid'}: permission denied; run this "
+            "command as the user that runs `tms up` (root for /var/lib/tms)"
+        ) from None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True

@@ -18,6 +18,7 @@ from agent.fleet_file import load_fleet_file, write_fleet_file
 from broker.certs import TlsFiles
 from shared import schema
 from shared.db import make_engine
+from shared.errors import TMSError
 from shared.models import AccountKind
 from shared.settings import MqttClientSettings, Settings
 from tms.children import Child, child_env, http_ok, port_accepts
@@ -25,7 +26,12 @@ from tms.ports import ensure_port_free
 from tms.postgres import EmbeddedPostgres
 
 INGEST_ACCOUNT = "tms-ingest"
+LOCK_WAIT_S = 30.0
 CONSOLE_ACCOUNT = "tms-console"
+
+
+class PlatformError(TMSError):
+    pass
 
 
 @dataclass(frozen=True)
@@ -108,11 +114,19 @@ class Platform:
         if self.settings.database.url is not None:
             self.database_url = self.settings.database.url.get_secret_value()
             return
-        self.postgres = EmbeddedPostgres(
+        postgres = EmbeddedPostgres(
             self.data_dir / "postgres", self.settings.database.port, stored["database_password"]
         )
-        self.postgres.start()
-        self.database_url = self.postgres.url
+        # A `tms` command may hold the lock for a moment while it uses the stopped
+        # platform's database; another `tms up` holds it for as long as it runs.
+        if not postgres.lock(wait_s=LOCK_WAIT_S):
+            raise PlatformError(
+                f"another `tms up` is running with the data directory {self.data_dir}: "
+                "stop it first, or choose another directory with --data-dir"
+            )
+        self.postgres = postgres
+        postgres.start()
+        self.database_url = postgres.url
 
     def _prepare_database(self) -> tuple[str | None, str, str]:
         """Migrate, create the first admin once, and fresh secrets for the services."""
@@ -319,7 +333,8 @@ class Platform:
                 self.say(f"stopping {child.name}")
             child.stop()
         if self.postgres is not None:
-            self.say("stopping PostgreSQL")
+            if self.postgres.owned:
+                self.say("stopping PostgreSQL")
             self.postgres.stop()
 
 
