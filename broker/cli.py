@@ -49,7 +49,7 @@ def broker(ctx: click.Context, data_dir: Path | None, port: int | None) -> None:
     broker_settings = settings.broker
     if port is not None:
         broker_settings = broker_settings.model_copy(update={"port": port})
-    database_url = database_url_of(ctx)
+    database_url = database_url_of(ctx, open_stopped=False)
     root = (data_dir or settings.paths.data_dir).resolve()
     ensure_port_free(
         broker_settings.host, broker_settings.port, "MQTT broker", "--port or TMS_BROKER_PORT"

@@ -42,8 +42,11 @@ def console(ctx: click.Context) -> None:
 
     configure_logging()
     settings: ConsoleSettings = settings_of(ctx).console
-    app = create_app(settings, database_url_of(ctx))
+    app = create_app(settings, database_url_of(ctx, open_stopped=False))
     try:
+        # A wrong URL or password is one line at start, not a 503 on every page later.
+        with engine_of(app).connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
         ensure_port_free(settings.host, settings.port, "console", "TMS_CONSOLE_PORT")
         server = ConsoleServer(app, settings.host, settings.port, threads=settings.threads)
         signal.signal(signal.SIGTERM, _stop_on_sigterm)

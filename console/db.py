@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from console.errors import ConsoleError
-from shared.db import make_engine
+from shared.db import database_error_message, make_engine
 
 EXTENSION = "tms_database"
 
@@ -61,9 +61,6 @@ def open_session(database_url: str) -> Iterator[Session]:
         with Session(engine, expire_on_commit=False) as session:
             yield session
     except OperationalError as exc:
-        raise ConsoleError(
-            f"cannot reach PostgreSQL ({exc.orig or exc}); is it running, and is "
-            "TMS_DATABASE_URL right?"
-        ) from exc
+        raise ConsoleError(database_error_message(exc, database_url)) from exc
     finally:
         engine.dispose()

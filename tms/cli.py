@@ -9,19 +9,35 @@ from pathlib import Path
 from typing import Any
 
 import click
+import psycopg
+import sqlalchemy.exc
 
+from shared.db import database_error_message
 from shared.errors import TMSError
 from shared.settings import Settings, load_settings
 
+_URL_KEY = "tms.database_url"
+
 
 class _Group(click.Group):
-    """Turns TMS errors into one clear line and exit code 1, never a traceback."""
+    """Turns TMS, database and file errors into one clear line and exit code 1.
+
+    A person running ``tms`` should read what to check, never a traceback.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except TMSError as exc:
             raise click.ClickException(str(exc)) from exc
+        except (sqlalchemy.exc.DBAPIError, psycopg.Error) as exc:
+            url = ctx.meta.get(_URL_KEY)
+            raise click.ClickException(database_error_message(exc, url)) from exc
+        except PermissionError as exc:
+            raise click.ClickException(
+                f"permission denied: {exc.filename}; run as the user that owns it "
+                "(root for /var/lib/tms), or choose another --data-dir"
+            ) from exc
 
 
 def configure_logging(level: str | None = None) -> None:
@@ -40,13 +56,24 @@ def configure_logging(level: str | None = None) -> None:
     envvar="TMS_CONFIG",
     help="TOML configuration file (see config/tms.toml).",
 )
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The platform's data directory, as given to `tms up` (default: TMS_DATA_DIR, "
+    "else /var/lib/tms as root, else ~/.local/share/tms). Commands find its database there.",
+)
 @click.pass_context
-def main(ctx: click.Context, config_file: Path | None) -> None:
+def main(ctx: click.Context, config_file: Path | None, data_dir: Path | None) -> None:
     """TMS: the terminal management system for TC-200 payment terminals."""
     try:
-        ctx.obj = load_settings(config_file)
+        settings = load_settings(config_file)
     except TMSError as exc:
         raise click.ClickException(str(exc)) from exc
+    if data_dir is not None:
+        paths = settings.paths.model_copy(update={"data_dir": data_dir})
+        settings = settings.model_copy(update={"paths": paths})
+    ctx.obj = settings
 
 
 def settings_of(ctx: click.Context) -> Settings:
@@ -55,14 +82,34 @@ def settings_of(ctx: click.Context) -> Settings:
     return settings
 
 
-def database_url_of(ctx: click.Context) -> str:
-    url = settings_of(ctx).database.url
-    if url is None:
-        raise click.ClickException(
-            "no database configured: set TMS_DATABASE_URL (or [database] url in the config "
-            "file), or use `tms up`, which runs its own PostgreSQL"
+def remember_database_url(ctx: click.Context, url: str) -> None:
+    """Name ``url``'s server in the one-line message of a database error."""
+    ctx.find_root().meta[_URL_KEY] = url
+
+
+def database_url_of(ctx: click.Context, *, open_stopped: bool = True) -> str:
+    """The database URL: the configured one, else that of the platform in the data dir.
+
+    With ``open_stopped`` (one-shot commands) a stopped platform's database is started
+    for the duration of the command; daemons pass False and get an error instead.
+    """
+    from tms.platform_database import platform_database
+
+    root = ctx.find_root()
+    if _URL_KEY in root.meta:
+        return str(root.meta[_URL_KEY])
+    settings = settings_of(ctx)
+    if settings.database.url is not None:
+        url = settings.database.url.get_secret_value()
+    else:
+        found = platform_database(
+            settings.paths.data_dir,
+            open_stopped=open_stopped,
+            say=lambda line: click.echo(line, err=True),
         )
-    return url.get_secret_value()
+        url = root.with_resource(found)
+    root.meta[_URL_KEY] = url
+    return url
 
 
 def _register() -> None:

@@ -65,7 +65,7 @@ def up(
     metrics_port: int | None,
 ) -> None:
     """Start PostgreSQL, the broker, ingest, the console and a simulated fleet."""
-    from tms.cli import configure_logging, settings_of
+    from tms.cli import configure_logging, remember_database_url, settings_of
     from tms.stack import Platform, UpOptions
 
     configure_logging("WARNING")
@@ -82,6 +82,8 @@ def up(
     if metrics_port is not None:
         changes["ingest"] = settings.ingest.model_copy(update={"metrics_port": metrics_port})
     settings = settings.model_copy(update=changes)
+    if settings.database.url is not None:
+        remember_database_url(ctx, settings.database.url.get_secret_value())
     options = UpOptions(
         simulate=simulate,
         heartbeat_s=heartbeat or settings.simulate.heartbeat_interval_s,
