@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
@@ -15,17 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.errors import TMSError
+from shared.lifetime import preexec_die_with_parent
 
 
 class ChildFailed(TMSError):
     pass
-
-
-def _die_with_parent() -> None:
-    # A child must not outlive a supervisor that was killed with SIGKILL.
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def port_accepts(host: str, port: int) -> bool:
@@ -67,7 +60,8 @@ class Child:
                 # Own session: Ctrl-C reaches only the supervisor, which stops
                 # the parts in order instead of all at once.
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                # A child must not outlive a supervisor killed with SIGKILL.
+                preexec_fn=preexec_die_with_parent(signal.SIGTERM),
             )
 
     def wait_ready(self, timeout: float) -> None:
