@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -9,35 +10,78 @@ from pathlib import Path
 from typing import Any
 
 import click
-import psycopg
-import sqlalchemy.exc
 
-from shared.db import database_error_message
 from shared.errors import TMSError
 from shared.settings import Settings, load_settings
 
 _URL_KEY = "tms.database_url"
 
 
-class _Group(click.Group):
-    """Turns TMS, database and file errors into one clear line and exit code 1.
+# Each component's commands live with the component and are imported only when run:
+# importing them all costs every `tms` command about a second.
+COMMANDS = {
+    "up": "tms.up:up",
+    "db": "tms.db_cli:db",
+    "broker": "broker.cli:broker",
+    "terminal": "broker.cli:terminal",
+    "account": "broker.cli:account",
+    "certs": "broker.cli:certs",
+    "ingest": "ingest.cli:ingest",
+    "console": "console.cli:console",
+    "user": "console.cli:user",
+    "agent": "agent.cli:agent",
+    "simulate": "agent.cli:simulate",
+}
+
+
+def _one_line(exc: Exception, ctx: click.Context) -> str | None:
+    """What to tell the user about ``exc`` in one line, or None for a real bug."""
+    import psycopg
+    import sqlalchemy.exc
+
+    from shared.db import database_error_message
+
+    if isinstance(exc, TMSError):
+        return str(exc)
+    if isinstance(exc, sqlalchemy.exc.DBAPIError | psycopg.Error):
+        return database_error_message(exc, ctx.find_root().meta.get(_URL_KEY))
+    if isinstance(exc, PermissionError):
+        return (
+            f"permission denied: {exc.filename}; run as the user that owns it "
+            "(root for /var/lib/tms), or choose another --data-dir"
+        )
+    return None
+
+
+class LazyGroup(click.Group):
+    """Subcommands named by ``module:attribute``, imported on use; errors in one line.
 
     A person running ``tms`` should read what to check, never a traceback.
     """
 
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in self.lazy:
+            module, attribute = self.lazy[name].split(":")
+            command = getattr(importlib.import_module(module), attribute)
+            assert isinstance(command, click.Command)
+            self.add_command(command, name)
+        return super().get_command(ctx, name)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except TMSError as exc:
-            raise click.ClickException(str(exc)) from exc
-        except (sqlalchemy.exc.DBAPIError, psycopg.Error) as exc:
-            url = ctx.meta.get(_URL_KEY)
-            raise click.ClickException(database_error_message(exc, url)) from exc
-        except PermissionError as exc:
-            raise click.ClickException(
-                f"permission denied: {exc.filename}; run as the user that owns it "
-                "(root for /var/lib/tms), or choose another --data-dir"
-            ) from exc
+        except Exception as exc:
+            message = _one_line(exc, ctx)
+            if message is None:
+                raise
+            raise click.ClickException(message) from exc
 
 
 def configure_logging(level: str | None = None) -> None:
@@ -48,7 +92,7 @@ def configure_logging(level: str | None = None) -> None:
     )
 
 
-@click.group(cls=_Group)
+@click.group(cls=LazyGroup, lazy=COMMANDS)
 @click.option(
     "--config",
     "config_file",
@@ -110,21 +154,3 @@ def database_url_of(ctx: click.Context, *, open_stopped: bool = True) -> str:
         url = root.with_resource(found)
     root.meta[_URL_KEY] = url
     return url
-
-
-def _register() -> None:
-    # Imported here so each component's CLI lives with the component.
-    from agent.cli import agent, simulate
-    from broker.cli import account, broker, certs, terminal
-    from console.cli import console, user
-    from ingest.cli import ingest, retention
-    from tms.db_cli import db
-    from tms.up import up
-
-    commands = (up, db, broker, terminal, account, certs, ingest, console, user, agent, simulate)
-    for command in commands:
-        main.add_command(command)
-    db.add_command(retention)
-
-
-_register()

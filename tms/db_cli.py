@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 
 from shared import schema
+from tms.cli import LazyGroup
 
 
-@click.group()
+@click.group(cls=LazyGroup, lazy={"retention": "ingest.cli:retention"})
 def db() -> None:
     """Manage the database schema."""
 
