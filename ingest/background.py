@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from psycopg_pool import AsyncConnectionPool
 
@@ -129,7 +130,9 @@ def _retention_guarded(database_url: str, settings: IngestSettings) -> None:
 
 def start_retention_schedule(database_url: str, settings: IngestSettings) -> AsyncIOScheduler:
     """Run the retention job now (partitions ahead) and then every retention_interval_h."""
-    scheduler = AsyncIOScheduler(timezone=UTC)
+    # In a thread pool of its own, not the event loop's executor: a stop while the
+    # job runs would cancel its future and log a traceback, though the job goes on.
+    scheduler = AsyncIOScheduler(timezone=UTC, executors={"default": ThreadPoolExecutor(1)})
     scheduler.add_job(
         _retention_guarded,
         "interval",

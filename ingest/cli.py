@@ -10,12 +10,14 @@ import signal
 from multiprocessing.process import BaseProcess
 
 import click
+import psycopg
 
 from ingest.alert_config import load_alert_config
 from ingest.background import retention_job
 from ingest.errors import IngestConfigError
 from ingest.service import run_ingest, tune_gc
 from ingest.workers import fork_context, supervise, worker_settings
+from shared.db import libpq_url
 from shared.lifetime import die_with_parent
 from shared.settings import IngestSettings, Settings
 from tms.cli import configure_logging, database_url_of, settings_of
@@ -85,6 +87,9 @@ def ingest(ctx: click.Context, workers: int | None) -> None:
     check_credentials(settings)
     load_alert_config(every.alerts.rules_file)  # a bad rules file stops us here, clearly
     database_url = database_url_of(ctx, open_stopped=False)
+    # A wrong URL, password or database name is one line now; once running, ingest
+    # rides out a PostgreSQL outage by retrying.
+    psycopg.connect(libpq_url(database_url), connect_timeout=10).close()
     log.info(
         "ingest starting: broker %s:%s as %r, client id %r, %d worker(s)",
         settings.mqtt.host,

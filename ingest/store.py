@@ -272,7 +272,8 @@ class IngestStore:
                 yield conn
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self._terminal_ids.clear()
-            raise DatabaseUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
+            detail = " ".join(str(exc).split())  # libpq's message spans lines
+            raise DatabaseUnavailableError(f"PostgreSQL is unavailable: {detail}") from exc
         except psycopg.Error as exc:
             # A terminal deleted under the cache shows up as a foreign-key error.
             self._terminal_ids.clear()
