@@ -134,12 +134,16 @@ def _in_session(ctx: click.Context, work: Callable[[Session], T]) -> T:
         engine.dispose()
 
 
-def _show_secret(username: str, secret: str) -> None:
+def _show_secret(username: str, secret: str, *, terminal: bool = True) -> None:
     click.echo(f"MQTT username: {username}")
     click.echo(f"MQTT secret:   {secret}")
+    where = (
+        "the terminal's agent configuration (TMS_AGENT_MQTT_PASSWORD)"
+        if terminal
+        else "the configuration of the service or script that uses this account"
+    )
     click.echo(
-        "Put the secret in the terminal's agent configuration now "
-        "(TMS_AGENT_MQTT_PASSWORD): it is not stored and will not be shown again.",
+        f"Put the secret in {where} now: it is not stored and will not be shown again.",
         err=True,
     )
 
@@ -256,7 +260,7 @@ def add_account(ctx: click.Context, name: str, role: str) -> None:
 
     secret = _in_session(ctx, lambda s: add(s, _actor(), name, AccountKind(role)))
     click.echo(f"Account {name} ({role}) added.")
-    _show_secret(name, secret)
+    _show_secret(name, secret, terminal=False)
 
 
 @account.command("list")
@@ -281,7 +285,7 @@ def rotate_account(ctx: click.Context, name: str) -> None:
     from broker.lifecycle import rotate_account as rotate
 
     secret = _in_session(ctx, lambda s: rotate(s, _actor(), name))
-    _show_secret(name, secret)
+    _show_secret(name, secret, terminal=False)
 
 
 @account.command("revoke")
