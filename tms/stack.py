@@ -327,6 +327,11 @@ class Platform:
                     return 1
         return 0
 
+    def started_anything(self) -> bool:
+        """Whether a process of the platform was started (and so has to be stopped)."""
+        owned_database = self.postgres is not None and self.postgres.owned
+        return owned_database or any(child.process is not None for child in self.children)
+
     def shutdown(self) -> None:
         for child in reversed(self.children):
             if child.alive():

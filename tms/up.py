@@ -102,6 +102,8 @@ def up(
         click.echo(f"Error: {exc}", err=True)
         code = 1
     finally:
+        ran = platform.started_anything()
         platform.shutdown()
-    click.echo("TMS stopped.")
+    if ran:
+        click.echo("TMS stopped.")
     ctx.exit(code)
