@@ -302,7 +302,7 @@ class MosquittoProcess:
         write_atomically(self.files.passwords, render_password_file(loadable), 0o600, self._owner)
         write_atomically(self.files.acl, render_acl_file(loadable), 0o600, self._owner)
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         """Start Mosquitto and return once its port accepts connections."""
         # Started as its own user rather than left to drop root by itself: a change
         # of user id clears the parent-death signal, and Mosquitto must not outlive
@@ -344,7 +344,7 @@ class MosquittoProcess:
         """None while running; the exit code once it has stopped."""
         return None if self.process is None else self.process.poll()
 
-    def reload(self, timeout: float = 5.0) -> None:
+    def reload(self, timeout: float = 30.0) -> None:
         """SIGHUP, then wait until Mosquitto logs that it re-read its files.
 
         The reload runs in Mosquitto's single event loop, so once the line is logged

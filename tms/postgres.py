@@ -259,8 +259,17 @@ class EmbeddedPostgres:
 
     def _pg_ctl_stop(self) -> None:
         self._run(
-            ["pg_ctl", "stop", "-w", "-t", str(int(STOP_TIMEOUT_S)), "-m", "fast", "-D",
-             str(self.data_dir)]
+            [
+                "pg_ctl",
+                "stop",
+                "-w",
+                "-t",
+                str(int(STOP_TIMEOUT_S)),
+                "-m",
+                "fast",
+                "-D",
+                str(self.data_dir),
+            ]
         )
 
     def stop(self) -> None:
