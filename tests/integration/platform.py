@@ -10,12 +10,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.waiting import wait_until
 from tms.ports import free_port
 
 SECRET_RE = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{40,}(?![A-Za-z0-9_-])")
@@ -39,14 +39,9 @@ def tms(
     )
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+def wait_for(predicate: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
+    """The old signature, kept for callers not yet moved to ``tests.waiting.wait_until``."""
+    return wait_until(predicate, what, timeout)
 
 
 def make_data_dir() -> Path:
@@ -67,6 +62,7 @@ class Platform:
     extra_env: dict[str, str] = field(default_factory=dict)
     output: list[str] = field(default_factory=list)
     process: subprocess.Popen[str] | None = None
+    pump: threading.Thread | None = None
 
     def start(self, timeout: float = 90) -> None:
         self.output = []
@@ -105,7 +101,8 @@ class Platform:
                     ready.set()
             ready.set()
 
-        threading.Thread(target=pump, daemon=True).start()
+        self.pump = threading.Thread(target=pump, daemon=True)
+        self.pump.start()
         ready.wait(timeout)
         started = any("Press Ctrl-C" in line for line in self.output)
         if self.process.poll() is not None or not started:
@@ -117,7 +114,8 @@ class Platform:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(timeout)
-        time.sleep(0.1)  # let the pump read the last lines
+        if self.pump is not None:
+            self.pump.join(timeout)  # it has read the last lines once the pipe is closed
         return code
 
     @property

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -16,7 +15,8 @@ from shared.messages import PresenceState
 from shared.models import AccountKind
 from shared.settings import MqttClientSettings
 from tests.fixtures.broker import MqttProbe, RunningBroker
-from tests.integration.test_agent_runtime import FAST, AgentThread, presence, wait_for
+from tests.integration.test_agent_runtime import FAST, AgentThread, presence, wait_for_message
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ def test_agent_connects_over_tls_trusting_the_private_ca(tls_broker: RunningBrok
     mqtt = _tls_settings(tls_broker, tls_broker.tls.ca_cert)
     agent = TerminalAgent(serial, secret, mqtt, SimulatedTC200(serial), options=FAST)
     with AgentThread(agent):
-        wait_for(ingest, presence(serial, PresenceState.ONLINE))
+        wait_for_message(ingest, presence(serial, PresenceState.ONLINE))
         assert agent.stats.connected
     ingest.close()
 
@@ -62,9 +62,7 @@ def test_agent_refuses_a_broker_it_cannot_verify(tls_broker: RunningBroker) -> N
         tls_context=untrusting,
     )
     with AgentThread(agent):
-        deadline = time.monotonic() + 5
-        while agent.stats.connect_failures < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: agent.stats.connect_failures >= 2, "two failed connection attempts")
         assert agent.stats.connects == 0
         assert agent.stats.connect_failures >= 2
         assert "certificate" in (agent.stats.last_error or "").lower()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import psycopg
 import pytest
 
@@ -13,7 +11,12 @@ from tests.fixtures.broker import MqttProbe, RunningBroker
 
 pytestmark = pytest.mark.integration
 
-QUIET_S = 0.5  # how long "nothing arrives" is watched for
+
+def nothing_came(probe: MqttProbe, barrier_filter: str) -> bool:
+    """Whether ``probe`` got no message: Mosquitto routes a message before its PUBACK,
+    so after the publisher's PUBACK and this barrier, what has not come was not sent."""
+    probe.barrier(barrier_filter)
+    return probe.drain() == []
 
 
 @pytest.fixture
@@ -42,7 +45,7 @@ def test_terminal_cannot_publish_as_another(mosquitto_broker: RunningBroker, ing
     assert intruder.connect()
     assert not intruder.publish(topics.telemetry("TC-0001"))
     assert not intruder.publish(topics.command_result("TC-0001", "c1"))
-    assert ingest.received(QUIET_S) == []
+    assert nothing_came(ingest, "tms/v1/+/cmd-result/barrier")
 
 
 def test_anonymous_login_refused(mosquitto_broker: RunningBroker) -> None:
@@ -76,19 +79,18 @@ def test_terminal_cannot_read_another_terminals_commands(mosquitto_broker: Runni
     spy.subscribe("#")
     assert console.publish(topics.command("TC-0001", "c1"), b"reboot")
     assert own.next_message().topic == "tms/v1/TC-0001/cmd/c1"  # the command was sent
-    assert spy.received(QUIET_S) == []
+    assert nothing_came(spy, "tms/v1/TC-0002/cmd/barrier")
 
 
 def test_revoked_credential_drops_live_session(mosquitto_broker: RunningBroker) -> None:
     secret = mosquitto_broker.provision_terminal("TC-0001")
     terminal = MqttProbe.terminal(mosquitto_broker, "TC-0001", secret)
     assert terminal.connect()
-    revoked_at = time.monotonic()
-    # Straight SQL, as any tool might do it: the trigger's NOTIFY must be enough.
+    # Straight SQL, as any tool might do it: the trigger's NOTIFY must be enough (the
+    # broker service re-reads credentials on a NOTIFY only, never on a timer).
     with psycopg.connect(mosquitto_broker.database_url, autocommit=True) as conn:
         conn.execute("UPDATE credential SET revoked_at = now() WHERE username = 'TC-0001'")
-    assert terminal.disconnected.wait(5), "the revoked terminal is still connected"
-    assert time.monotonic() - revoked_at < 5
+    assert terminal.disconnected.wait(60), "the revoked terminal is still connected"
     again = MqttProbe.terminal(mosquitto_broker, "TC-0001", secret)
     assert not again.connect()
 
@@ -125,5 +127,5 @@ def test_terminal_cannot_disturb_a_shared_ingest_subscription(
     assert terminal.connect()
     for n in range(6):
         assert terminal.publish(topics.telemetry("TC-0001"), str(n).encode())
-    ingest.wait_for(6, timeout=2)
+    ingest.wait_for(6)
     assert len(ingest.drain()) == 6

@@ -16,6 +16,7 @@ import pytest
 from shared import topics
 from shared.models import AccountKind
 from tests.fixtures.broker import MqttProbe, RunningBroker, running_broker
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -73,12 +74,15 @@ def test_a_silent_client_is_dropped_and_its_will_sent(any_broker: RunningBroker)
     ingest = _ingest(any_broker)
     will = (topics.status("TC-1"), b'{"online": false}')
     with socket.create_connection((any_broker.host, any_broker.port)) as raw:
+        # Before the CONNECT goes: the broker's keepalive clock cannot start earlier.
+        started = time.monotonic()
         raw.sendall(_connect_packet("TC-1", "TC-1", secret, 2, will))
         assert raw.recv(4) == b"\x20\x02\x00\x00"  # CONNACK accepted
-        started = time.monotonic()
-        message = ingest.next_message(timeout=8)  # keepalive 2 s: dropped after 3 s
+        # Keepalive 2 s: dropped after 3 s. The socket stays open meanwhile, so only the
+        # keepalive can end the session; a busy machine may take longer than 3 s.
+        message = ingest.next_message()
         assert (message.topic, message.payload) == will
-        assert 2.5 < time.monotonic() - started < 6, any_broker.kind
+        assert time.monotonic() - started > 2.5, any_broker.kind
 
 
 def test_a_will_on_another_terminals_topic_is_refused(any_broker: RunningBroker) -> None:
@@ -88,10 +92,17 @@ def test_a_will_on_another_terminals_topic_is_refused(any_broker: RunningBroker)
     will = (topics.status("TC-2"), b'{"online": false}')
     with socket.create_connection((any_broker.host, any_broker.port)) as raw:
         raw.sendall(_connect_packet("TC-1", "TC-1", secret, 30, will))
-        answer = raw.recv(4)
+        raw.recv(4)  # the broker's answer: refused, or accepted and then cut
+    # A marker: a will TC-1 may send, from a connection made and cut after that one.
+    marker = (topics.status("TC-1"), b'{"marker": true}')
+    with socket.create_connection((any_broker.host, any_broker.port)) as raw:
+        raw.sendall(_connect_packet("TC-1", "TC-1", secret, 30, marker))
+        assert raw.recv(4) == b"\x20\x02\x00\x00"
+    got = []
+    while not got or (got[-1].topic, got[-1].payload) != marker:
+        got.append(ingest.next_message())
     # Refused at CONNECT, or at least the forged will is never delivered.
-    assert answer != b"\x20\x02\x00\x00" or not ingest.received(1.0)
-    assert ingest.received(0.5) == []
+    assert [m.topic for m in got] == [marker[0]], any_broker.kind
 
 
 def test_repeated_failures_are_slowed_then_locked_out(
@@ -112,7 +123,9 @@ def test_repeated_failures_are_slowed_then_locked_out(
             started = time.monotonic()
             assert not MqttProbe(broker, "TC-1", "guess", client_id="TC-1", protocol=V311).connect()
             durations.append(time.monotonic() - started)
-        assert durations[-1] > durations[0] + 0.4  # slowed down
+        # Slowed down: the fourth try waits 2 steps of the default 0.5 s (a lower bound,
+        # which a busy machine can only lengthen).
+        assert durations[-1] >= 0.9, durations
         # Locked out now: even the right secret from that client id is refused for a while.
         assert not MqttProbe(broker, "TC-1", secret, client_id="TC-1", protocol=V311).connect()
         assert terminal.connected.is_set()  # the connected terminal was never disturbed
@@ -136,9 +149,7 @@ def test_tls_with_the_private_ca(tls_broker: RunningBroker) -> None:
     connacks: list[object] = []
     trusting.on_connect = lambda _c, _u, _f, reason, _p: connacks.append(reason)
     trusting.loop_start()
-    deadline = time.monotonic() + 5
-    while not connacks and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: connacks, "the CONNACK over TLS")
     trusting.disconnect()
     trusting.loop_stop()
     assert connacks and not connacks[0].is_failure  # type: ignore[attr-defined]

@@ -141,7 +141,7 @@ def _apply(broker: RunningBroker, change: Callable[[Session], object]) -> object
 def test_revoke_drops_the_live_session(any_broker: RunningBroker) -> None:
     probe, secret = _live(any_broker, "TC-1")
     _apply(any_broker, lambda s: lifecycle.revoke_terminal(s, ADMIN, "TC-1"))
-    assert probe.disconnected.wait(5), f"{any_broker.kind}: revoked terminal still connected"
+    assert probe.disconnected.wait(60), f"{any_broker.kind}: revoked terminal still connected"
     assert not MqttProbe.terminal(any_broker, "TC-1", secret, protocol=V311).connect()
 
 
@@ -150,7 +150,7 @@ def test_rotate_drops_the_old_secret_and_its_session(any_broker: RunningBroker) 
     bystander, _ = _live(any_broker, "TC-2")
     new = _apply(any_broker, lambda s: lifecycle.rotate_terminal(s, ADMIN, "TC-1"))
     assert isinstance(new, str)
-    assert probe.disconnected.wait(5), f"{any_broker.kind}: old-secret session survived"
+    assert probe.disconnected.wait(60), f"{any_broker.kind}: old-secret session survived"
     assert not MqttProbe.terminal(any_broker, "TC-1", old, protocol=V311).connect()
     assert MqttProbe.terminal(any_broker, "TC-1", new, protocol=V311).connect()
     assert bystander.connected.is_set()
@@ -159,7 +159,7 @@ def test_rotate_drops_the_old_secret_and_its_session(any_broker: RunningBroker) 
 def test_decommission_drops_the_session_and_records_it(any_broker: RunningBroker) -> None:
     probe, _ = _live(any_broker, "TC-1")
     _apply(any_broker, lambda s: lifecycle.decommission_terminal(s, ADMIN, "TC-1", "broken"))
-    assert probe.disconnected.wait(5)
+    assert probe.disconnected.wait(60)
     with Session(any_broker.engine) as session:
         terminal = session.exec(select(Terminal).where(Terminal.serial == "TC-1")).one()
         assert terminal.status == "decommissioned" and terminal.decommissioned_at is not None
@@ -170,7 +170,7 @@ def test_swap_replacement_logs_in_and_old_is_dropped(any_broker: RunningBroker) 
     probe, _ = _live(any_broker, "TC-1")
     secret = _apply(any_broker, lambda s: lifecycle.swap_terminal(s, ADMIN, "TC-1", "TC-9"))
     assert isinstance(secret, str)
-    assert probe.disconnected.wait(5)
+    assert probe.disconnected.wait(60)
     assert MqttProbe.terminal(any_broker, "TC-9", secret, protocol=V311).connect()
 
 

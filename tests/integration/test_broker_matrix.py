@@ -10,7 +10,6 @@ MQTT 3.1.1 throughout: amqtt 0.12.1 has no MQTT 5.
 from __future__ import annotations
 
 import itertools
-import time
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -19,11 +18,11 @@ from broker.acl import Access, is_allowed
 from shared import topics
 from shared.models import AccountKind
 from tests.fixtures.broker import MqttProbe, RunningBroker
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 V311 = mqtt.MQTTProtocolVersion.MQTTv311
-SETTLE_S = 0.6
 
 T, INGEST, CONSOLE, SUPPORT = (
     AccountKind.TERMINAL,
@@ -94,6 +93,17 @@ def _kind_of(username: str) -> AccountKind:
     return next((k for k, n in NAMES.items() if n == username), T)
 
 
+def _barrier(probe: MqttProbe, username: str) -> None:
+    """Every message already routed to ``probe`` is in its queue once this returns.
+
+    The barrier's filter is one the account may read and nobody publishes to.
+    """
+    if _kind_of(username) is T:
+        probe.barrier(f"tms/v1/{username}/cmd/barrier")
+    else:
+        probe.barrier("tms/v1/+/cmd-result/barrier")
+
+
 def _probe(broker: RunningBroker, username: str, secrets: dict[str, str]) -> MqttProbe:
     # A terminal's client id must be its serial, so one connection per terminal at a time.
     client_id = username if _kind_of(username) is T else None
@@ -138,11 +148,21 @@ def test_publish_rows(any_broker: RunningBroker) -> None:
             assert publisher.subscribe(f"tms/v1/{NAMES[T]}/cmd/+")
         publisher.publish(topic, payload)
         if who is T:
-            got |= {bytes(m.payload) for m in publisher.received(0.2)}
+            _barrier(publisher, NAMES[T])
+            got |= {bytes(m.payload) for m in publisher.drain()}
         publisher.close()
     assert own is not None
-    time.sleep(SETTLE_S)
-    got |= {bytes(m.payload) for probe in (ingest, other, own) for m in probe.drain()}
+    observers = {NAMES[INGEST]: ingest, OTHER: other, NAMES[T]: own}
+
+    def all_expected_came() -> bool:
+        got.update(bytes(m.payload) for probe in observers.values() for m in probe.drain())
+        return expected <= got
+
+    # What should arrive, first; then a barrier, after which what has not come was not sent.
+    wait_until(all_expected_came, lambda: f"{any_broker.kind}: {sorted(expected - got)}")
+    for username, probe in observers.items():
+        _barrier(probe, username)
+    got |= {bytes(m.payload) for probe in observers.values() for m in probe.drain()}
     wrong = sorted(str(sent[p]) for p in got ^ expected)
     assert wrong == [], f"{any_broker.kind}: rows that did not behave as the table says: {wrong}"
 
@@ -171,12 +191,28 @@ def _observe(
                 publishers[name] = _probe(broker, name, secrets)
             sender = publishers[name]
         assert sender.publish(topic, topic.encode())
-    time.sleep(SETTLE_S)
+    got: dict[MqttProbe, set[str]] = {probe: set() for probe, _ in subscribers}
+
+    def drain() -> None:
+        for probe, _ in subscribers:
+            got[probe] |= {m.topic for m in probe.drain()}
+
+    def allowed_rows_delivered() -> bool:
+        drain()
+        return all(row[2] in got[probe] for probe, row in subscribers if row[4])
+
+    # What should arrive, first; then a barrier, after which what has not come was not sent.
+    wait_until(
+        allowed_rows_delivered,
+        lambda: f"{broker.kind}: {[r for p, r in subscribers if r[4] and r[2] not in got[p]]}",
+    )
+    for probe, row in subscribers:
+        _barrier(probe, NAMES[row[0]])
+    drain()
     wrong = []
     for probe, row in subscribers:
-        got = {m.topic for m in probe.drain()}
         topic, allowed = row[2], row[4]
-        if (topic in got) is not allowed:
+        if (topic in got[probe]) is not allowed:
             wrong.append(row)
         probe.close()
     for sender in publishers.values():

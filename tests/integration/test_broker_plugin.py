@@ -17,6 +17,7 @@ from broker.mosquitto import MosquittoFiles
 from shared import topics
 from shared.models import AccountKind
 from tests.fixtures.broker import MqttProbe, RunningBroker, running_broker
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -35,14 +36,21 @@ def _files(broker: RunningBroker) -> MosquittoFiles:
     return MosquittoFiles(broker.directory / "broker")
 
 
-def _stats(broker: RunningBroker, name: str, at_least: int, timeout: float = 5.0) -> int:
-    """The plugin's counter, once it reaches ``at_least`` (the file is written each second)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read_stats(_files(broker).plugin_stats).get(name, 0)
-        if value >= at_least or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
+def _stat(broker: RunningBroker, name: str) -> int:
+    """The plugin's counter as last written (the file is written each second)."""
+    return read_stats(_files(broker).plugin_stats).get(name, 0)
+
+
+def _wait_stat(broker: RunningBroker, name: str, at_least: int = 1) -> int:
+    """The plugin's counter, once its file says it has reached ``at_least``."""
+    return wait_until(
+        lambda: (value := _stat(broker, name)) >= at_least and value,
+        f"the plugin's {name} counter to reach {at_least}",
+    )
+
+
+def _log_says(broker: RunningBroker, line: str) -> bool:
+    return line in _files(broker).log.read_text()
 
 
 def _guess(broker: RunningBroker, client_id: str = "TC-1") -> bool:
@@ -81,19 +89,24 @@ def test_a_valid_login_with_another_terminals_client_id_changes_nothing(
 
 
 def test_repeated_failures_are_slowed_then_locked_out(database_url: str) -> None:
+    # A window long enough that the next login surely comes within it on a busy machine.
     settings: dict[str, Any] = {
         **FAST_THROTTLE,
-        "login_delay_step_s": 1.0,
-        "login_delay_max_s": 1.0,
+        "login_delay_step_s": 3.0,
+        "login_delay_max_s": 3.0,
     }
     with running_broker("mosquitto", database_url, **settings) as broker:
         secret = broker.provision_terminal("TC-1")
         assert not _guess(broker) and not _guess(broker)
         # Slowed: for a while even the right secret is not checked.
         assert not MqttProbe.terminal(broker, "TC-1", secret, protocol=V311).connect()
-        assert _stats(broker, "slowed", 1) >= 1
-        time.sleep(1.1)
-        assert MqttProbe.terminal(broker, "TC-1", secret, protocol=V311).connect()
+        _wait_stat(broker, "slowed")
+        # Once the window has passed it is (a slowed refusal does not extend the window).
+        wait_until(
+            lambda: MqttProbe.terminal(broker, "TC-1", secret, protocol=V311).connect(),
+            "the right secret to be accepted after the slow-down window",
+            interval=0.5,  # each try is a connection
+        )
 
 
 def test_lockout_is_logged_counted_and_spares_the_connected_terminal(database_url: str) -> None:
@@ -101,20 +114,26 @@ def test_lockout_is_logged_counted_and_spares_the_connected_terminal(database_ur
         secret = broker.provision_terminal("TC-1")
         terminal = MqttProbe.terminal(broker, "TC-1", secret, protocol=V311)
         assert terminal.connect() and terminal.subscribe(topics.command_filter("TC-1"))
-        deadline = time.monotonic() + 10
-        while _stats(broker, "lockouts", 1, timeout=0) < 1 and time.monotonic() < deadline:
+
+        def locked_out() -> bool:
             assert not _guess(broker)  # a stranger with the terminal's client id
             time.sleep(0.15)  # past the slow-down window, so each guess is checked
-        assert _stats(broker, "lockouts", 1) >= 1
+            return _stat(broker, "lockouts") >= 1
+
+        wait_until(locked_out, "a lockout")
         # Locked out: the right secret from that client id and address is refused too.
         assert not MqttProbe.terminal(broker, "TC-1", secret, protocol=V311).connect()
-        assert _stats(broker, "refused_locked", 1) >= 1
-        log_text = _files(broker).log.read_text()
-        assert "too many failed logins for client id TC-1" in log_text
-        assert "too many failed logins for address 127.0.0.1" in log_text
+        _wait_stat(broker, "refused_locked")
+        wait_until(
+            lambda: (
+                _log_says(broker, "too many failed logins for client id TC-1")
+                and _log_says(broker, "too many failed logins for address 127.0.0.1")
+            ),
+            "the lockouts of the client id and the address in Mosquitto's log",
+        )
         # A reload re-checks every session; a lockout must not end a connected one.
         broker.provision_terminal("TC-2")
-        assert _stats(broker, "reloads", 1) >= 1
+        _wait_stat(broker, "reloads")
         assert terminal.connected.is_set() and not terminal.disconnected.is_set()
 
 
@@ -126,7 +145,5 @@ def test_revoke_still_ends_a_live_session_through_the_plugin(database_url: str) 
         for _ in range(4):  # the address is locked out as well: revoke must still work
             _guess(broker, client_id="stranger")
             time.sleep(0.15)
-        started = time.monotonic()
         broker.revoke("TC-1")
-        assert terminal.disconnected.wait(5)
-        assert time.monotonic() - started < 5
+        assert terminal.disconnected.wait(60), "the revoked terminal is still connected"

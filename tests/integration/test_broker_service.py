@@ -8,7 +8,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,6 +24,7 @@ from shared.db import make_engine
 from shared.models import AccountKind, Credential, Store, Terminal
 from shared.settings import BrokerSettings
 from tests.fixtures.broker import MqttProbe
+from tests.waiting import port_answers, wait_until
 from tms.cli import main
 from tms.ports import free_port
 
@@ -122,10 +122,10 @@ def test_service_fails_when_mosquitto_dies(database_url: str, work_dir: Path) ->
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        assert ready.wait(15)
+        assert ready.wait(60)
         [mosquitto] = _mosquittos_in(work_dir)
         mosquitto.kill()
-        thread.join(10)
+        thread.join(60)
         assert not thread.is_alive()
         assert len(failures) == 1 and isinstance(failures[0], MosquittoError)
         assert "stopped unexpectedly" in str(failures[0])
@@ -144,15 +144,17 @@ def test_tms_broker_serves_and_stops_on_sigterm(database_url: str, work_dir: Pat
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 20
-        while not _mosquittos_in(work_dir) or not (work_dir / "broker" / "mosquitto.log").exists():
+
+        def listening() -> bool:
             assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+            return port_answers("127.0.0.1", port)
+
+        wait_until(listening, f"tms broker to listen on port {port}", timeout=60)
+        assert _mosquittos_in(work_dir), "something else answers on the broker's port"
         address = SimpleNamespace(host="127.0.0.1", port=port)
         assert not MqttProbe(address, None, None).connect()  # up, and refusing anonymous
         process.send_signal(signal.SIGTERM)
-        assert process.wait(15) == 0
+        assert process.wait(60) == 0
         assert _mosquittos_in(work_dir) == []
     finally:
         if process.poll() is None:

@@ -29,7 +29,7 @@ def test_dashboard_lists_terminals_with_status_reason_firmware_heartbeat(
         status="offline",
         reason="heartbeat timeout",
         firmware="2.3.9",
-        heartbeat=datetime.now(UTC) - timedelta(minutes=7),
+        heartbeat=datetime.now(UTC) - timedelta(minutes=7, seconds=30),  # 30 s to render
     )
     page = viewer.get("/").get_data(as_text=True)
     assert "TC-0001" in page and "TC-0002" in page

@@ -17,7 +17,8 @@ import pytest
 
 from shared import topics
 from shared.messages import DeviceStatus, Metrics, Telemetry
-from tests.integration.platform import SECRET_RE, Platform, make_data_dir, tms, wait_for
+from tests.integration.platform import SECRET_RE, Platform, make_data_dir, tms
+from tests.waiting import wait_until
 from tms.ports import free_port
 
 pytestmark = pytest.mark.integration
@@ -68,7 +69,7 @@ def _connect(platform: Platform, username: str, password: str) -> tuple[mqtt.Cli
     client.on_connect = lambda c, u, f, rc, p: outcome.setdefault("rc", rc)
     client.connect("127.0.0.1", platform.broker_port)
     client.loop_start()
-    wait_for(lambda: "rc" in outcome, 10, "CONNACK")
+    wait_until(lambda: "rc" in outcome, "CONNACK")
     return client, outcome["rc"]
 
 
@@ -81,12 +82,13 @@ def _connect_when_accepted(platform: Platform, username: str, password: str) -> 
         client.disconnect()
         return None
 
-    return wait_for(attempt, 15, f"broker to accept {username}")  # type: ignore[no-any-return]
+    # Each refusal counts as a failed login for the broker's throttle: poll slowly.
+    return wait_until(attempt, f"broker to accept {username}", timeout=60, interval=1.0)
 
 
 def _publish(client: mqtt.Client, topic: str, message: Telemetry) -> None:
     info = client.publish(topic, message.to_payload(), qos=1)
-    info.wait_for_publish(5)
+    info.wait_for_publish(30)
 
 
 def _api_get(platform: Platform, path: str, token: str | None) -> tuple[int, Any]:
@@ -94,7 +96,7 @@ def _api_get(platform: Platform, path: str, token: str | None) -> tuple[int, Any
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"null")
@@ -124,7 +126,7 @@ def test_telemetry_flows_from_a_terminal_to_postgresql_and_the_api(platform: Pla
                 (sent.id,),
             ).fetchone()
 
-    assert wait_for(stored, 20, "telemetry in PostgreSQL") == ("3.1.4", 42.5, "online")
+    assert wait_until(stored, "telemetry in PostgreSQL", 60) == ("3.1.4", 42.5, "online")
 
     token = _api_token(platform)
     status, body = _api_get(platform, "/api/v1/terminals", token)
@@ -161,10 +163,10 @@ def test_a_terminal_cannot_publish_as_another(platform: Platform) -> None:
             ).fetchall()
         return {row[0] for row in rows}
 
-    ids = wait_for(
+    ids = wait_until(
         lambda: (found := written_ids()) and genuine.id in found and found,
-        20,
         "the genuine message",
+        60,
     )
     assert forged.id not in ids
     with psycopg.connect(platform.database_url) as conn:
@@ -197,7 +199,7 @@ def test_second_start_keeps_data_and_simulated_fleet_reconnects() -> None:
                 ).fetchone()
             return int(row[0]) if row else 0
 
-        wait_for(lambda: online() == 3, 30, "3 simulated terminals online")
+        wait_until(lambda: online() == 3, "3 simulated terminals online", 60)
         with psycopg.connect(first.database_url) as conn:
             history_before = conn.execute("SELECT count(*) FROM telemetry").fetchone()
         assert first.stop() == 0
@@ -218,7 +220,7 @@ def test_second_start_keeps_data_and_simulated_fleet_reconnects() -> None:
             with psycopg.connect(second.database_url) as conn:
                 conn.execute("UPDATE terminal SET status = 'offline'")
                 conn.commit()
-            wait_for(lambda: online() == 3, 30, "simulated terminals online after restart")
+            wait_until(lambda: online() == 3, "simulated terminals online after restart", 60)
         finally:
             assert second.stop() == 0
     finally:
@@ -267,7 +269,7 @@ def test_a_configured_database_url_is_used_instead_of_the_embedded_cluster(
                 ).fetchone()
             return int(row[0]) if row else 0
 
-        wait_for(lambda: simulated_in_that_database() == 2, 30, "telemetry in the given database")
+        wait_until(lambda: simulated_in_that_database() == 2, "telemetry in the given database", 60)
     finally:
         assert running.stop() == 0
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -38,7 +38,7 @@ def test_credential_changes_notify_the_broker_service(database_url: str) -> None
                 "INSERT INTO credential (username, kind, salt, secret_hash)"
                 " VALUES ('svc', 'ingest', 's', 'h')"
             )
-        notices = list(listener.notifies(timeout=5, stop_after=1))
+        notices = list(listener.notifies(timeout=30, stop_after=1))
     assert [n.channel for n in notices] == ["tms_credentials"]
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 
@@ -41,8 +42,9 @@ from tests.integration.test_agent_runtime import (
     results,
     running,
     send_command,
-    wait_for,
+    wait_for_message,
 )
+from tests.waiting import wait_until
 from tms.ports import free_port
 
 pytestmark = pytest.mark.integration
@@ -52,7 +54,7 @@ FAST = AgentOptions(
     status_poll_interval_s=0.05,
     reconnect_base_s=0.05,
     reconnect_max_s=0.3,
-    mqtt_timeout_s=2.0,
+    mqtt_timeout_s=10.0,  # the default: a busy machine can take seconds to answer
 )
 
 
@@ -77,12 +79,12 @@ class RestartableBroker:
             daemon=True,
         )
         self._thread.start()
-        assert ready.wait(30), "the broker did not start"
+        assert ready.wait(60), "the broker did not start"
 
     def stop(self) -> None:
         assert self._thread is not None
         self._stop.set()
-        self._thread.join(30)
+        self._thread.join(60)
         assert not self._thread.is_alive()
 
 
@@ -128,7 +130,7 @@ class DurableSubscriber:
         self.client.connect(broker.host, broker.port)
         self.client.subscribe(topics.telemetry(serial), qos=1)
         self.client.loop_start()
-        assert subscribed.wait(5)
+        assert subscribed.wait(60), "no SUBACK within 60 s"
 
     def _on_message(self, _c: object, _u: object, message: mqtt.MQTTMessage) -> None:
         with self.lock:
@@ -137,6 +139,23 @@ class DurableSubscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def queued_telemetry_ids(path: Path) -> list[str]:
+    """The ids of the heartbeats in an agent's disk queue, oldest first."""
+    # Read-only: never create the file, or a table, the agent has yet to make.
+    with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+        rows = db.execute("SELECT payload FROM outbox WHERE topic LIKE '%/telemetry' ORDER BY id")
+        return [parse_message(Telemetry, row[0]).id for row in rows]
+
+
+def queued_telemetry(path: Path, process: subprocess.Popen[bytes]) -> int:
+    """How many heartbeats the running agent has queued; 0 until its queue table exists."""
+    assert process.poll() is None, process.stdout.read() if process.stdout else b""
+    try:
+        return len(queued_telemetry_ids(path))
+    except sqlite3.OperationalError:  # no file or no table yet, or the agent holds a lock
+        return 0
 
 
 def simulated_terminal(serial: str) -> SimulatedUsbTerminal:
@@ -161,25 +180,20 @@ def test_broker_restart_loses_nothing_and_keeps_order(
     )
     try:
         with AgentThread(agent):
-            deadline = time.monotonic() + 10
-            while len(subscriber.beats) < 3 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert len(subscriber.beats) >= 3
+            wait_until(lambda: len(subscriber.beats) >= 3, "3 heartbeats through the broker")
             restartable_broker.stop()
             down_from = datetime.now().astimezone()
-            time.sleep(1.5)  # the broker is down: heartbeats go to disk
+            # The broker is down: heartbeats go to disk.
+            wait_until(lambda: len(store) >= 5, "5 heartbeats queued on disk")
             queued_while_down = len(store)
             down_until = datetime.now().astimezone()
-            assert queued_while_down >= 5
             restartable_broker.start()
-            deadline = time.monotonic() + 15
-            while len(store) > 1 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert len(store) <= 1
+            wait_until(lambda: len(store) <= 1, "the disk queue to drain")
         # Stopped cleanly: everything queued has been sent.
-        deadline = time.monotonic() + 10
-        while len(subscriber.beats) < agent.stats.telemetry_queued and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(
+            lambda: len(subscriber.beats) >= agent.stats.telemetry_queued,
+            "every queued heartbeat at the subscriber",
+        )
         beats = subscriber.beats
         ids = [beat.id for beat in beats]
         assert len(set(ids)) == agent.stats.telemetry_queued, "a heartbeat was lost"
@@ -204,33 +218,28 @@ def test_killed_agent_drains_its_disk_queue_after_restart(
     queue_path = tmp_path / "queue.sqlite3"
     nowhere = free_port()  # nothing listens there: the agent queues everything
     with running(agent_process(mosquitto_broker, serial, secret, queue_path, nowhere)) as first:
-        deadline = time.monotonic() + 20
-        queued = 0
-        while queued < 5 and time.monotonic() < deadline:
-            time.sleep(0.2)
-            if queue_path.exists():
-                with sqlite3.connect(queue_path) as db:
-                    queued = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
-        assert queued >= 5
+        wait_until(
+            lambda: queued_telemetry(queue_path, first) >= 5,
+            "the agent to queue 5 heartbeats on disk",
+            timeout=60,
+        )
         first.send_signal(signal.SIGKILL)
-        first.wait(10)
-    with sqlite3.connect(queue_path) as db:
-        left_behind = [
-            parse_message(Telemetry, row[0]).id
-            for row in db.execute("SELECT payload FROM outbox WHERE topic LIKE '%/telemetry'")
-        ]
+        first.wait(30)
+    left_behind = queued_telemetry_ids(queue_path)
     assert len(left_behind) >= 5
 
     ingest = ingest_probe(mosquitto_broker)
     with running(agent_process(mosquitto_broker, serial, secret, queue_path)):
-        wait_for(ingest, presence(serial, PresenceState.ONLINE), timeout=20)
+        wait_for_message(ingest, presence(serial, PresenceState.ONLINE))
         received: list[str] = []
-        deadline = time.monotonic() + 15
-        while not set(left_behind) <= set(received) and time.monotonic() < deadline:
-            for message in ingest.received(0.2):
+
+        def drained() -> bool:
+            for message in ingest.drain():
                 if message.topic == topics.telemetry(serial):
                     received.append(parse_message(Telemetry, bytes(message.payload)).id)
-        assert set(left_behind) <= set(received), "the killed agent's queue was not drained"
+            return set(left_behind) <= set(received)
+
+        wait_until(drained, "the killed agent's queue to be drained", timeout=60)
         # The backlog went first, in the order it was queued.
         assert received[: len(left_behind)] == left_behind
     ingest.close()
@@ -262,19 +271,20 @@ def test_duplicate_command_runs_once_even_across_a_restart(
 
     store = AgentStore(path, 1000)
     with AgentThread(agent_on(store)):
-        wait_for(ingest, presence(serial, PresenceState.ONLINE))
+        wait_for_message(ingest, presence(serial, PresenceState.ONLINE))
         send_command(console, serial, "once-1", ping)
         send_command(console, serial, "once-1", ping)
-        assert [(r.id, r.status) for r in results(console, 1.0)] == [("once-1", CommandStatus.OK)]
+        answered = [(r.id, r.status) for r in results(console, serial)]
+        assert answered == [("once-1", CommandStatus.OK)]
     store.close()
 
     store = AgentStore(path, 1000)  # a restarted agent, same disk
     with AgentThread(agent_on(store)):
-        wait_for(ingest, presence(serial, PresenceState.ONLINE))
+        wait_for_message(ingest, presence(serial, PresenceState.ONLINE))
         send_command(console, serial, "once-1", ping)
-        assert results(console, 1.0) == []
+        assert results(console, serial) == []
         send_command(console, serial, "once-2", Command(id="once-2", name="ping").to_payload())
-        assert [r.id for r in results(console, 1.0)] == ["once-2"]
+        assert [r.id for r in results(console, serial)] == ["once-2"]
     store.close()
     console.close()
     ingest.close()

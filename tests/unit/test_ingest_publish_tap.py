@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ingest.mqtt import PublishTap, packet_bounds
+from tests.waiting import wait_until_async
 
 
 def remaining_length(n: int) -> bytes:
@@ -142,15 +143,16 @@ def test_reading_pauses_while_the_consumer_holds_enough_and_resumes_on_request()
         loop.add_reader(ours.fileno(), on_readable)
         try:
             broker.sendall(b"".join(publish("t", b"p" * 20, 1, mid) for mid in range(1, 21)))
-            await asyncio.sleep(0.2)
+            await wait_until_async(lambda: tap.paused, "the tap to pause")
             held, calls_when_held = len(received), calls
-            assert 5 <= held < 20 and tap.paused
+            assert 5 <= held < 20
+            # Let the loop run a while: nothing is read while paused, and the readable
+            # socket causes no busy loop. (An absence: only time passing can show it.)
             await asyncio.sleep(0.2)
-            # Nothing read while paused, and no busy loop on the readable socket.
             assert (len(received), calls) == (held, calls_when_held)
             holding = False
             tap.resume()
-            await asyncio.sleep(0.2)
+            await wait_until_async(lambda: len(received) == 20, "every message after resume")
             assert [m[2] for m in received] == list(range(1, 21))  # all, in order
             assert not tap.paused
         finally:
