@@ -46,6 +46,11 @@ def broker(ctx: click.Context, data_dir: Path | None, port: int | None) -> None:
 
     configure_logging()
     settings = settings_of(ctx)
+    if data_dir is not None:
+        # The same directory holds the platform's database: look for it there too.
+        paths = settings.paths.model_copy(update={"data_dir": data_dir.absolute()})
+        settings = settings.model_copy(update={"paths": paths})
+        ctx.find_root().obj = settings
     broker_settings = settings.broker
     if port is not None:
         broker_settings = broker_settings.model_copy(update={"port": port})

@@ -308,6 +308,8 @@ class MosquittoProcess:
         # of user id clears the parent-death signal, and Mosquitto must not outlive
         # a `tms broker` killed with SIGKILL (holding the port and the sessions).
         uid, gid = self._owner if self._owner is not None else (None, None)
+        # Its supplementary groups too, as Mosquitto's own switch (initgroups) keeps them.
+        groups = None if gid is None else os.getgrouplist(MOSQUITTO_USER, gid)
         with self.files.log.open("ab") as log_file:
             self.process = subprocess.Popen(
                 [self.binary, "-c", str(self.files.config)],
@@ -316,7 +318,7 @@ class MosquittoProcess:
                 stderr=subprocess.STDOUT,
                 user=uid,
                 group=gid,
-                extra_groups=None if gid is None else [gid],
+                extra_groups=groups,
                 preexec_fn=preexec_die_with_parent(signal.SIGTERM),
             )
         deadline = time.monotonic() + timeout

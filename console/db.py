@@ -61,6 +61,9 @@ def open_session(database_url: str) -> Iterator[Session]:
         with Session(engine, expire_on_commit=False) as session:
             yield session
     except OperationalError as exc:
-        raise ConsoleError(database_error_message(exc, database_url)) from exc
+        message = database_error_message(exc, database_url)
+        if message is None:
+            raise
+        raise ConsoleError(message) from exc
     finally:
         engine.dispose()

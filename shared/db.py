@@ -29,13 +29,21 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     )
 
 
-def database_error_message(exc: BaseException, url: str | None) -> str:
-    """One line that says what went wrong reaching PostgreSQL, and what to check.
+# SQLSTATEs that mean "this database is not the one you think": no TMS schema yet, or
+# an older one (sent by the server once connected, so they come with a code).
+_SCHEMA_STATES = {"42P01": "has no TMS tables yet", "42703": "has an older TMS schema"}
 
-    Library messages span several lines and name neither the setting nor the fix;
-    this is what a ``tms`` command prints instead of a traceback.
+
+def database_error_message(exc: BaseException, url: str | None) -> str | None:
+    """One line that says why PostgreSQL could not be used, and what to check; or None.
+
+    None for errors that are not about reaching the right database (a failed
+    statement is a bug, and keeps its traceback). Library messages span several lines
+    and name neither the setting nor the fix; this is what a ``tms`` command prints.
     """
-    detail = str(getattr(exc, "orig", None) or exc)
+    import psycopg  # noqa: PLC0415 (only on the error path)
+
+    orig = getattr(exc, "orig", None) or exc
     where, user, name = "PostgreSQL", "?", "?"
     if url:
         try:
@@ -45,16 +53,29 @@ def database_error_message(exc: BaseException, url: str | None) -> str:
         except (ArgumentError, ValueError, TMSError):
             pass  # a malformed URL still gets a message, without its place
     check = "check TMS_DATABASE_URL ([database] url), or --data-dir / TMS_DATA_DIR"
-    lowered = detail.lower()
+    state = getattr(orig, "sqlstate", None)
+    if state in _SCHEMA_STATES:
+        return f"the database {name!r} at {where} {_SCHEMA_STATES[state]}: run `tms db upgrade`"
+    if not isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError):
+        return None
+    # Errors while connecting come from libpq as text, without a SQLSTATE: read its
+    # first line only (later ones may quote a statement).
+    first = " ".join(str(orig).strip().splitlines()[0].split()) if str(orig).strip() else ""
+    lowered = first.lower()
     if "password authentication failed" in lowered or "no password supplied" in lowered:
         return f"{where} refused the password of user {user!r}: {check}"
-    if "does not exist" in lowered and "database" in lowered:
+    if f'database "{name.lower()}" does not exist' in lowered:
         return f"{where} has no database {name!r}: create it or {check}"
-    if "role" in lowered and "does not exist" in lowered:
+    if f'role "{user.lower()}" does not exist' in lowered:
         return f"{where} has no user {user!r}: {check}"
-    if "relation" in lowered and "does not exist" in lowered:
-        return f"the database {name!r} at {where} has no TMS tables yet: run `tms db upgrade`"
-    if "connection refused" in lowered or "could not connect" in lowered or "timeout" in lowered:
+    unreachable = (
+        "connection refused",
+        "could not connect",
+        "timeout expired",
+        "timed out",
+        "no route to host",
+        "could not translate host name",
+    )
+    if any(words in lowered for words in unreachable):
         return f"cannot reach {where} (is it running?): {check}, or start the platform (`tms up`)"
-    first = " ".join(detail.split())
     return f"{where}: {first[:300]}; {check}"

@@ -17,14 +17,16 @@ import sys
 from collections.abc import Callable
 
 _PR_SET_PDEATHSIG = 1
+# Looked up once, here: between fork and exec the child may only make the call, since
+# loading a library there could wait for a lock another thread of the parent held.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
 def die_with_parent(parent_pid: int, signum: int = signal.SIGTERM) -> None:
     """Make the calling process receive ``signum`` when ``parent_pid`` (its parent) exits."""
-    if not sys.platform.startswith("linux"):
+    if _prctl is None:
         return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) != 0:
+    if _prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) != 0:
         # Not fatal: the process still runs, it only loses the guarantee.
         return
     if os.getppid() != parent_pid:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from shared.errors import SettingsError
 
@@ -35,6 +35,13 @@ def default_data_dir() -> Path:
 
 class PathSettings(_Section):
     data_dir: Path = Field(default_factory=default_data_dir)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # Servers run with another working directory (PostgreSQL from /): a relative
+        # path must mean what it meant where the command was typed.
+        return value.expanduser().absolute()
 
 
 class DatabaseSettings(_Section):

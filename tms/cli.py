@@ -45,11 +45,8 @@ def _one_line(exc: Exception, ctx: click.Context) -> str | None:
         return str(exc)
     if isinstance(exc, sqlalchemy.exc.DBAPIError | psycopg.Error):
         return database_error_message(exc, ctx.find_root().meta.get(_URL_KEY))
-    if isinstance(exc, PermissionError):
-        return (
-            f"permission denied: {exc.filename}; run as the user that owns it "
-            "(root for /var/lib/tms), or choose another --data-dir"
-        )
+    if isinstance(exc, PermissionError) and exc.filename:
+        return f"permission denied: {exc.filename}; run as the user that owns it"
     return None
 
 
@@ -105,7 +102,8 @@ def configure_logging(level: str | None = None) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="The platform's data directory, as given to `tms up` (default: TMS_DATA_DIR, "
-    "else /var/lib/tms as root, else ~/.local/share/tms). Commands find its database there.",
+    "else /var/lib/tms as root, else $XDG_DATA_HOME/tms or ~/.local/share/tms). Commands "
+    "find its database there. Give it before the command: tms --data-dir DIR terminal add.",
 )
 @click.pass_context
 def main(ctx: click.Context, config_file: Path | None, data_dir: Path | None) -> None:
@@ -115,7 +113,8 @@ def main(ctx: click.Context, config_file: Path | None, data_dir: Path | None) ->
     except TMSError as exc:
         raise click.ClickException(str(exc)) from exc
     if data_dir is not None:
-        paths = settings.paths.model_copy(update={"data_dir": data_dir})
+        # model_copy skips validators: make it absolute here, as PathSettings would.
+        paths = settings.paths.model_copy(update={"data_dir": data_dir.expanduser().absolute()})
         settings = settings.model_copy(update={"paths": paths})
     ctx.obj = settings
 

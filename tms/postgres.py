@@ -92,7 +92,7 @@ class EmbeddedPostgres:
     port: int
     password: str
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-    # True once this object started the server or took over a running one.
+    # True while this object runs the server (started it and has not stopped it).
     owned: bool = field(default=False, repr=False)
     _lock: IO[bytes] | None = field(default=None, repr=False)
 
@@ -170,15 +170,18 @@ class EmbeddedPostgres:
     def is_running(self) -> bool:
         return self._run(["pg_ctl", "status", "-D", str(self.data_dir)]).returncode == 0
 
-    def lock(self, wait_s: float) -> bool:
-        """Take the cluster's lock: whoever holds it started the server and stops it.
+    def lock(self, wait_s: float, holder: str) -> bool:
+        """Take the cluster's lock: whoever holds it runs the server and stops it.
 
         ``tms up`` holds it while it runs; a ``tms`` command that opens a stopped
-        platform's database holds it for as long as the command runs. The kernel
-        drops it when the holder dies, however it dies.
+        platform's database holds it for as long as the command runs. ``holder`` (its
+        role, ``up`` or ``command``) is written in the file with our pid, for others to
+        read with ``lock_holder``. The kernel drops the lock when we die, however.
         """
+        if self._lock is not None:
+            return True
         self.lock_file.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.lock_file.open("ab")
+        handle = self.lock_file.open("a+b")
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -189,8 +192,29 @@ class EmbeddedPostgres:
                     return False
                 time.sleep(0.1)
                 continue
+            except OSError as exc:
+                handle.close()
+                raise PostgresError(f"cannot lock {self.lock_file}: {exc.strerror}") from exc
             self._lock = handle
+            self.set_holder(holder)
             return True
+
+    def set_holder(self, holder: str) -> None:
+        """Say what we are doing now, e.g. ``up`` once the database is ready for others."""
+        assert self._lock is not None, "lock() first"
+        self._lock.truncate(0)
+        self._lock.write(f"{os.getpid()} {holder}\n".encode())
+        self._lock.flush()
+
+    def lock_holder(self) -> tuple[int, str] | None:
+        """(pid, role) of the lock's holder as it wrote them, or None if unknown."""
+        try:
+            fields = self.lock_file.read_text().split()
+        except OSError:
+            return None
+        if len(fields) != 2 or not fields[0].isdigit():
+            return None
+        return int(fields[0]), fields[1]
 
     def unlock(self) -> None:
         if self._lock is not None:
@@ -204,14 +228,10 @@ class EmbeddedPostgres:
         with SIGKILL, holding its port; run directly, the kernel sends it SIGINT (fast
         shutdown) when we exit, however we exit. Call ``lock`` first.
         """
-        created = False
         if not self.is_initialized():
             self.initialize()
-            created = True
-        elif self.is_running():
-            # Left by an earlier supervisor (a server still shutting down, or one an
-            # older TMS started with pg_ctl): stop it, then run our own.
-            self._pg_ctl_stop()
+        else:
+            self.stop_leftover()
         user = _run_as()
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
@@ -229,8 +249,19 @@ class EmbeddedPostgres:
             )
         self.owned = True
         self._wait_ready()
-        if created:
-            self._create_database()
+        # Every start, not only after initdb: a first start killed between the two
+        # would otherwise leave a cluster without its database for good.
+        self._create_database()
+
+    def exited(self) -> bool:
+        """Whether the server this object started has stopped on its own."""
+        return self.owned and self.process is not None and self.process.poll() is not None
+
+    def stop_leftover(self) -> None:
+        """Stop a server an earlier supervisor left (still shutting down, or started
+        with pg_ctl by an older TMS): with the lock held, it is nobody's."""
+        if self.is_running():
+            self._pg_ctl_stop()
 
     def _wait_ready(self) -> None:
         assert self.process is not None
@@ -238,8 +269,17 @@ class EmbeddedPostgres:
         while postmaster_status(self.data_dir, self.process.pid) != _READY:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise PostgresError(f"PostgreSQL did not start:\n{self.log_tail()}")
+                raise PostgresError(
+                    f"PostgreSQL did not start ({self._first_problem()}); its log: "
+                    f"{self.log_file}"
+                )
             time.sleep(0.05)
+
+    def _first_problem(self) -> str:
+        for line in self.log_tail(40).splitlines():
+            if "FATAL" in line or "PANIC" in line:
+                return line.split("FATAL:", 1)[-1].split("PANIC:", 1)[-1].strip()
+        return "no FATAL line in its log"
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -273,7 +313,7 @@ class EmbeddedPostgres:
         )
 
     def stop(self) -> None:
-        """Fast shutdown of the server this object started; a no-op otherwise."""
+        """Fast shutdown of the server this object started, and release the lock."""
         if self.process is not None:
             if self.process.poll() is None:
                 self.process.send_signal(signal.SIGINT)
@@ -288,42 +328,65 @@ class EmbeddedPostgres:
         self.unlock()
 
 
-def postmaster_status(data_dir: Path, pid: int | None = None) -> str | None:
-    """The server's state from ``postmaster.pid`` ("ready", "starting", ...), or None.
+@dataclass(frozen=True)
+class PostmasterState:
+    """What ``postmaster.pid`` says, read at once: pid, port and state ("ready"...)."""
 
-    None when no server runs on ``data_dir`` (or, with ``pid``, not that one).
+    pid: int
+    port: int
+    status: str
+
+
+def read_postmaster(data_dir: Path) -> PostmasterState | None:
+    """The live server on ``data_dir`` as its ``postmaster.pid`` describes it, or None.
+
+    One read: the file is written while the server starts and removed as it stops, so
+    a second read could see another file, or none. A short or garbled one is None.
     """
-    lines = _postmaster_lines(data_dir)
-    if len(lines) < 8 or not lines[0].strip().isdigit():
-        return None
-    if pid is not None and int(lines[0]) != pid:
-        return None
-    if not _alive(int(lines[0])):
-        return None
-    return lines[7].strip()
-
-
-def running_port(data_dir: Path) -> int | None:
-    """The port of the server running on ``data_dir`` once it is ready, else None."""
-    if postmaster_status(data_dir) != _READY:
-        return None
-    port = _postmaster_lines(data_dir)[3].strip()
-    return int(port) if port.isdigit() else None
-
-
-def _postmaster_lines(data_dir: Path) -> list[str]:
     try:
-        return (data_dir / "postmaster.pid").read_text().splitlines()
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
     except FileNotFoundError:
-        return []
+        return None
     except PermissionError:
         raise PostgresError(
             f"cannot read {data_dir / 'postmaster.pid'}: permission denied; run this "
             "command as the user that runs `tms up` (root for /var/lib/tms)"
         ) from None
+    if len(lines) < 8 or not lines[0].strip().isdigit() or not lines[3].strip().isdigit():
+        return None
+    state = PostmasterState(int(lines[0]), int(lines[3]), lines[7].strip())
+    return state if _alive(state.pid) else None
+
+
+def postmaster_status(data_dir: Path, pid: int | None = None) -> str | None:
+    """The server's state ("ready", "starting", ...), or None when none runs (or not ``pid``)."""
+    state = read_postmaster(data_dir)
+    if state is None or (pid is not None and state.pid != pid):
+        return None
+    return state.status
+
+
+def running_port(data_dir: Path) -> int | None:
+    """The port of the server running on ``data_dir`` once it is ready, else None."""
+    state = read_postmaster(data_dir)
+    return state.port if state is not None and state.status == _READY else None
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live PostgreSQL server process (not a zombie, not a reused pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return _signal_reaches(pid)  # no /proc to read: the pid alone must do
+    # "<pid> (<comm>) <state> ...": comm in parentheses may itself hold spaces.
+    comm = stat[stat.find("(") + 1 : stat.rfind(")")]
+    state = stat[stat.rfind(")") + 2 :][:1]
+    return comm == "postgres" and state != "Z"
+
+
+def _signal_reaches(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

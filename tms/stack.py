@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,15 @@ from shared.errors import TMSError
 from shared.models import AccountKind
 from shared.settings import MqttClientSettings, Settings
 from tms.children import Child, child_env, http_ok, port_accepts
-from tms.ports import ensure_port_free
+from tms.platform_database import HOLDER_UP, HOLDER_UP_STARTING, record_database_kind
+from tms.ports import PortInUseError, ensure_port_free
 from tms.postgres import EmbeddedPostgres
 
 INGEST_ACCOUNT = "tms-ingest"
+# How long `tms up` waits for a `tms` command using the stopped platform's database.
 LOCK_WAIT_S = 30.0
+# How long a port may stay taken: a platform killed a moment ago is still letting go.
+PORT_SETTLE_S = 10.0
 CONSOLE_ACCOUNT = "tms-console"
 
 
@@ -74,6 +79,8 @@ class Platform:
         self.options = options
         self.say = say
         self.data_dir = settings.paths.data_dir
+        # Locked by start(); started as self.postgres unless the database is external.
+        self.cluster: EmbeddedPostgres | None = None
         self.postgres: EmbeddedPostgres | None = None
         self.children: list[Child] = []
         self.database_url = ""
@@ -110,23 +117,45 @@ class Platform:
             _write_private_json(path, stored)
         return stored
 
+    def _take_lock(self) -> None:
+        """Before anything else: one `tms up` per data directory, and a `tms` command
+        that has the stopped platform's database open finishes first."""
+        self.cluster = EmbeddedPostgres(self.data_dir / "postgres", self.settings.database.port, "")
+        if self.cluster.lock(wait_s=LOCK_WAIT_S, holder=HOLDER_UP_STARTING):
+            return
+        holder = self.cluster.lock_holder()
+        if holder is not None and holder[1].startswith("up"):
+            who = f"another `tms up` (pid {holder[0]}) is running"
+        elif holder is not None:
+            who = f"a `tms` command (pid {holder[0]}) has held it for {LOCK_WAIT_S:.0f} s"
+        else:
+            who = "another process holds it"
+        raise PlatformError(
+            f"cannot take the data directory {self.data_dir}: {who}; stop it, or choose "
+            "another directory with --data-dir"
+        )
+
+    def _check_ports_settled(self) -> None:
+        """The ports, allowing a platform killed a moment ago to let go of them."""
+        deadline = time.monotonic() + PORT_SETTLE_S
+        while True:
+            try:
+                self._check_ports()
+                return
+            except PortInUseError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+
     def _start_database(self, stored: dict[str, Any]) -> None:
         if self.settings.database.url is not None:
             self.database_url = self.settings.database.url.get_secret_value()
             return
-        postgres = EmbeddedPostgres(
-            self.data_dir / "postgres", self.settings.database.port, stored["database_password"]
-        )
-        # A `tms` command may hold the lock for a moment while it uses the stopped
-        # platform's database; another `tms up` holds it for as long as it runs.
-        if not postgres.lock(wait_s=LOCK_WAIT_S):
-            raise PlatformError(
-                f"another `tms up` is running with the data directory {self.data_dir}: "
-                "stop it first, or choose another directory with --data-dir"
-            )
-        self.postgres = postgres
-        postgres.start()
-        self.database_url = postgres.url
+        assert self.cluster is not None
+        self.cluster.password = stored["database_password"]
+        self.postgres = self.cluster
+        self.postgres.start()
+        self.database_url = self.postgres.url
 
     def _prepare_database(self) -> tuple[str | None, str, str]:
         """Migrate, create the first admin once, and fresh secrets for the services."""
@@ -250,10 +279,18 @@ class Platform:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._check_ports()
+        self._take_lock()
+        assert self.cluster is not None
         stored = self._secrets()
+        external = self.settings.database.url is not None
+        record_database_kind(self.data_dir, external)
+        if not external and self.cluster.is_initialized():
+            self.cluster.stop_leftover()
+        self._check_ports_settled()
         self._start_database(stored)
         admin_password, ingest_secret, console_secret = self._prepare_database()
+        # Migrated and provisioned: `tms` commands in other shells may use it now.
+        self.cluster.set_holder(HOLDER_UP)
         self._children(ingest_secret, console_secret, stored)
         if self.options.simulate:
             credentials = self._fleet_credentials()
@@ -321,6 +358,9 @@ class Platform:
     def watch(self, stop: threading.Event) -> int:
         """Block until asked to stop (0) or until a part dies on its own (1)."""
         while not stop.wait(0.5):
+            if self.postgres is not None and self.postgres.exited():
+                self.say(f"tms up: PostgreSQL stopped unexpectedly:\n{self.postgres.log_tail()}")
+                return 1
             for child in self.children:
                 if not child.alive():
                     self.say(f"tms up: {child.name} stopped unexpectedly:\n{child.log_tail()}")
@@ -341,6 +381,8 @@ class Platform:
             if self.postgres.owned:
                 self.say("stopping PostgreSQL")
             self.postgres.stop()
+        if self.cluster is not None:
+            self.cluster.unlock()
 
 
 def _serials_query(serials: list[str]) -> Any:
