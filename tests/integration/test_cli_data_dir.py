@@ -3,8 +3,11 @@ nothing running that was not running before."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -12,6 +15,8 @@ import pytest
 
 from tests.integration.platform import SECRET_RE, Platform, clean_env, make_data_dir, tms
 from tests.integration.test_end_to_end import _api_get, _connect_when_accepted
+from tms.ports import free_port
+from tms.postgres import EmbeddedPostgres
 
 pytestmark = pytest.mark.integration
 
@@ -106,3 +111,63 @@ def test_a_directory_without_a_platform_is_one_clear_line(tmp_path: Path) -> Non
         f"Error: no TMS platform in {tmp_path / 'nothing'} (secrets.json is missing): start one "
         f"with `tms up --data-dir {tmp_path / 'nothing'}`, or set TMS_DATABASE_URL"
     ]
+
+
+def test_commands_on_a_stopped_platform_at_once_each_get_the_database(
+    platform: Platform,
+) -> None:
+    assert platform.stop() == 0
+    env = clean_env(TMS_DATA_DIR=str(platform.data_dir))
+    serials = [f"PAR-{n}" for n in range(4)]
+
+    def add(serial: str) -> subprocess.CompletedProcess[str]:
+        return tms("terminal", "add", serial, "--customer", "Acme", env=env, timeout=120)
+
+    # One opens the stopped platform's database at a time; none joins a server that
+    # another is about to stop.
+    with ThreadPoolExecutor(max_workers=len(serials)) as pool:
+        results = list(pool.map(add, serials))
+    for result in results:
+        assert result.returncode == 0, result.stderr
+    listed = tms("account", "list", "--all", env=env)
+    assert set(serials) <= set(listed.stdout.split()), listed.stdout
+    assert not _processes_using(platform.data_dir)
+
+
+def test_a_daemon_refuses_a_database_another_command_opened_for_itself(
+    platform: Platform,
+) -> None:
+    assert platform.stop() == 0
+    password = json.loads((platform.data_dir / "secrets.json").read_text())["database_password"]
+    held = EmbeddedPostgres(platform.data_dir / "postgres", free_port(), password)
+    assert held.lock(wait_s=0, holder="command")
+    held.start()
+    try:
+        env = clean_env(
+            TMS_DATA_DIR=str(platform.data_dir),
+            TMS_CONSOLE_SECRET_KEY="a-test-secret-key-of-enough-length",
+        )
+        console = tms("console", env=env)
+        assert console.returncode == 1
+        assert console.stderr.strip().splitlines() == [
+            f"Error: the platform in {platform.data_dir} is not running: start it with "
+            f"`tms up --data-dir {platform.data_dir}`, or set TMS_DATABASE_URL"
+        ]
+    finally:
+        held.stop()
+
+
+def test_a_platform_on_an_external_database_sends_commands_there(database_url: str) -> None:
+    data_dir = make_data_dir()
+    running = Platform(data_dir, extra_env={"TMS_DATABASE_URL": database_url})
+    running.start()
+    try:
+        result = tms("--data-dir", str(data_dir), "terminal", "add", "X-1", "--customer", "Y")
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines() == [
+            f"Error: the platform in {data_dir} uses the PostgreSQL server of its "
+            "TMS_DATABASE_URL: set TMS_DATABASE_URL for this command too"
+        ]
+    finally:
+        assert running.stop() == 0
+        shutil.rmtree(data_dir, ignore_errors=True)
