@@ -30,7 +30,7 @@ import psycopg
 
 from shared import schema
 from shared.credentials import generate_secret, hash_secret, verify_secret
-from tms.ports import free_port
+from shared.ports import free_port
 from tms.postgres import EmbeddedPostgres
 
 CONCURRENCY = 500

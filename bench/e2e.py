@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import psycopg
 
-from tms.ports import free_port
+from shared.ports import free_port
 
 
 def _database_url(data_dir: Path, port: int) -> str:

@@ -54,8 +54,8 @@ from broker.service import SyncTracker, run_broker_service
 from shared import schema
 from shared.db import make_engine
 from shared.models import AccountKind
+from shared.ports import free_port
 from shared.settings import AlertSettings, BrokerSettings, IngestSettings, MqttClientSettings
-from tms.ports import free_port
 from tms.postgres import EmbeddedPostgres
 
 # --- MQTT 3.1.1 frames, encoded by hand (the generator must cost next to nothing) ---

@@ -38,8 +38,8 @@ from broker.mosquitto import MosquittoFiles, MosquittoProcess, find_binary  # no
 from broker.provisioning import BrokerAccount  # noqa: E402
 from shared.credentials import generate_secret, hash_secret  # noqa: E402
 from shared.models import AccountKind  # noqa: E402
+from shared.ports import free_port  # noqa: E402
 from shared.settings import MqttClientSettings  # noqa: E402
-from tms.ports import free_port  # noqa: E402
 
 OBSERVER = "tms-ingest"
 # Descriptors per connection on each side, plus slack for logs, pipes and the database.

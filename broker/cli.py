@@ -41,8 +41,8 @@ def broker(ctx: click.Context, data_dir: Path | None, port: int | None) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from broker.service import run_broker_service
+    from shared.ports import ensure_port_free
     from tms.cli import configure_logging, database_url_of, settings_of
-    from tms.ports import ensure_port_free
 
     configure_logging()
     settings = settings_of(ctx)

@@ -14,7 +14,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterable
@@ -29,6 +28,7 @@ from broker.errors import MosquittoError
 from broker.provisioning import BrokerAccount
 from shared.credentials import mosquitto_password_entry
 from shared.lifetime import preexec_die_with_parent
+from shared.ports import port_accepts
 from shared.settings import BrokerSettings
 
 log = logging.getLogger(__name__)
@@ -232,14 +232,6 @@ def _check_reachable(directory: Path) -> None:
             )
 
 
-def _port_accepts(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 class MosquittoProcess:
     """One Mosquitto child process serving ``host:port`` from ``files``."""
 
@@ -328,7 +320,7 @@ class MosquittoProcess:
                     f"Mosquitto exited at start-up with code {self.process.returncode}:\n"
                     + self.log_tail()
                 )
-            if _port_accepts(self.host, self.port):
+            if port_accepts(self.host, self.port):
                 log.info("mosquitto (pid %d) listening on %s:%d", self.process.pid, *self.address)
                 return
             time.sleep(0.05)

@@ -9,7 +9,6 @@ deadline only costs time when the test fails anyway.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -53,12 +52,3 @@ async def wait_until_async(
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         await asyncio.sleep(POLL_S)
     return value
-
-
-def port_answers(host: str, port: int) -> bool:
-    """Whether something accepts TCP connections on ``host:port`` right now."""
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False

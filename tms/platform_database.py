@@ -17,8 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from shared.errors import TMSError
-from tms.children import port_accepts
-from tms.ports import free_port
+from shared.ports import free_port, port_accepts
 from tms.postgres import EmbeddedPostgres, read_postmaster
 
 # How long a command waits for a starting `tms up`, or for another command that has

@@ -21,10 +21,10 @@ from shared import schema
 from shared.db import make_engine
 from shared.errors import TMSError
 from shared.models import AccountKind
+from shared.ports import PortInUseError, ensure_port_free, port_accepts
 from shared.settings import MqttClientSettings, Settings
-from tms.children import Child, child_env, http_ok, port_accepts
+from tms.children import Child, child_env, http_ok
 from tms.platform_database import HOLDER_UP, HOLDER_UP_STARTING, record_database_kind
-from tms.ports import PortInUseError, ensure_port_free
 from tms.postgres import EmbeddedPostgres
 
 INGEST_ACCOUNT = "tms-ingest"

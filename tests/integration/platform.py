@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.ports import free_port
 from tests.waiting import wait_until
-from tms.ports import free_port
 
 SECRET_RE = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{40,}(?![A-Za-z0-9_-])")
 
@@ -133,3 +135,17 @@ class Platform:
     @property
     def console_url(self) -> str:
         return f"http://127.0.0.1:{self.console_port}"
+
+
+@contextmanager
+def running_platform(**options: Any) -> Iterator[Platform]:
+    """A started `tms up` in a data directory of its own, stopped and removed after."""
+    data_dir = make_data_dir()
+    running = Platform(data_dir, **options)
+    running.start()
+    try:
+        yield running
+    finally:
+        if running.process is not None and running.process.poll() is None:
+            running.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)

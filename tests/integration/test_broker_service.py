@@ -22,11 +22,11 @@ from broker.errors import BrokerError, MosquittoError, ProvisioningError
 from broker.service import run_broker_service
 from shared.db import make_engine
 from shared.models import AccountKind, Credential, Store, Terminal
+from shared.ports import free_port, port_accepts
 from shared.settings import BrokerSettings
 from tests.fixtures.broker import MqttProbe
-from tests.waiting import port_answers, wait_until
+from tests.waiting import wait_until
 from tms.cli import main
-from tms.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -147,7 +147,7 @@ def test_tms_broker_serves_and_stops_on_sigterm(database_url: str, work_dir: Pat
 
         def listening() -> bool:
             assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            return port_answers("127.0.0.1", port)
+            return port_accepts("127.0.0.1", port)
 
         wait_until(listening, f"tms broker to listen on port {port}", timeout=60)
         assert _mosquittos_in(work_dir), "something else answers on the broker's port"

@@ -13,9 +13,16 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.integration.platform import SECRET_RE, Platform, clean_env, make_data_dir, tms
+from shared.ports import free_port
+from tests.integration.platform import (
+    SECRET_RE,
+    Platform,
+    clean_env,
+    make_data_dir,
+    running_platform,
+    tms,
+)
 from tests.integration.test_end_to_end import _api_get, _connect_when_accepted
-from tms.ports import free_port
 from tms.postgres import EmbeddedPostgres
 
 pytestmark = pytest.mark.integration
@@ -23,16 +30,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def platform() -> Iterator[Platform]:
-    data_dir = make_data_dir()
-    running = Platform(data_dir)
-    running.start()
-    try:
+    with running_platform() as running:
         yield running
-    finally:
-        assert running.process is not None
-        if running.process.poll() is None:
-            running.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _processes_using(path: Path) -> list[str]:

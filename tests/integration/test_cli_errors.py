@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from shared.ports import free_port
 from tests.integration.platform import clean_env, make_data_dir, tms
 from tests.waiting import wait_until
-from tms.ports import free_port
 
 pytestmark = pytest.mark.integration
 

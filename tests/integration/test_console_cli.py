@@ -16,9 +16,9 @@ from sqlmodel import Session, col, select
 from console import users
 from shared.db import make_engine
 from shared.models import AuditEvent
+from shared.ports import free_port
 from tests.waiting import wait_until
 from tms.cli import main
-from tms.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,9 @@ import pytest
 
 from shared import topics
 from shared.messages import DeviceStatus, Metrics, Telemetry
+from shared.ports import free_port
 from tests.integration.platform import SECRET_RE, Platform, make_data_dir, tms
 from tests.waiting import wait_until
-from tms.ports import free_port
 
 pytestmark = pytest.mark.integration
 

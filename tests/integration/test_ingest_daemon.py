@@ -19,10 +19,10 @@ from ingest.counters import IngestCounters
 from ingest.service import run_ingest
 from shared import topics
 from shared.models import AccountKind
+from shared.ports import free_port
 from shared.settings import IngestSettings, MqttClientSettings
 from tests.fixtures.broker import MqttProbe, RunningBroker
 from tests.waiting import wait_until
-from tms.ports import free_port
 
 pytestmark = pytest.mark.integration
 

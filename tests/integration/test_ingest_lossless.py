@@ -24,9 +24,9 @@ import pytest
 
 from shared import schema, topics
 from shared.models import AccountKind
+from shared.ports import free_port
 from tests.fixtures.broker import MqttProbe, RunningBroker
 from tests.waiting import wait_until
-from tms.ports import free_port
 from tms.postgres import EmbeddedPostgres
 
 pytestmark = pytest.mark.integration

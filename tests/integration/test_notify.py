@@ -18,8 +18,8 @@ from aiosmtpd.controller import Controller
 from ingest.alert_config import DEFAULT_RULES, AlertConfig, parse_alert_config
 from ingest.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, OutboxWorker, verify
 from ingest.sweep import sweep_once
+from shared.ports import free_port
 from shared.settings import NotifySettings
-from tms.ports import free_port
 
 pytestmark = pytest.mark.integration
 

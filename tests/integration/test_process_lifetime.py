@@ -10,16 +10,15 @@ look for any survivor and any port still bound.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 from collections.abc import Iterator
 
 import psutil
 import pytest
 
-from tests.integration.platform import Platform, make_data_dir
+from shared.ports import PortInUseError, ensure_port_free
+from tests.integration.platform import Platform, running_platform
 from tests.waiting import wait_until
-from tms.ports import PortInUseError, ensure_port_free
 
 pytestmark = pytest.mark.integration
 
@@ -77,23 +76,9 @@ def _full_tree(root: psutil.Process) -> dict[str, psutil.Process] | None:
 
 @pytest.fixture
 def platform() -> Iterator[Platform]:
-    data_dir = make_data_dir()
-    running = Platform(
-        data_dir,
-        simulate=4,
-        extra_env={
-            "TMS_INGEST_WORKERS": str(WORKERS),
-            "TMS_SIMULATE_PROCESSES": str(FLEET_PROCESSES),
-        },
-    )
-    running.start()
-    try:
+    options = {"TMS_INGEST_WORKERS": str(WORKERS), "TMS_SIMULATE_PROCESSES": str(FLEET_PROCESSES)}
+    with running_platform(simulate=4, extra_env=options) as running:
         yield running
-    finally:
-        assert running.process is not None
-        if running.process.poll() is None:
-            running.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _ports(platform: Platform) -> list[int]:

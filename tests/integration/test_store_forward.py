@@ -31,6 +31,7 @@ from shared import topics
 from shared.db import make_engine
 from shared.messages import Command, CommandStatus, PresenceState, Telemetry, parse_message
 from shared.models import AccountKind
+from shared.ports import free_port
 from shared.settings import BrokerSettings, MqttClientSettings
 from tests.fixtures.broker import RunningBroker
 from tests.integration.test_agent_runtime import (
@@ -45,7 +46,6 @@ from tests.integration.test_agent_runtime import (
     wait_for_message,
 )
 from tests.waiting import wait_until
-from tms.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -39,6 +39,15 @@ def _ephemeral_low() -> int:
         return 32_768  # Linux's default
 
 
+def port_accepts(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on ``host:port`` right now."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free now for a server to listen on (tests, benchmarks, a temporary cluster).
 
