@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 from collections.abc import Callable
 from dataclasses import fields
@@ -69,6 +70,21 @@ def _worker(
         results.put(summary)
 
 
+def _collect(results: Queue[FleetSummary], workers: list[Any]) -> list[FleetSummary]:
+    """Each worker's summary; one killed before it could answer is not waited for."""
+    summaries: list[FleetSummary] = []
+    while len(summaries) < len(workers):
+        try:
+            summaries.append(results.get(timeout=0.5))
+        except queue.Empty:
+            if not any(worker.is_alive() for worker in workers) and results.empty():
+                log.error(
+                    "%d fleet process(es) died without a summary", len(workers) - len(summaries)
+                )
+                break
+    return summaries
+
+
 def run_in_processes(
     terminals: list[tuple[str, str]],
     processes: int,
@@ -97,7 +113,7 @@ def run_in_processes(
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        summaries = [results.get() for _ in workers]
+        summaries = _collect(results, workers)
         for worker in workers:
             worker.join(WORKER_STOP_S)
     finally:
