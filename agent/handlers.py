@@ -13,29 +13,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from agent.commands import CommandFailed, CommandHandler, CommandRejected, ping
 from agent.errors import TerminalFault
 from agent.terminal import UsbTerminal
 from agent.usb_driver import TC200Driver
+from shared.command_catalog import TerminalConfig
 from shared.messages import Command, HostMetrics
 
 T = TypeVar("T")
-
-
-class TerminalConfig(BaseModel):
-    """What ``set_config`` may change on the terminal; unknown keys are refused."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    display_brightness: int | None = Field(default=None, ge=0, le=100)
-    beep_volume: int | None = Field(default=None, ge=0, le=100)
-    timezone: str | None = Field(default=None, pattern=r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+){0,2}$")
-    receipt_header: str | None = Field(default=None, max_length=64)
-
-    def as_device_config(self) -> dict[str, str]:
-        return {key: str(value) for key, value in self.model_dump(exclude_none=True).items()}
 
 
 def parse_terminal_config(args: Mapping[str, Any]) -> dict[str, str]:
