@@ -67,7 +67,9 @@ class Platform:
     pump: threading.Thread | None = None
 
     def start(self, timeout: float = 90) -> None:
-        self.output = []
+        # This start's own list: a pump left from a killed run must not append to it.
+        output: list[str] = []
+        self.output = output
         args = [
             sys.executable,
             "-m",
@@ -98,7 +100,7 @@ class Platform:
         def pump() -> None:
             assert self.process is not None and self.process.stdout is not None
             for line in self.process.stdout:
-                self.output.append(line)
+                output.append(line)
                 if "Press Ctrl-C" in line:
                     ready.set()
             ready.set()

@@ -8,6 +8,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,7 +54,12 @@ class IngestThread:
             self._task = asyncio.current_task()
             self._started.set()
             watcher = asyncio.create_task(ready.wait())
-            watcher.add_done_callback(lambda _: self.ready.set())
+
+            def subscribed(task: asyncio.Task[bool]) -> None:
+                if not task.cancelled():  # cancelled: run_ingest failed; _run sets `error` first
+                    self.ready.set()
+
+            watcher.add_done_callback(subscribed)
             try:
                 await run_ingest(
                     self._settings, self._database_url, self._stop, ready, counters=self.counters
@@ -80,10 +86,21 @@ class IngestThread:
     def stop(self) -> None:
         """SIGTERM's path: set the stop event, let the daemon flush and exit."""
         assert self._loop is not None and self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
+        with suppress(RuntimeError):  # the loop is closed if ingest ended on its own
+            self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(WAIT_S)
         assert not self._thread.is_alive()
         assert self.error is None, self.error
+
+    def settled(self) -> IngestCounters:
+        """The counters between two steps of the loop, where no batch is half counted.
+
+        The loop thread updates ``committed`` before the rest of a batch's counters, so a
+        wait for ``committed`` can wake before, say, ``dead_lettered`` has the batch.
+        """
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self._loop).result(WAIT_S)
+        return self.counters
 
     def kill(self) -> None:
         """A crash as the broker sees it: nothing more is committed or acknowledged."""
@@ -156,6 +173,7 @@ def test_daemon_writes_telemetry_and_keeps_malformed_messages(
         assert terminal_probe.publish(topics.telemetry(SERIAL), heartbeat("hb-2"))
 
         wait_until(lambda: ingest.counters.committed >= 4, "four committed messages")
+        counters = ingest.settled()  # the last batch counted in full, not just `committed`
         assert scalar(database_url, "SELECT count(*) FROM telemetry") == 2
         assert scalar(database_url, "SELECT status FROM terminal WHERE serial = %s", SERIAL) == (
             "online"
@@ -166,8 +184,8 @@ def test_daemon_writes_telemetry_and_keeps_malformed_messages(
         )
         assert scalar(database_url, "SELECT payload FROM dead_letter") == b"{this is not json"
         assert scalar(database_url, "SELECT reason FROM dead_letter") == "bad-payload"
-        assert ingest.counters.dead_lettered == {"bad-payload": 1}
-        assert ingest.counters.acks_dropped == 0
+        assert counters.dead_lettered == {"bad-payload": 1}
+        assert counters.acks_dropped == 0
     finally:
         ingest.stop()
 

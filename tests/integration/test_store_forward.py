@@ -190,8 +190,9 @@ def test_broker_restart_loses_nothing_and_keeps_order(
             restartable_broker.start()
             wait_until(lambda: len(store) <= 1, "the disk queue to drain")
         # Stopped cleanly: everything queued has been sent.
+        # Distinct ids: a redelivered duplicate must not count for one still in flight.
         wait_until(
-            lambda: len(subscriber.beats) >= agent.stats.telemetry_queued,
+            lambda: len({beat.id for beat in subscriber.beats}) >= agent.stats.telemetry_queued,
             "every queued heartbeat at the subscriber",
         )
         beats = subscriber.beats
