@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import psutil
@@ -217,6 +218,7 @@ def test_workers_share_the_stream_and_a_killed_worker_loses_nothing(
 def session_present(broker: RunningBroker, secret: str, client_id: str) -> bool:
     """Whether the broker still keeps a persistent session for ``client_id``."""
     found: list[bool] = []
+    refused: list[object] = []
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id,
@@ -224,7 +226,12 @@ def session_present(broker: RunningBroker, secret: str, client_id: str) -> bool:
         protocol=mqtt.MQTTv311,
     )
     client.username_pw_set("tms-ingest", secret)
-    client.on_connect = lambda _c, _u, flags, _r, _p: found.append(flags.session_present)
+    def on_connect(_c: object, _u: object, flags: Any, reason: Any, _p: object) -> None:
+        if reason.is_failure:
+            refused.append(reason)  # before `found`: the waiter reads both once it sees that
+        found.append(flags.session_present)
+
+    client.on_connect = on_connect
     client.connect(broker.host, broker.port)
     client.loop_start()
     try:
@@ -232,6 +239,8 @@ def session_present(broker: RunningBroker, secret: str, client_id: str) -> bool:
     finally:
         client.disconnect()
         client.loop_stop()
+    # A refused login would say "no session" too, and prove nothing.
+    assert not refused, f"{client_id} could not log in: {refused}"
     return found[0]
 
 
