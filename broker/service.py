@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -52,14 +53,18 @@ class SyncTracker:
             self._finished += 1
             self._changed.notify_all()
 
-    def wait_for_next(self, timeout: float) -> bool:
-        """Block until a sync that begins after this call has finished; False on timeout.
+    def wait_after(self, prompt: Callable[[], None], timeout: float) -> bool:
+        """Run ``prompt`` (it must cause a sync, e.g. a NOTIFY), then block until a sync
+        begun since has finished; False on timeout.
 
-        Syncs run one at a time, so the first to finish after ``started`` moves on is
-        one that read the database after the caller's commit.
+        Counting from before ``prompt`` matters: a caller that counted after its commit
+        could miss the sync the commit had already started, and wait for one that
+        nothing causes. Syncs run one at a time and read the database when they begin.
         """
         with self._changed:
             target = self._started + 1
+        prompt()
+        with self._changed:
             return self._changed.wait_for(lambda: self._finished >= target, timeout)
 
 
