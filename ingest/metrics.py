@@ -136,9 +136,10 @@ class MetricsServer:
         log.info("metrics on http://%s:%s/metrics", self.host, self.port)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            await server.wait_closed()
 
     def answer(self, path: str) -> bytes:
         if path == "/metrics":

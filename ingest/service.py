@@ -401,6 +401,11 @@ async def _upkeep_sessions(
         log.warning("could not retire old ingest sessions: %s", exc)
 
 
+async def _close_on(stop: asyncio.Event, metrics: MetricsServer) -> None:
+    await stop.wait()
+    await metrics.close()
+
+
 async def run_ingest(
     settings: IngestSettings,
     database_url: str,
@@ -452,12 +457,16 @@ async def run_ingest(
     )
     scheduler = start_retention_schedule(database_url, settings) if primary else None
     metrics: MetricsServer | None = None
+    metrics_closer: asyncio.Task[None] | None = None
     if settings.metrics_port:
         health = daemon.health
         metrics = MetricsServer(
             settings.metrics_host, settings.metrics_port, make_registry(counters, health), health
         )
         await metrics.start()
+        # The port goes with the stop, not after the drain: a drain during a database
+        # outage takes seconds, and a platform restarted at once needs the port.
+        metrics_closer = asyncio.create_task(_close_on(stop, metrics), name="metrics-closer")
     try:
         await daemon.run(stop, ready)
     finally:
@@ -467,6 +476,9 @@ async def run_ingest(
         if scheduler is not None:
             scheduler.shutdown(wait=False)
         await asyncio.gather(*side_tasks, return_exceptions=True)
+        if metrics_closer is not None:
+            metrics_closer.cancel()
+            await asyncio.gather(metrics_closer, return_exceptions=True)
         if metrics is not None:
             await metrics.close()
         await side_pool.close()

@@ -25,10 +25,12 @@ from tms.postgres import EmbeddedPostgres, read_postmaster
 WAIT_S = 30.0
 
 # The roles written in the lock file (tms/postgres.py): a `tms up` still migrating,
-# a `tms up` whose database is ready, a command that opened a stopped platform.
+# a `tms up` whose database is ready, a command that opened a stopped platform, and
+# a `tms up` that stopped cleanly (any other role left behind means it was killed).
 HOLDER_UP_STARTING = "up-starting"
 HOLDER_UP = "up"
 HOLDER_COMMAND = "command"
+HOLDER_STOPPED = "stopped"
 PLATFORM_FILE = "platform.json"
 
 

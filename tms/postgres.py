@@ -216,6 +216,9 @@ class EmbeddedPostgres:
             return None
         return int(fields[0]), fields[1]
 
+    def holds_lock(self) -> bool:
+        return self._lock is not None
+
     def unlock(self) -> None:
         if self._lock is not None:
             self._lock.close()
@@ -270,8 +273,7 @@ class EmbeddedPostgres:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise PostgresError(
-                    f"PostgreSQL did not start ({self._first_problem()}); its log: "
-                    f"{self.log_file}"
+                    f"PostgreSQL did not start ({self._first_problem()}); its log: {self.log_file}"
                 )
             time.sleep(0.05)
 

@@ -24,14 +24,19 @@ from shared.models import AccountKind
 from shared.ports import PortInUseError, ensure_port_free, port_accepts
 from shared.settings import MqttClientSettings, Settings
 from tms.children import Child, child_env, http_ok
-from tms.platform_database import HOLDER_UP, HOLDER_UP_STARTING, record_database_kind
+from tms.platform_database import (
+    HOLDER_STOPPED,
+    HOLDER_UP,
+    HOLDER_UP_STARTING,
+    record_database_kind,
+)
 from tms.postgres import EmbeddedPostgres
 
 INGEST_ACCOUNT = "tms-ingest"
 # How long `tms up` waits for a `tms` command using the stopped platform's database.
 LOCK_WAIT_S = 30.0
 # How long a port may stay taken: a platform killed a moment ago is still letting go.
-PORT_SETTLE_S = 10.0
+PORT_SETTLE_S = 30.0
 CONSOLE_ACCOUNT = "tms-console"
 
 
@@ -84,6 +89,7 @@ class Platform:
         self.postgres: EmbeddedPostgres | None = None
         self.children: list[Child] = []
         self.database_url = ""
+        self.killed_before = False
 
     # -- start-up -------------------------------------------------------------
 
@@ -121,7 +127,11 @@ class Platform:
         """Before anything else: one `tms up` per data directory, and a `tms` command
         that has the stopped platform's database open finishes first."""
         self.cluster = EmbeddedPostgres(self.data_dir / "postgres", self.settings.database.port, "")
+        previous = self.cluster.lock_holder()
         if self.cluster.lock(wait_s=LOCK_WAIT_S, holder=HOLDER_UP_STARTING):
+            # The last `tms up` here did not stop cleanly: its parts may hold our ports
+            # for a few seconds more while they drain.
+            self.killed_before = previous is not None and previous[1].startswith("up")
             return
         holder = self.cluster.lock_holder()
         if holder is not None and holder[1].startswith("up"):
@@ -137,7 +147,7 @@ class Platform:
 
     def _check_ports_settled(self) -> None:
         """The ports, allowing a platform killed a moment ago to let go of them."""
-        deadline = time.monotonic() + PORT_SETTLE_S
+        deadline = time.monotonic() + (PORT_SETTLE_S if self.killed_before else 0.0)
         while True:
             try:
                 self._check_ports()
@@ -377,6 +387,9 @@ class Platform:
             if child.alive():
                 self.say(f"stopping {child.name}")
             child.stop()
+        if self.cluster is not None and self.cluster.holds_lock():
+            # Its other parts are gone; a leftover server is what stop_leftover is for.
+            self.cluster.set_holder(HOLDER_STOPPED)
         if self.postgres is not None:
             if self.postgres.owned:
                 self.say("stopping PostgreSQL")

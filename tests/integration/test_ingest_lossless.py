@@ -226,6 +226,7 @@ def session_present(broker: RunningBroker, secret: str, client_id: str) -> bool:
         protocol=mqtt.MQTTv311,
     )
     client.username_pw_set("tms-ingest", secret)
+
     def on_connect(_c: object, _u: object, flags: Any, reason: Any, _p: object) -> None:
         if reason.is_failure:
             refused.append(reason)  # before `found`: the waiter reads both once it sees that
