@@ -106,6 +106,7 @@ class Terminal(SQLModel, table=True):
     host_cpu_pct: float | None = None
     host_memory_pct: float | None = None
     host_disk_pct: float | None = None
+    uptime_s: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     created_at: datetime | None = _ts(nullable=False, server_now=True)
     decommissioned_at: datetime | None = _ts()
 
@@ -182,21 +183,95 @@ class Alert(SQLModel, table=True):
     resolution_note: str | None = Field(default=None, max_length=2000)
 
 
+class CommandBulk(SQLModel, table=True):
+    """One command for a selection of terminals, sent at a set rate per customer."""
+
+    __tablename__ = "command_bulk"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64)
+    args: dict[str, Any] | None = _json()
+    selection: dict[str, Any] | None = _json()  # the filter it was chosen by, as asked
+    summary: str = Field(default="", max_length=500, sa_column_kwargs={"server_default": ""})
+    rate_per_s: float
+    total: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    requested_by: str = Field(max_length=64)
+    created_at: datetime | None = _ts(nullable=False, server_now=True)
+    cancelled_at: datetime | None = _ts()
+    cancelled_by: str | None = Field(default=None, max_length=64)
+
+
 class Command(SQLModel, table=True):
+    """A command is a row before it is a message (docs/commands.md); states in
+    ``shared.command_states``."""
+
     __tablename__ = "command"
+    __table_args__ = (
+        Index("ix_command_created_at", "terminal_id", "created_at"),
+        Index("command_due", "due_at", postgresql_where=text("status IN ('queued', 'sent')")),
+        Index(
+            "command_request_once",
+            "requested_by",
+            "request_id",
+            unique=True,
+            postgresql_where=text("request_id IS NOT NULL"),
+        ),
+    )
 
     id: str = Field(primary_key=True, max_length=64)
     terminal_id: int = Field(foreign_key="terminal.id", index=True)
     name: str = Field(max_length=64)
     args: dict[str, Any] | None = _json()
-    status: str = Field(default="pending", max_length=16, index=True)
+    status: str = Field(
+        default="queued", max_length=16, index=True, sa_column_kwargs={"server_default": "queued"}
+    )
     created_by: int | None = Field(default=None, foreign_key="user_account.id")
+    # Who asked: a console user's or API token owner's name, or an MQTT account.
+    requested_by: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
+    requester_kind: str = Field(default="", max_length=16, sa_column_kwargs={"server_default": ""})
+    token_name: str | None = Field(default=None, max_length=100)
+    origin: str | None = Field(default=None, max_length=64)  # remote address, or "mqtt"
+    request_id: str | None = Field(default=None, max_length=64)  # a support script's own id
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    max_attempts: int = Field(default=3, sa_column_kwargs={"server_default": "3"})
+    timeout_s: float = Field(default=60.0, sa_column_kwargs={"server_default": "60"})
+    # queued: when it may go out (a bulk paces its rows); sent: when its result is late.
+    due_at: datetime | None = _ts(nullable=False, server_now=True)
     created_at: datetime | None = _ts(nullable=False, server_now=True)
-    sent_at: datetime | None = _ts()
+    sent_at: datetime | None = _ts()  # the first send
+    last_sent_at: datetime | None = _ts()
     expires_at: datetime | None = _ts()
-    finished_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()  # any final state
+    cancelled_by: str | None = Field(default=None, max_length=64)
+    bulk_id: int | None = Field(default=None, foreign_key="command_bulk.id", index=True)
     result: dict[str, Any] | None = _json()
     error: str | None = Field(default=None, max_length=2000)
+
+
+class TerminalLog(SQLModel, table=True):
+    """Device events and command results per terminal, partitioned by month like
+    telemetry (migration 0005) and dropped with it by the retention job."""
+
+    __tablename__ = "terminal_log"
+    __table_args__ = (
+        Index("terminal_log_terminal_at", "terminal_id", text("at DESC")),
+        UniqueConstraint("kind", "source_id", "at"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    terminal_id: int
+    at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), primary_key=True)
+    )
+    received_at: datetime | None = _ts(nullable=False, server_now=True)
+    kind: str = Field(max_length=16)  # event | command
+    severity: str = Field(
+        default="info", max_length=16, sa_column_kwargs={"server_default": "info"}
+    )
+    code: str | None = Field(default=None, max_length=200)
+    message: str = Field(default="", max_length=2000, sa_column_kwargs={"server_default": ""})
+    source_id: str | None = Field(default=None, max_length=64)  # the event or command id
+    data: dict[str, Any] | None = _json()
 
 
 class Firmware(SQLModel, table=True):
