@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from shared.errors import MessageError
+from shared.topics import COMMAND_ID_PATTERN, SERIAL_PATTERN
 
 SCHEMA_VERSION: Literal[1] = 1
 SUPPORTED_VERSIONS = frozenset({1})
@@ -143,6 +144,56 @@ class CommandResult(_Message):
     finished_at: AwareDatetime = Field(default_factory=utcnow)
 
 
+Serial = Annotated[str, Field(pattern=rf"^{SERIAL_PATTERN}$")]
+RequestId = Annotated[str, Field(pattern=rf"^{COMMAND_ID_PATTERN}$")]
+
+
+class CommandRequest(_Message):
+    """Support script -> sender on ``tms/requests/<account>/cmd/<request-id>``.
+
+    The topic says who asks and names the request; the sender checks the command, its
+    arguments and expiry against the catalogue and the account's role, so they are only
+    shaped here (docs/command-requests.md).
+    """
+
+    serial: Serial
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    args: dict[str, Any] = Field(default_factory=dict)
+    expires_in_s: float | None = None
+
+
+class RequestState(StrEnum):
+    """A reply's state: ``refused`` (nothing was queued), else the command's own state.
+
+    The values after ``refused`` are ``shared.command_states.CommandState``'s, which
+    cannot be imported here (it imports this module); a unit test keeps them equal.
+    """
+
+    REFUSED = "refused"
+    QUEUED = "queued"
+    SENT = "sent"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class CommandRequestReply(_Message):
+    """Sender -> support script on ``tms/requests/<account>/reply/<request-id>``.
+
+    One when the request is accepted (``queued``, with the command id) or refused (with
+    the reason in ``error``), and one when the command reaches a final state.
+    """
+
+    request_id: RequestId
+    state: RequestState
+    command_id: MessageId | None = None
+    error: Annotated[str, Field(max_length=2000)] | None = None
+    output: dict[str, Any] = Field(default_factory=dict)
+    at: AwareDatetime = Field(default_factory=utcnow)
+
+
 M = TypeVar("M", bound=_Message)
 
 _KIND_NAMES: dict[type[_Message], str] = {
@@ -151,6 +202,8 @@ _KIND_NAMES: dict[type[_Message], str] = {
     Event: "event",
     Command: "cmd",
     CommandResult: "cmd-result",
+    CommandRequest: "command request",
+    CommandRequestReply: "command request reply",
 }
 
 

@@ -1,12 +1,18 @@
-"""The v1 MQTT topic tree: builders, the one parser, and checks for filters.
+"""The MQTT topic trees: builders, a parser for each tree, and checks for filters.
 
-Every topic TMS uses lives under ``tms/v1/<serial>/``::
+Every topic a terminal uses lives under ``tms/v1/<serial>/``::
 
     tms/v1/<serial>/telemetry              agent -> platform, heartbeat with metrics
     tms/v1/<serial>/status                 agent -> platform, retained presence (and last will)
     tms/v1/<serial>/event                  agent -> platform, errors and state changes
     tms/v1/<serial>/cmd/<command-id>       console -> agent
     tms/v1/<serial>/cmd-result/<command-id> agent -> platform
+
+Support scripts ask the command sender for commands in a tree of their own, outside
+``tms/v1/`` so that no serial can collide with it (docs/command-requests.md)::
+
+    tms/requests/<account>/cmd/<request-id>    support script -> sender
+    tms/requests/<account>/reply/<request-id>  sender -> support script
 """
 
 from __future__ import annotations
@@ -23,13 +29,25 @@ ROOT = "tms/v1"
 # wildcards, separators or characters that broker ACL substitution treats specially.
 SERIAL_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 COMMAND_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+# An account name in the request tree follows the serial's rules for the same reasons;
+# service accounts may be named more freely (broker.provisioning), but only one named
+# like this can use the request topics.
+ACCOUNT_PATTERN = SERIAL_PATTERN
 
 _SERIAL_RE = re.compile(rf"^{SERIAL_PATTERN}$")
 _COMMAND_ID_RE = re.compile(rf"^{COMMAND_ID_PATTERN}$")
+_ACCOUNT_RE = re.compile(rf"^{ACCOUNT_PATTERN}$")
 _TOPIC_RE = re.compile(
     rf"^tms/v1/(?P<serial>{SERIAL_PATTERN})/"
     rf"(?:(?P<kind>telemetry|status|event)"
     rf"|(?P<cmdkind>cmd|cmd-result)/(?P<command_id>{COMMAND_ID_PATTERN}))$"
+)
+
+
+REQUESTS_ROOT = "tms/requests"
+_REQUEST_TOPIC_RE = re.compile(
+    rf"^tms/requests/(?P<account>{ACCOUNT_PATTERN})/(?P<kind>cmd|reply)"
+    rf"/(?P<request_id>{COMMAND_ID_PATTERN})$"
 )
 
 
@@ -60,11 +78,11 @@ class Topic:
 
 
 def is_valid_serial(serial: str) -> bool:
-    return bool(_SERIAL_RE.match(serial))
+    return bool(_SERIAL_RE.fullmatch(serial))
 
 
 def check_serial(serial: str) -> str:
-    if not isinstance(serial, str) or not _SERIAL_RE.match(serial):
+    if not isinstance(serial, str) or not _SERIAL_RE.fullmatch(serial):
         raise TopicError(
             f"invalid terminal serial {serial!r}: use 1-64 letters, digits, '.', '_' or '-',"
             " starting with a letter or digit"
@@ -73,9 +91,28 @@ def check_serial(serial: str) -> str:
 
 
 def check_command_id(command_id: str) -> str:
-    if not isinstance(command_id, str) or not _COMMAND_ID_RE.match(command_id):
+    if not isinstance(command_id, str) or not _COMMAND_ID_RE.fullmatch(command_id):
         raise TopicError(f"invalid command id {command_id!r}: use 1-64 letters, digits, '_' or '-'")
     return command_id
+
+
+def is_valid_account(account: str) -> bool:
+    return isinstance(account, str) and bool(_ACCOUNT_RE.fullmatch(account))
+
+
+def check_account(account: str) -> str:
+    if not is_valid_account(account):
+        raise TopicError(
+            f"invalid account name {account!r} for the request topics: use 1-64 letters,"
+            " digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return account
+
+
+def check_request_id(request_id: str) -> str:
+    if not isinstance(request_id, str) or not _COMMAND_ID_RE.fullmatch(request_id):
+        raise TopicError(f"invalid request id {request_id!r}: use 1-64 letters, digits, '_' or '-'")
+    return request_id
 
 
 def telemetry(serial: str) -> str:
@@ -112,11 +149,61 @@ INGEST_FILTERS: tuple[str, ...] = (
 )
 
 
-def parse(topic: str) -> Topic:
-    """Parse a concrete (wildcard-free) topic, or raise TopicError saying why not."""
+def command_request(account: str, request_id: str) -> str:
+    """Where a support script asks the sender for a command."""
+    return f"{REQUESTS_ROOT}/{check_account(account)}/cmd/{check_request_id(request_id)}"
+
+
+def command_request_reply(account: str, request_id: str) -> str:
+    """Where the sender answers a request: once on acceptance or refusal, once at the end."""
+    return f"{REQUESTS_ROOT}/{check_account(account)}/reply/{check_request_id(request_id)}"
+
+
+def command_reply_filter(account: str) -> str:
+    """The one subscription a support script makes: the replies to its own requests."""
+    return f"{REQUESTS_ROOT}/{check_account(account)}/reply/+"
+
+
+# What the sender subscribes to: every account's requests (the ACL lets each script
+# publish only under its own name, so the account level says who asked).
+COMMAND_REQUEST_FILTER = f"{REQUESTS_ROOT}/+/cmd/+"
+
+
+class RequestKind(StrEnum):
+    COMMAND = "cmd"
+    REPLY = "reply"
+
+
+_REQUEST_KINDS = {kind.value: kind for kind in RequestKind}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTopic:
+    """A parsed topic of the request tree."""
+
+    account: str
+    kind: RequestKind
+    request_id: str
+
+    def __str__(self) -> str:
+        return f"{REQUESTS_ROOT}/{self.account}/{self.kind.value}/{self.request_id}"
+
+
+def parse_request_topic(topic: str) -> RequestTopic:
+    """Parse a concrete topic of the request tree, or raise TopicError saying why not."""
     if not isinstance(topic, str):
         raise TopicError(f"topic must be a string, not {type(topic).__name__}")
-    match = _TOPIC_RE.match(topic)
+    match = _REQUEST_TOPIC_RE.fullmatch(topic)
+    if match is None:
+        raise TopicError(f"not a TMS request topic: {topic[:200]!r}")
+    return RequestTopic(match["account"], _REQUEST_KINDS[match["kind"]], match["request_id"])
+
+
+def parse(topic: str) -> Topic:
+    """Parse a concrete (wildcard-free) ``tms/v1/`` topic, or raise TopicError saying why not."""
+    if not isinstance(topic, str):
+        raise TopicError(f"topic must be a string, not {type(topic).__name__}")
+    match = _TOPIC_RE.fullmatch(topic)
     if match is None:
         raise TopicError(f"not a TMS v1 topic: {topic[:200]!r}")
     if match["kind"] is not None:

@@ -7,20 +7,24 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.command_states import CommandState
 from shared.errors import MessageError
 from shared.messages import (
     Command,
+    CommandRequest,
+    CommandRequestReply,
     CommandResult,
     DeviceStatus,
     Event,
     Metrics,
     Presence,
     PresenceState,
+    RequestState,
     Telemetry,
     parse_message,
 )
 
-MODELS = [Telemetry, Presence, Event, Command, CommandResult]
+MODELS = [Telemetry, Presence, Event, Command, CommandResult, CommandRequest, CommandRequestReply]
 
 
 def test_telemetry_round_trips() -> None:
@@ -92,6 +96,7 @@ _json_values = st.recursive(
 )
 _field_names = st.sampled_from(
     ["v", "id", "ts", "status", "terminal", "host", "errors", "state", "name", "args", "cpu"]
+    + ["serial", "expires_in_s", "request_id", "command_id", "output", "error", "at"]
 )
 _near_valid = st.dictionaries(_field_names, _json_values | st.just(1), max_size=8).map(
     lambda d: json.dumps(d, allow_nan=True).encode()
@@ -158,3 +163,69 @@ def test_the_fast_path_agrees_with_the_full_checks(model: type, body: dict[str, 
 
     payload = _canonical(body)
     assert _outcome(parse_message, model, payload) == _outcome(_parse_checked, model, payload)
+
+
+def test_command_request_round_trips_with_defaults() -> None:
+    sent = CommandRequest(serial="TC200-0001", name="fetch_logs", args={"lines": 50})
+    received = parse_message(CommandRequest, sent.to_payload())
+    assert received == sent
+    assert received.expires_in_s is None
+    bare = parse_message(CommandRequest, b'{"v":1,"serial":"S1","name":"ping"}')
+    assert bare.args == {} and bare.expires_in_s is None
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "ping"}, "serial"),
+        ({"serial": "S1"}, "name"),
+        ({"serial": "a/b", "name": "ping"}, "serial"),
+        ({"serial": "+", "name": "ping"}, "serial"),
+        ({"serial": "S1\n", "name": "ping"}, "serial"),
+        ({"serial": "S1", "name": ""}, "name"),
+        ({"serial": "S1", "name": "x" * 65}, "name"),
+        ({"serial": "S1", "name": "ping", "args": [1]}, "args"),
+        ({"serial": "S1", "name": "ping", "expires_in_s": "soon"}, "expires_in_s"),
+    ],
+)
+def test_bad_command_request_names_the_field(body: dict[str, object], field: str) -> None:
+    with pytest.raises(MessageError) as caught:
+        parse_message(CommandRequest, json.dumps({"v": 1, **body}))
+    assert caught.value.field == field
+    assert "command request" in str(caught.value)
+
+
+def test_command_request_reply_round_trips() -> None:
+    accepted = CommandRequestReply(request_id="r-1", state="queued", command_id="c1")
+    assert parse_message(CommandRequestReply, accepted.to_payload()) == accepted
+    refused = CommandRequestReply(request_id="r-1", state=RequestState.REFUSED, error="no role")
+    received = parse_message(CommandRequestReply, refused.to_payload())
+    assert received.state == "refused" and received.command_id is None
+    assert received.output == {} and received.at.tzinfo is not None
+    done = CommandRequestReply(
+        request_id="r-1", state=CommandState.SUCCEEDED, command_id="c1", output={"rtt_ms": 12}
+    )
+    assert parse_message(CommandRequestReply, done.to_payload()).output == {"rtt_ms": 12}
+
+
+def test_a_reply_state_is_refused_or_a_command_state() -> None:
+    assert {s.value for s in RequestState} == {"refused"} | {s.value for s in CommandState}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"state": "queued"}, "request_id"),
+        ({"request_id": "r/1", "state": "queued"}, "request_id"),
+        ({"request_id": "-r", "state": "queued"}, "request_id"),
+        ({"request_id": "r1"}, "state"),
+        ({"request_id": "r1", "state": "exploded"}, "state"),
+        ({"request_id": "r1", "state": "failed", "error": "e" * 2001}, "error"),
+        ({"request_id": "r1", "state": "queued", "command_id": "c/1"}, "command_id"),
+        ({"request_id": "r1", "state": "queued", "at": "2026-01-01T00:00:00"}, "at"),
+    ],
+)
+def test_bad_command_request_reply_names_the_field(body: dict[str, object], field: str) -> None:
+    with pytest.raises(MessageError) as caught:
+        parse_message(CommandRequestReply, json.dumps({"v": 1, **body}))
+    assert caught.value.field == field

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from shared import topics
 from shared.errors import TopicError
-from shared.topics import Topic, TopicKind
+from shared.topics import RequestKind, RequestTopic, Topic, TopicKind
 
 
 @pytest.mark.parametrize(
@@ -134,3 +134,115 @@ def test_filter_and_publish_checks_never_fail_with_anything_else(text: str) -> N
 @given(st.from_regex(topics.SERIAL_PATTERN, fullmatch=True))
 def test_every_valid_serial_builds_parseable_topics(serial: str) -> None:
     assert topics.parse(topics.telemetry(serial)).serial == serial
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("tms/requests/support-1/cmd/r-1", RequestTopic("support-1", RequestKind.COMMAND, "r-1")),
+        ("tms/requests/a.b_c-9/reply/R_2", RequestTopic("a.b_c-9", RequestKind.REPLY, "R_2")),
+    ],
+)
+def test_parse_request_topic_accepts_both_kinds(text: str, expected: RequestTopic) -> None:
+    assert topics.parse_request_topic(text) == expected
+    assert str(expected) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "tms/requests",
+        "tms/requests/support-1",
+        "tms/requests/support-1/cmd",
+        "tms/requests/support-1/cmd/",
+        "tms/requests/support-1/cmd/a/b",
+        "tms/requests/support-1/cmd-result/r1",
+        "tms/requests/support-1/other/r1",
+        "tms/requests/+/cmd/r1",
+        "tms/requests/support-1/cmd/+",
+        "tms/requests/-s/cmd/r1",
+        "tms/requests/s/cmd/-r1",
+        "tms/requests/s/cmd/r.1",
+        "tms/requests/ops@example/cmd/r1",
+        "tms/requests/" + "A" * 65 + "/cmd/r1",
+        "tms/requests/s/cmd/" + "r" * 65,
+        "tms/requests/s/cmd/r1\n",
+        "tms/v1/s/cmd/r1",
+        "/tms/requests/s/cmd/r1",
+    ],
+)
+def test_parse_request_topic_rejects_the_rest(text: str) -> None:
+    with pytest.raises(TopicError):
+        topics.parse_request_topic(text)
+
+
+def test_request_topics_are_not_terminal_topics() -> None:
+    # Outside tms/v1/, so no serial can name a request topic and no request is a v1 topic.
+    with pytest.raises(TopicError):
+        topics.parse(topics.command_request("s1", "r1"))
+    with pytest.raises(TopicError):
+        topics.parse_request_topic(topics.command("s1", "r1"))
+
+
+def test_request_builders_round_trip_through_the_parser() -> None:
+    request = topics.parse_request_topic(topics.command_request("support-1", "r1"))
+    assert request == RequestTopic("support-1", RequestKind.COMMAND, "r1")
+    reply = topics.parse_request_topic(topics.command_request_reply("support-1", "r1"))
+    assert reply == RequestTopic("support-1", RequestKind.REPLY, "r1")
+    assert topics.command_reply_filter("support-1") == "tms/requests/support-1/reply/+"
+    assert topics.COMMAND_REQUEST_FILTER == "tms/requests/+/cmd/+"
+    assert topics.check_filter(topics.COMMAND_REQUEST_FILTER)
+
+
+@pytest.mark.parametrize("account", ["", "+", "#", "a/b", "-a", "é", "a b", "a@b", "A" * 65, "a\n"])
+def test_request_builders_refuse_bad_account_names(account: str) -> None:
+    for build in (
+        lambda: topics.command_request(account, "r1"),
+        lambda: topics.command_request_reply(account, "r1"),
+        lambda: topics.command_reply_filter(account),
+    ):
+        with pytest.raises(TopicError, match="account name"):
+            build()
+
+
+@pytest.mark.parametrize("request_id", ["", "a/b", "+", "#", "a.b", "-a", "x" * 65, "a\n"])
+def test_request_builders_refuse_bad_request_ids(request_id: str) -> None:
+    with pytest.raises(TopicError, match="request id"):
+        topics.command_request("s1", request_id)
+    with pytest.raises(TopicError, match="request id"):
+        topics.command_request_reply("s1", request_id)
+
+
+@pytest.mark.parametrize("serial", ["TC1\n", "TC1\r"])
+def test_a_trailing_newline_is_no_part_of_a_serial(serial: str) -> None:
+    assert not topics.is_valid_serial(serial)
+    with pytest.raises(TopicError):
+        topics.parse(f"tms/v1/{serial}/telemetry")
+
+
+_request_like = st.lists(
+    st.sampled_from(["tms", "requests", "v1", "s1", "cmd", "reply", "r1", "+", "#", "", "a b"])
+    | st.text(max_size=12),
+    max_size=6,
+).map("/".join)
+
+
+@given(st.one_of(st.text(), _request_like))
+def test_request_parser_never_fails_with_anything_but_topic_error(text: str) -> None:
+    try:
+        parsed = topics.parse_request_topic(text)
+    except TopicError:
+        return
+    assert str(parsed) == text
+
+
+@given(
+    st.from_regex(topics.ACCOUNT_PATTERN, fullmatch=True),
+    st.from_regex(topics.COMMAND_ID_PATTERN, fullmatch=True),
+)
+def test_every_valid_account_and_request_id_build_parseable_topics(
+    account: str, request_id: str
+) -> None:
+    parsed = topics.parse_request_topic(topics.command_request(account, request_id))
+    assert (parsed.account, parsed.request_id) == (account, request_id)
