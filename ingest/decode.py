@@ -42,6 +42,8 @@ DEFAULT_MAX_FUTURE = timedelta(minutes=5)
 # Column widths the wire schema allows to be longer (shared.models): checked here so
 # that one long value is a dead letter, not a batch the database refuses forever.
 FIRMWARE_MAX = 64
+MODEL_MAX = 64
+UPTIME_MAX = 2**63 - 1  # bigint
 DETAIL_MAX = 2000
 TOPIC_MAX = 1024
 
@@ -72,6 +74,8 @@ class TelemetryRecord(NamedTuple):
     host_memory_pct: float | None
     host_disk_pct: float | None
     errors_json: str | None  # JSON array of {code, message}, or None when there are none
+    model: str | None = None
+    uptime_s: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +166,10 @@ def _telemetry(serial: str, envelope: Envelope) -> TelemetryRecord:
     _check_storable(message, "telemetry", envelope.payload)
     if message.firmware is not None and len(message.firmware) > FIRMWARE_MAX:
         raise MessageError("telemetry", "firmware", f"longer than {FIRMWARE_MAX} characters")
+    if message.model is not None and len(message.model) > MODEL_MAX:
+        raise MessageError("telemetry", "model", f"longer than {MODEL_MAX} characters")
+    if message.uptime_s is not None and message.uptime_s > UPTIME_MAX:
+        raise MessageError("telemetry", "uptime_s", f"larger than {UPTIME_MAX}")
     errors = [error.model_dump(mode="json") for error in message.errors]
     return TelemetryRecord(
         serial=serial,
@@ -178,6 +186,8 @@ def _telemetry(serial: str, envelope: Envelope) -> TelemetryRecord:
         host_memory_pct=message.host.memory,
         host_disk_pct=message.host.disk,
         errors_json=json.dumps(errors) if errors else None,
+        model=message.model,
+        uptime_s=message.uptime_s,
     )
 
 

@@ -5,7 +5,9 @@ the batch is already stored (telemetry is unique on ``(message_id, ts)``: the ta
 is partitioned by month on ts, and a redelivery carries the same ts), the batch goes
 through a staging table and ``INSERT ... ON CONFLICT DO NOTHING`` instead, so a
 redelivered message is never written twice. Each terminal's latest state is one
-``UPDATE`` per batch. Library errors are translated at this edge: transient ones
+``UPDATE`` per batch. Command results move their command rows (the rules of
+``shared.command_states``) and, with device events, become rows of the terminal's log.
+Library errors are translated at this edge: transient ones
 become ``DatabaseUnavailableError`` (retry the batch), data the server refuses becomes
 ``BatchRefusedError`` (write the batch again message by message, see ``write_isolated``).
 """
@@ -18,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -41,7 +43,9 @@ from ingest.decode import (
 )
 from ingest.errors import BatchRefusedError, DatabaseUnavailableError
 from ingest.status import StatusTransition, TerminalState, status_transitions
+from shared.command_states import FINAL, CommandState, state_after_result
 from shared.db import libpq_url
+from shared.messages import CommandStatus
 
 log = logging.getLogger(__name__)
 
@@ -98,25 +102,29 @@ ON CONFLICT (message_id, ts) DO NOTHING
 # which are already locked.
 LATEST_COLUMNS = (
     "terminal_id, ts, received_at, device_status, firmware_version, cpu_pct, memory_pct,"
-    " disk_pct, host_name, host_cpu_pct, host_memory_pct, host_disk_pct"
+    " disk_pct, host_name, host_cpu_pct, host_memory_pct, host_disk_pct, model, uptime_s"
 )
 LATEST_TYPES = (
     ["int4", "timestamptz", "timestamptz", "text", "text"]
     + ["float8"] * 3
     + ["text"]
     + ["float8"] * 3
+    + ["text", "int8"]
 )
 SQL_CREATE_LATEST = """
 CREATE TEMP TABLE ingest_latest_staging (
     terminal_id integer, ts timestamptz, received_at timestamptz, device_status text,
     firmware_version text, cpu_pct float8, memory_pct float8, disk_pct float8,
-    host_name text, host_cpu_pct float8, host_memory_pct float8, host_disk_pct float8
+    host_name text, host_cpu_pct float8, host_memory_pct float8, host_disk_pct float8,
+    model text, uptime_s int8
 ) ON COMMIT DELETE ROWS
 """
 SQL_COPY_LATEST = f"COPY ingest_latest_staging ({LATEST_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 
 # Only a heartbeat newer than the stored one replaces the latest state, so a replayed
-# or redelivered old heartbeat never rolls the console back.
+# or redelivered old heartbeat never rolls the console back. A heartbeat that does not
+# name the model keeps the known one; uptime is a reading like the metrics. None of
+# these columns is indexed, so the update stays HOT (migration 0003).
 SQL_UPSERT_LATEST = """
 UPDATE terminal AS t SET
     last_heartbeat_at = v.ts,
@@ -126,7 +134,8 @@ UPDATE terminal AS t SET
     cpu_pct = v.cpu_pct, memory_pct = v.memory_pct, disk_pct = v.disk_pct,
     host_name = COALESCE(v.host_name, t.host_name),
     host_cpu_pct = v.host_cpu_pct, host_memory_pct = v.host_memory_pct,
-    host_disk_pct = v.host_disk_pct
+    host_disk_pct = v.host_disk_pct,
+    model = COALESCE(v.model, t.model), uptime_s = v.uptime_s
 FROM ingest_latest_staging AS v
 WHERE t.id = v.terminal_id AND (t.last_heartbeat_at IS NULL OR v.ts > t.last_heartbeat_at)
 """
@@ -142,13 +151,75 @@ INSERT INTO status_change (terminal_id, old_status, new_status, reason, at)
 SELECT * FROM unnest(%s::int[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])
 """
 
+# One statement per batch for every command result (at most one per command: the
+# store drops repeats within a batch first, as UPDATE ... FROM would pick one at random):
+# ``known`` are the results whose command exists for that terminal; ``moved`` those
+# whose command was still live (queued or sent; a row in a final state keeps it, so a
+# duplicate or late result changes nothing) and tells the sender at commit; each known
+# result becomes a row of the terminal's log, once, however often it is redelivered.
+# ``known`` locks the rows in id order before the UPDATE touches them, so two workers
+# given the same results (a redelivery) cannot deadlock; a final state committed
+# meanwhile (the sender expiring the command) is what the UPDATE then checks.
 SQL_FINISH_COMMANDS = """
-UPDATE command AS c SET
-    status = v.status, result = v.output::jsonb, error = v.error, finished_at = v.finished_at
-FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])
-    AS v(id, terminal_id, status, output, error, finished_at)
-WHERE c.id = v.id AND c.terminal_id = v.terminal_id
-RETURNING c.id
+WITH v AS (
+    SELECT * FROM unnest(
+        %(id)s::text[], %(terminal_id)s::int[], %(status)s::text[], %(state)s::text[],
+        %(severity)s::text[], %(output)s::text[], %(error)s::text[],
+        %(finished_at)s::timestamptz[], %(received_at)s::timestamptz[]
+    ) AS v(id, terminal_id, status, state, severity, output, error, finished_at, received_at)
+),
+known AS (
+    SELECT c.id, c.terminal_id, c.name FROM v
+    JOIN command AS c ON c.id = v.id AND c.terminal_id = v.terminal_id
+    ORDER BY c.id FOR UPDATE OF c
+),
+moved AS (
+    UPDATE command AS c SET
+        status = v.state, result = v.output::jsonb, error = v.error,
+        finished_at = v.finished_at
+    FROM v JOIN known AS k ON k.id = v.id AND k.terminal_id = v.terminal_id
+    WHERE c.id = k.id AND c.status = ANY(%(live)s::text[])
+    RETURNING c.id, pg_notify('tms_command_done', c.id)
+),
+logged AS (
+    INSERT INTO terminal_log (
+        terminal_id, at, received_at, kind, severity, code, message, source_id, data)
+    SELECT v.terminal_id, v.finished_at, v.received_at, 'command', v.severity, k.name,
+        left(
+            k.name || ' ' || v.state
+            || CASE WHEN m.id IS NULL THEN ' (arrived after the command was closed)' ELSE '' END
+            || COALESCE(': ' || v.error, ''),
+            2000),
+        v.id, jsonb_build_object('status', v.status, 'command', k.name, 'applied', m.id IS NOT NULL)
+    FROM v
+    JOIN known AS k ON k.id = v.id AND k.terminal_id = v.terminal_id
+    LEFT JOIN moved AS m ON m.id = v.id
+    ON CONFLICT (kind, source_id, at) DO NOTHING
+)
+SELECT k.id, k.terminal_id, m.id IS NOT NULL FROM known AS k LEFT JOIN moved AS m ON m.id = k.id
+"""
+FINISH_COMMAND_COLUMNS = (
+    "id", "terminal_id", "status", "state", "severity", "output", "error", "finished_at",
+    "received_at",
+)  # fmt: skip
+# The states a result may still move: queued and sent (shared.command_states).
+LIVE_COMMAND_STATES = sorted(state.value for state in CommandState if state not in FINAL)
+COMMAND_LOG_SEVERITY = {
+    CommandStatus.OK: "info",
+    CommandStatus.REJECTED: "warning",
+    CommandStatus.ERROR: "error",
+}
+
+SQL_INSERT_EVENT_LOG = """
+INSERT INTO terminal_log (
+    terminal_id, at, received_at, kind, severity, code, message, source_id, data)
+SELECT v.terminal_id, v.at, v.received_at, 'event', v.severity, v.code, v.message, v.id,
+    jsonb_build_object('kind', v.kind)
+FROM unnest(
+    %s::int[], %s::timestamptz[], %s::timestamptz[], %s::text[], %s::text[], %s::text[],
+    %s::text[], %s::text[]
+) AS v(terminal_id, at, received_at, severity, code, message, id, kind)
+ON CONFLICT (kind, source_id, at) DO NOTHING
 """
 
 SQL_INSERT_DEAD_LETTERS = """
@@ -165,6 +236,7 @@ class WriteResult:
     telemetry_duplicates: int = 0
     status_changes: int = 0
     commands_finished: int = 0
+    command_duplicates: int = 0  # results for a command already final: repeated or late
     events: int = 0
     alerts_opened: int = 0
     alerts_resolved: int = 0
@@ -177,8 +249,24 @@ class WriteResult:
         self.telemetry_duplicates += other.telemetry_duplicates
         self.status_changes += other.status_changes
         self.commands_finished += other.commands_finished
+        self.command_duplicates += other.command_duplicates
         self.events += other.events
         self.dead_letters.update(other.dead_letters)
+
+
+class CommandOutcome(NamedTuple):
+    """What a batch's command results did: moved, changed nothing, or found no command."""
+
+    finished: int
+    duplicates: int
+    unmatched: list[Rejection]
+
+
+def command_target(status: str) -> CommandState:
+    """The final state a result of ``status`` moves a live command to."""
+    target = state_after_result(CommandState.SENT, CommandStatus(status))
+    assert target is not None  # from sent, every result is a move (shared.command_states)
+    return target
 
 
 def _columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -315,10 +403,11 @@ class IngestStore:
             written = await self._write_history(conn, batch, ids)
             result.telemetry_written = written
             result.telemetry_duplicates = sum(r.serial in known for r in batch.history) - written
-        finished, unmatched = await self._finish_commands(conn, batch.command_results, ids)
-        result.commands_finished = finished
-        rejections.extend(unmatched)
-        result.events = self._log_events(batch.events, ids)
+        commands = await self._finish_commands(conn, batch.command_results, ids)
+        result.commands_finished = commands.finished
+        result.command_duplicates = commands.duplicates
+        rejections.extend(commands.unmatched)
+        result.events = await self._log_events(conn, batch.events, ids)
         await self._insert_dead_letters(conn, rejections)
         result.dead_letters.update(rejection.reason for rejection in rejections)
         actions: list[AlertAction] = []
@@ -423,7 +512,7 @@ class IngestStore:
             (
                 terminal_id, r.ts, r.envelope.received_at, r.device_status.value,
                 r.firmware_version, r.cpu_pct, r.memory_pct, r.disk_pct, r.host_name,
-                r.host_cpu_pct, r.host_memory_pct, r.host_disk_pct,
+                r.host_cpu_pct, r.host_memory_pct, r.host_disk_pct, r.model, r.uptime_s,
             )
             for terminal_id, r in newest.items()
         ]  # fmt: skip
@@ -449,16 +538,27 @@ class IngestStore:
         conn: psycopg.AsyncConnection[Any],
         results: list[CommandResultRecord],
         ids: dict[str, int],
-    ) -> tuple[int, list[Rejection]]:
+    ) -> CommandOutcome:
         known = [r for r in results if r.serial in ids]
         if not known:
-            return 0, []
+            return CommandOutcome(0, 0, [])
+        first: dict[tuple[str, int], CommandResultRecord] = {}
+        for r in known:
+            first.setdefault((r.command_id, ids[r.serial]), r)
         rows = (
-            (r.command_id, ids[r.serial], r.status, r.output_json, r.error, r.finished_at)
-            for r in known
+            (
+                r.command_id, terminal_id, r.status, command_target(r.status).value,
+                COMMAND_LOG_SEVERITY[CommandStatus(r.status)], r.output_json, r.error,
+                r.finished_at, r.envelope.received_at,
+            )
+            for (_, terminal_id), r in first.items()
+        )  # fmt: skip
+        params: dict[str, Any] = dict(
+            zip(FINISH_COMMAND_COLUMNS, _columns(rows, len(FINISH_COMMAND_COLUMNS)), strict=True)
         )
-        cursor = await conn.execute(SQL_FINISH_COMMANDS, _columns(rows, 6))
-        matched = {row[0] async for row in cursor}
+        params["live"] = LIVE_COMMAND_STATES
+        cursor = await conn.execute(SQL_FINISH_COMMANDS, params)
+        moved = {(row[0], row[1]): row[2] async for row in cursor}  # known -> moved?
         unmatched = [
             Rejection(
                 r.envelope,
@@ -466,19 +566,28 @@ class IngestStore:
                 f"terminal {r.serial!r} has no command {r.command_id!r}",
             )
             for r in known
-            if r.command_id not in matched
+            if (r.command_id, ids[r.serial]) not in moved
         ]
-        return len(known) - len(unmatched), unmatched
+        finished = sum(moved.values())
+        return CommandOutcome(finished, len(known) - len(unmatched) - finished, unmatched)
 
     @staticmethod
-    def _log_events(events: list[EventRecord], ids: dict[str, int]) -> int:
-        # Events are logged; the alert rules (ingest.alert_engine) act on them too.
-        count = 0
+    async def _log_events(
+        conn: psycopg.AsyncConnection[Any], events: list[EventRecord], ids: dict[str, int]
+    ) -> int:
+        """Each event of a known terminal into its log (once); the alert rules act on them too."""
+        rows = []
         for record in events:
-            if record.serial not in ids:
+            terminal_id = ids.get(record.serial)
+            if terminal_id is None:
                 continue
-            count += 1
             event = record.event
+            rows.append(
+                (
+                    terminal_id, record.ts, record.envelope.received_at, event.severity.value,
+                    event.code, event.message, record.message_id, event.kind,
+                )
+            )  # fmt: skip
             log.info(
                 "event from %s: %s %s %s %s",
                 record.serial,
@@ -487,7 +596,9 @@ class IngestStore:
                 event.code or "-",
                 event.message[:200],
             )
-        return count
+        if rows:
+            await conn.execute(SQL_INSERT_EVENT_LOG, _columns(rows, 8))
+        return len(rows)
 
     @staticmethod
     async def _insert_dead_letters(

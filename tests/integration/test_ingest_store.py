@@ -1,4 +1,4 @@
-"""ingest.store against a real PostgreSQL: batches, duplicates, presence, dead letters."""
+"""ingest.store against a real PostgreSQL: batches, duplicates, presence, dead letters, the log."""
 
 from __future__ import annotations
 
@@ -264,7 +264,46 @@ def test_command_results_finish_their_command(
     assert result.commands_finished == 1
     row = db.execute("SELECT status, result, finished_at FROM command WHERE id = 'c1'").fetchone()
     assert row is not None
-    assert row[0] == "ok" and row[1] == {"pong": True} and row[2] is not None
+    assert row[0] == "succeeded" and row[1] == {"pong": True} and row[2] is not None
+
+
+def event(serial: str, event_id: str, minute: int, **fields: Any) -> tuple[str, bytes]:
+    body = {"v": 1, "id": event_id, "ts": (T0 + timedelta(minutes=minute)).isoformat(), **fields}
+    return (f"tms/v1/{serial}/event", json.dumps(body).encode())
+
+
+def test_events_go_into_the_terminal_log_once(
+    database_url: str, db: psycopg.Connection[Any]
+) -> None:
+    messages = (
+        event("TC-1", "e1", 1, kind="usb", severity="error", code="E42", message="link lost"),
+        event("TC-2", "e2", 2, kind="reboot"),
+        event("NOBODY", "e3", 3, kind="reboot"),
+    )
+    first = write(database_url, *messages)
+    again = write(database_url, *messages)  # redelivered
+    assert (first.events, again.events) == (2, 2)
+    assert dict(first.dead_letters) == {"unknown-terminal": 1}
+    rows = db.execute(
+        "SELECT t.serial, l.kind, l.at, l.severity, l.code, l.message, l.source_id, l.data"
+        " FROM terminal_log l JOIN terminal t ON t.id = l.terminal_id ORDER BY l.at"
+    ).fetchall()
+    assert rows == [
+        ("TC-1", "event", T0 + timedelta(minutes=1), "error", "E42", "link lost", "e1",
+         {"kind": "usb"}),
+        ("TC-2", "event", T0 + timedelta(minutes=2), "info", None, "", "e2", {"kind": "reboot"}),
+    ]  # fmt: skip
+
+
+def test_heartbeats_store_model_and_uptime(database_url: str, db: psycopg.Connection[Any]) -> None:
+    write(database_url, telemetry("TC-1", "m1", 1, model="TC-200 rev B", uptime_s=3600))
+    query = "SELECT model, uptime_s FROM terminal WHERE serial = %s"
+    assert db.execute(query, ("TC-1",)).fetchone() == ("TC-200 rev B", 3600)
+    assert db.execute(query, ("TC-2",)).fetchone() == ("TC-200", None)
+    write(database_url, telemetry("TC-1", "m2", 2))  # neither: the model is kept
+    assert db.execute(query, ("TC-1",)).fetchone() == ("TC-200 rev B", None)
+    write(database_url, telemetry("TC-1", "m0", 0, model="old", uptime_s=1))  # older: ignored
+    assert db.execute(query, ("TC-1",)).fetchone() == ("TC-200 rev B", None)
 
 
 def test_a_terminal_provisioned_later_is_found_on_a_cache_miss(

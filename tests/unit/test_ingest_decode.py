@@ -55,6 +55,16 @@ def test_telemetry_becomes_a_flat_record() -> None:
     assert record.envelope.received_at == NOW
 
 
+def test_telemetry_carries_model_and_uptime_when_sent() -> None:
+    body = _json(status="ok", ts=NOW.isoformat(), model="TC-200", uptime_s=86400)
+    record = decode("tms/v1/TC-1/telemetry", body, NOW)
+    assert isinstance(record, TelemetryRecord)
+    assert (record.model, record.uptime_s) == ("TC-200", 86400)
+    bare = decode("tms/v1/TC-1/telemetry", TELEMETRY, NOW)
+    assert isinstance(bare, TelemetryRecord)
+    assert (bare.model, bare.uptime_s) == (None, None)
+
+
 def test_telemetry_without_errors_stores_none() -> None:
     # A ts of its own: the default (the time of parsing) is days after the fixed NOW.
     record = decode("tms/v1/TC-1/telemetry", _json(status="busy", ts=NOW.isoformat()), NOW)
@@ -105,6 +115,15 @@ def test_presence_event_and_command_result() -> None:
             "firmware",
         ),
         ("tms/v1/TC-1/telemetry", _json(status="ok", model="a\x00b"), REASON_BAD_PAYLOAD, "NUL"),
+        # The terminal row's columns: a model of 64 characters, uptime as a bigint.
+        ("tms/v1/TC-1/telemetry", _json(status="ok", model="m" * 65), REASON_BAD_PAYLOAD, "model"),
+        (
+            "tms/v1/TC-1/telemetry",
+            _json(status="ok", uptime_s=2**63),
+            REASON_BAD_PAYLOAD,
+            "uptime_s",
+        ),
+        ("tms/v1/TC-1/telemetry", _json(status="ok", uptime_s=-1), REASON_BAD_PAYLOAD, "uptime_s"),
         (
             "tms/v1/TC-1/event",
             b'{"v": 1, "kind": "x", "message": "\\ud800"}',
