@@ -5,9 +5,11 @@ and ``mosquitto_acl_text`` renders the same grants as a Mosquitto ``acl_file``, 
 embedded broker and any future broker plugin enforce exactly one policy.
 
 Topics in a grant are MQTT filters in which ``%u`` stands for the account's own
-username (for a terminal, its serial). A subscription is allowed only when every topic
-its filter can match is covered by one grant, so ``#`` or another terminal's serial
-never pass.
+username (for a terminal, its serial; for a support script, its account name in the
+request tree). A subscription is allowed only when every topic its filter can match is
+covered by one grant, so ``#``, another terminal's serial or another account's
+requests never pass. A grant with ``%u`` applies only to a username that is valid where
+it is substituted (a serial, or an account name of the request tree).
 
 Mosquitto 2.0.11 enforces an ``acl_file`` per message, not per SUBSCRIBE: every SUBACK
 is granted and each delivery is checked against the read rules. The effect for a
@@ -42,6 +44,7 @@ class Grant:
 
 
 _ROOT = topics.ROOT
+_REQUESTS = topics.REQUESTS_ROOT
 _TERMINAL_TOPICS = ("telemetry", "status", "event", "cmd-result/+")
 
 GRANTS: Mapping[AccountKind, tuple[Grant, ...]] = {
@@ -53,9 +56,15 @@ GRANTS: Mapping[AccountKind, tuple[Grant, ...]] = {
     AccountKind.CONSOLE: (
         Grant(Access.PUBLISH, f"{_ROOT}/+/cmd/+"),
         Grant(Access.SUBSCRIBE, f"{_ROOT}/+/cmd-result/+"),
+        # The command sender: every script's requests in, the replies out.
+        Grant(Access.SUBSCRIBE, topics.COMMAND_REQUEST_FILTER),
+        Grant(Access.PUBLISH, f"{_REQUESTS}/+/reply/+"),
     ),
-    AccountKind.SUPPORT_SCRIPT: tuple(
-        Grant(Access.SUBSCRIBE, f"{_ROOT}/+/{leaf}") for leaf in _TERMINAL_TOPICS
+    AccountKind.SUPPORT_SCRIPT: (
+        *(Grant(Access.SUBSCRIBE, f"{_ROOT}/+/{leaf}") for leaf in _TERMINAL_TOPICS),
+        # Commands only by asking the sender, under its own name, never on a cmd/ topic.
+        Grant(Access.PUBLISH, f"{_REQUESTS}/{OWN}/cmd/+"),
+        Grant(Access.SUBSCRIBE, f"{_REQUESTS}/{OWN}/reply/+"),
     ),
 }
 
@@ -93,6 +102,18 @@ def _own_username_ok(kind: AccountKind, username: str) -> bool:
     return bool(username) and not any(c in username for c in "/+#\x00")
 
 
+def _substituted(grant: Grant, username: str) -> list[str] | None:
+    """The grant's levels with ``%u`` replaced by ``username``; None when the grant
+    names the account and ``username`` is not valid as a name in the request tree
+    (a terminal's username is checked as a serial before this)."""
+    levels = grant.topic_filter.split("/")
+    if OWN not in levels:
+        return levels
+    if not topics.is_valid_account(username):
+        return None
+    return [username if level == OWN else level for level in levels]
+
+
 def is_allowed(kind: AccountKind, username: str, access: Access, topic: str) -> bool:
     """May this account publish to ``topic`` / subscribe to the filter ``topic``?"""
     if not _own_username_ok(kind, username):
@@ -118,8 +139,8 @@ def is_allowed(kind: AccountKind, username: str, access: Access, topic: str) -> 
         return False
     for grant in GRANTS.get(kind, ()):
         if grant.access is access:
-            grant_levels = [username if lv == OWN else lv for lv in grant.topic_filter.split("/")]
-            if _covers(grant_levels, levels):
+            grant_levels = _substituted(grant, username)
+            if grant_levels is not None and _covers(grant_levels, levels):
                 return True
     return False
 
@@ -141,7 +162,9 @@ def mosquitto_acl_text(accounts: Iterable[AclAccount]) -> str:
     Terminal grants become ``pattern`` lines (``%u`` substituted by Mosquitto), so the
     file does not grow with the fleet. Pattern lines apply to every user, so each
     service account's block starts with a ``deny`` of its own ``%u`` tree (Mosquitto
-    checks a user's denials first); service grants are literal ``topic`` lines.
+    checks a user's denials first); service grants are literal ``topic`` lines, in which
+    Mosquitto substitutes nothing, so ``%u`` is replaced here by the account's name (and
+    a grant that names the account is left out for a name not valid in its topics).
     """
     lines = ["# Written by `tms broker` from the database; edits are overwritten.", ""]
     for grant in GRANTS[AccountKind.TERMINAL]:
@@ -154,7 +177,9 @@ def mosquitto_acl_text(accounts: Iterable[AclAccount]) -> str:
         lines += ["", f"user {account.username}"]
         lines.append(f"topic deny {_ROOT}/{account.username}/#")
         for grant in GRANTS.get(account.kind, ()):
-            lines.append(f"topic {_MOSQUITTO_ACCESS[grant.access]} {grant.topic_filter}")
+            levels = _substituted(grant, account.username)
+            if levels is not None:
+                lines.append(f"topic {_MOSQUITTO_ACCESS[grant.access]} {'/'.join(levels)}")
     return "\n".join(lines) + "\n"
 
 

@@ -10,27 +10,37 @@ FROM credential
 WHERE username = ${username} AND revoked_at IS NULL
 LIMIT 1;
 
--- Authorization: the rows of broker/acl.py GRANTS for the account's kind, with the
--- terminal's own serial substituted. Anything not listed is denied (no_match = deny).
+-- Authorization: the rows of broker/acl.py GRANTS for the account's kind. '%u' stands
+-- for the account's own name and is replaced here, in SQL: EMQX turns every ${...} of
+-- the query into a bind parameter, even inside a quoted string, so it cannot go there.
+-- A row that names the account applies only to a name fit for a topic level (the
+-- serial rules of shared/topics.py). Anything not listed is denied (no_match = deny).
 -- Terminals: publish their own telemetry/status/event/cmd-result, subscribe to their cmd.
--- Services: the grants of their kind, never a terminal tree of their own name.
-SELECT 'allow' AS permission, a.action, a.topic
+-- Console (the command sender): commands out, results in, support scripts' requests in,
+-- replies out. Support scripts: read what terminals publish; ask for commands only on
+-- their own request topic and read only their own replies, never publish on cmd/.
+SELECT 'allow' AS permission, a.action, replace(a.topic, '%u', c.username) AS topic
 FROM credential c
 JOIN (VALUES
-    ('terminal',       'publish',   'tms/v1/${username}/telemetry'),
-    ('terminal',       'publish',   'tms/v1/${username}/status'),
-    ('terminal',       'publish',   'tms/v1/${username}/event'),
-    ('terminal',       'publish',   'tms/v1/${username}/cmd-result/+'),
-    ('terminal',       'subscribe', 'tms/v1/${username}/cmd/+'),
+    ('terminal',       'publish',   'tms/v1/%u/telemetry'),
+    ('terminal',       'publish',   'tms/v1/%u/status'),
+    ('terminal',       'publish',   'tms/v1/%u/event'),
+    ('terminal',       'publish',   'tms/v1/%u/cmd-result/+'),
+    ('terminal',       'subscribe', 'tms/v1/%u/cmd/+'),
     ('ingest',         'subscribe', 'tms/v1/+/telemetry'),
     ('ingest',         'subscribe', 'tms/v1/+/status'),
     ('ingest',         'subscribe', 'tms/v1/+/event'),
     ('ingest',         'subscribe', 'tms/v1/+/cmd-result/+'),
     ('console',        'publish',   'tms/v1/+/cmd/+'),
     ('console',        'subscribe', 'tms/v1/+/cmd-result/+'),
+    ('console',        'subscribe', 'tms/requests/+/cmd/+'),
+    ('console',        'publish',   'tms/requests/+/reply/+'),
     ('support-script', 'subscribe', 'tms/v1/+/telemetry'),
     ('support-script', 'subscribe', 'tms/v1/+/status'),
     ('support-script', 'subscribe', 'tms/v1/+/event'),
-    ('support-script', 'subscribe', 'tms/v1/+/cmd-result/+')
+    ('support-script', 'subscribe', 'tms/v1/+/cmd-result/+'),
+    ('support-script', 'publish',   'tms/requests/%u/cmd/+'),
+    ('support-script', 'subscribe', 'tms/requests/%u/reply/+')
 ) AS a(kind, action, topic) ON a.kind = c.kind
-WHERE c.username = ${username} AND c.revoked_at IS NULL;
+WHERE c.username = ${username} AND c.revoked_at IS NULL
+  AND (strpos(a.topic, '%u') = 0 OR c.username ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$');

@@ -6,15 +6,25 @@ agreement is checked on delivery: a subscriber gets a probe message exactly when
 filter matches the topic and ``is_allowed`` lets the account read that topic; and a
 filter ``is_allowed`` accepts delivers every probe it matches. ``$share`` filters are
 refused outright (by the TMS plugin) to accounts ``may_join_shared_group`` excludes.
+
+deploy/emqx's authorization query is run on PostgreSQL too: for every account it
+returns exactly the grants ``broker.acl`` gives it, with the account's own name in.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import paho.mqtt.client as mqtt
 import pytest
+from sqlalchemy import text
+from sqlmodel import Session
 
-from broker.acl import Access, is_allowed, may_join_shared_group
+from broker import provisioning
+from broker.acl import GRANTS, OWN, Access, is_allowed, may_join_shared_group
+from shared.db import make_engine
 from shared.models import AccountKind
+from shared.topics import is_valid_account
 from tests.fixtures.broker import MqttProbe, RunningBroker
 
 pytestmark = pytest.mark.integration
@@ -25,13 +35,19 @@ ACCOUNTS = [
     (AccountKind.INGEST, "tms-ingest"),
     (AccountKind.CONSOLE, "tms-console"),
     (AccountKind.SUPPORT_SCRIPT, "support"),
+    (AccountKind.SUPPORT_SCRIPT, "support-2"),
 ]
 LEAVES = ["telemetry", "status", "event", "cmd/c1", "cmd-result/c1", "other"]
+REQUEST_LEAVES = ["cmd/r1", "reply/r1", "other/r1"]
 
 
 def _topics_for(username: str) -> list[str]:
     names = ["TC-1", "TC-2", username]
     topics = [f"tms/v1/{n}/{leaf}" for n in dict.fromkeys(names) for leaf in LEAVES]
+    scripts = ["support", "support-2", "TC-1", username]
+    topics += [
+        f"tms/requests/{n}/{leaf}" for n in dict.fromkeys(scripts) for leaf in REQUEST_LEAVES
+    ]
     return [*topics, "other/topic", "tms/v1", "$SYS/broker/x"]
 
 
@@ -49,6 +65,12 @@ FILTERS = [
     "tms/v1/TC-1/telemetry",
     "$share/{group}/tms/v1/+/telemetry",
     "$share/{group}/tms/v1/TC-1/cmd/+",
+    "tms/requests/#",
+    "tms/requests/+/cmd/+",
+    "tms/requests/+/reply/+",
+    "tms/requests/support/reply/+",
+    "tms/requests/support/cmd/+",
+    "$share/{group}/tms/requests/+/cmd/+",
 ]
 
 # Every topic some account may publish: these are what subscribers can observe.
@@ -151,3 +173,41 @@ def test_delivery_matches_is_allowed(
     for template in FILTERS:
         disagreements += _deliveries_disagreeing(mosquitto_broker, accounts, template)
     assert disagreements == []
+
+
+EMQX_SQL = Path(__file__).resolve().parents[2] / "deploy" / "emqx" / "authn-authz.sql"
+
+
+def _emqx_authorization_query() -> str:
+    """The query as EMQX sends it: each ${username} a bind parameter."""
+    sql = EMQX_SQL.read_text()
+    query = sql[sql.index("SELECT 'allow'") :].split(";")[0]
+    return query.replace("${username}", ":username")
+
+
+@pytest.mark.parametrize(
+    ("kind", "username"),
+    [*ACCOUNTS, (AccountKind.SUPPORT_SCRIPT, "ops@example"), (AccountKind.CONSOLE, "c.1")],
+)
+def test_emqx_authorization_query_grants_what_broker_acl_does(
+    database_url: str, kind: AccountKind, username: str
+) -> None:
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with Session(engine) as session:
+            if kind is AccountKind.TERMINAL:
+                provisioning.provision_terminal(session, username, "Test Customer", None)
+            else:
+                provisioning.ensure_service_account(session, kind, username)
+            session.commit()
+            rows = session.execute(text(_emqx_authorization_query()), {"username": username})
+            got = {(row.action, row.topic) for row in rows}
+    finally:
+        engine.dispose()
+    fits = is_valid_account(username)
+    wanted = {
+        (grant.access.value, grant.topic_filter.replace(OWN, username))
+        for grant in GRANTS[kind]
+        if fits or OWN not in grant.topic_filter
+    }
+    assert got == wanted

@@ -32,9 +32,10 @@ T, INGEST, CONSOLE, SUPPORT = (
 )
 NAMES = {T: "TC-1", INGEST: "tms-ingest", CONSOLE: "tms-console", SUPPORT: "support-1"}
 OTHER = "TC-2"
+OTHER_SCRIPT = "support-2"  # a second support script: its requests and replies are not ours
 
 # (who, topic, allowed)
-PUBLISH_ROWS = [
+PUBLISH_ROWS: list[tuple[AccountKind | str, str, bool]] = [
     (T, "tms/v1/TC-1/telemetry", True),
     (T, "tms/v1/TC-1/status", True),
     (T, "tms/v1/TC-1/event", True),
@@ -50,6 +51,19 @@ PUBLISH_ROWS = [
     (CONSOLE, "tms/v1/TC-1/telemetry", False),
     (SUPPORT, "tms/v1/TC-1/cmd/c1", False),
     (SUPPORT, "tms/v1/TC-1/telemetry", False),
+    # Command requests: a script asks under its own name, the sender (console) replies.
+    (SUPPORT, "tms/requests/support-1/cmd/r1", True),
+    (SUPPORT, "tms/requests/support-2/cmd/r2", False),
+    (SUPPORT, "tms/requests/support-1/reply/r3", False),
+    (SUPPORT, "tms/requests/support-2/reply/r4", False),
+    (OTHER_SCRIPT, "tms/requests/support-2/cmd/r5", True),
+    (OTHER_SCRIPT, "tms/requests/support-1/cmd/r6", False),
+    (CONSOLE, "tms/requests/support-1/reply/r7", True),
+    (CONSOLE, "tms/requests/support-2/reply/r8", True),
+    (CONSOLE, "tms/requests/support-1/cmd/r9", False),
+    (T, "tms/requests/TC-1/cmd/r10", False),
+    (T, "tms/requests/support-1/reply/r11", False),
+    (INGEST, "tms/requests/support-1/cmd/r12", False),
 ]
 
 # (who, filter, a topic it matches, the account that publishes it, allowed)
@@ -76,6 +90,18 @@ SUBSCRIBE_ROWS = [
     (SUPPORT, "tms/v1/+/telemetry", "tms/v1/TC-2/telemetry", OTHER, True),
     (SUPPORT, "tms/v1/+/event", "tms/v1/TC-2/event", OTHER, True),
     (SUPPORT, "tms/v1/+/cmd/+", "tms/v1/TC-2/cmd/s9", CONSOLE, False),
+    # The request tree: the sender reads every request; a script only its own replies.
+    (CONSOLE, "tms/requests/+/cmd/+", "tms/requests/support-1/cmd/s11", SUPPORT, True),
+    (CONSOLE, "tms/requests/+/cmd/+", "tms/requests/support-2/cmd/s12", OTHER_SCRIPT, True),
+    (CONSOLE, "tms/requests/+/reply/+", "tms/requests/support-1/reply/s13", CONSOLE, False),
+    (SUPPORT, "tms/requests/support-1/reply/+", "tms/requests/support-1/reply/s14", CONSOLE, True),
+    (SUPPORT, "tms/requests/support-2/reply/+", "tms/requests/support-2/reply/s15", CONSOLE, False),
+    (SUPPORT, "tms/requests/+/reply/+", "tms/requests/support-2/reply/s16", CONSOLE, False),
+    (SUPPORT, "tms/requests/#", "tms/requests/support-2/reply/s17", CONSOLE, False),
+    (SUPPORT, "tms/requests/+/cmd/+", "tms/requests/support-2/cmd/s18", OTHER_SCRIPT, False),
+    (SUPPORT, "tms/requests/support-1/cmd/+", "tms/requests/support-1/cmd/s19", SUPPORT, False),
+    (INGEST, "tms/requests/+/cmd/+", "tms/requests/support-1/cmd/s20", SUPPORT, False),
+    (T, "tms/requests/+/reply/+", "tms/requests/support-1/reply/s21", CONSOLE, False),
 ]
 
 _payloads = itertools.count()
@@ -86,11 +112,18 @@ def _secrets(broker: RunningBroker) -> dict[str, str]:
     found[OTHER] = broker.provision_terminal(OTHER)
     for kind in (INGEST, CONSOLE, SUPPORT):
         found[NAMES[kind]] = broker.service_account(kind, NAMES[kind])
+    found[OTHER_SCRIPT] = broker.service_account(SUPPORT, OTHER_SCRIPT)
     return found
 
 
 def _kind_of(username: str) -> AccountKind:
+    if username == OTHER_SCRIPT:
+        return SUPPORT
     return next((k for k, n in NAMES.items() if n == username), T)
+
+
+def _name(who: str | AccountKind) -> str:
+    return NAMES[who] if isinstance(who, AccountKind) else who
 
 
 def _barrier(probe: MqttProbe, username: str) -> None:
@@ -114,10 +147,11 @@ def _probe(broker: RunningBroker, username: str, secrets: dict[str, str]) -> Mqt
 
 def test_the_rule_table_is_what_is_allowed_says() -> None:
     for who, topic, allowed in PUBLISH_ROWS:
-        assert is_allowed(who, NAMES[who], Access.PUBLISH, topic) is allowed, (who, topic)
+        name = _name(who)
+        assert is_allowed(_kind_of(name), name, Access.PUBLISH, topic) is allowed, (who, topic)
     for who, topic_filter, topic, publisher, allowed in SUBSCRIBE_ROWS:
         assert is_allowed(who, NAMES[who], Access.SUBSCRIBE, topic_filter) is allowed
-        name = NAMES[publisher] if isinstance(publisher, AccountKind) else publisher
+        name = _name(publisher)
         assert is_allowed(_kind_of(name), name, Access.PUBLISH, topic), (publisher, topic)
 
 
@@ -129,6 +163,11 @@ def test_publish_rows(any_broker: RunningBroker) -> None:
         assert ingest.subscribe(topic_filter)
     other = _probe(any_broker, OTHER, secrets)
     assert other.subscribe(f"tms/v1/{OTHER}/cmd/+")
+    sender = _probe(any_broker, NAMES[CONSOLE], secrets)
+    assert sender.subscribe(topics.COMMAND_REQUEST_FILTER)
+    scripts = {name: _probe(any_broker, name, secrets) for name in (NAMES[SUPPORT], OTHER_SCRIPT)}
+    for name, script in scripts.items():
+        assert script.subscribe(topics.command_reply_filter(name))
     own: MqttProbe | None = None
     expected, sent, got = set(), {}, set[bytes]()
     # The terminal's own rows first: each needs a fresh TC-1 connection, which would take
@@ -143,7 +182,7 @@ def test_publish_rows(any_broker: RunningBroker) -> None:
             expected.add(payload)
         # A fresh connection per row: Mosquitto disconnects a 3.1.1 client after a refused
         # publish, and amqtt acknowledges and drops it; neither answer is the oracle.
-        publisher = _probe(any_broker, NAMES[who], secrets)
+        publisher = _probe(any_broker, _name(who), secrets)
         if who is T:  # the one reader of its own commands, while it is connected
             assert publisher.subscribe(f"tms/v1/{NAMES[T]}/cmd/+")
         publisher.publish(topic, payload)
@@ -152,7 +191,8 @@ def test_publish_rows(any_broker: RunningBroker) -> None:
             got |= {bytes(m.payload) for m in publisher.drain()}
         publisher.close()
     assert own is not None
-    observers = {NAMES[INGEST]: ingest, OTHER: other, NAMES[T]: own}
+    observers = {NAMES[INGEST]: ingest, OTHER: other, NAMES[T]: own, NAMES[CONSOLE]: sender}
+    observers |= scripts
 
     def all_expected_came() -> bool:
         got.update(bytes(m.payload) for probe in observers.values() for m in probe.drain())

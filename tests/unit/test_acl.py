@@ -2,9 +2,10 @@
 
 import pytest
 
-from broker.acl import GRANTS, Access, AclAccount, is_allowed, mosquitto_acl_text
+from broker.acl import GRANTS, OWN, Access, AclAccount, is_allowed, mosquitto_acl_text
+from shared import topics
 from shared.models import AccountKind
-from shared.topics import INGEST_FILTERS
+from shared.topics import COMMAND_REQUEST_FILTER, INGEST_FILTERS
 
 TERM, ING, CON, SUP = (
     AccountKind.TERMINAL,
@@ -34,12 +35,22 @@ ALLOWED = [
     (CON, "tms-console", PUB, "tms/v1/TC2/cmd/c-2"),
     (CON, "tms-console", SUB, "tms/v1/+/cmd-result/+"),
     (CON, "tms-console", SUB, "tms/v1/TC1/cmd-result/c-1"),
+    # ... and, as the command sender, reads every script's requests and replies to them.
+    (CON, "tms-console", SUB, "tms/requests/+/cmd/+"),
+    (CON, "tms-console", SUB, "tms/requests/support/cmd/r-1"),
+    (CON, "tms-console", PUB, "tms/requests/support/reply/r-1"),
+    (CON, "tms-console", PUB, "tms/requests/other-script/reply/r-2"),
     # A support script reads what terminals publish.
     (SUP, "support", SUB, "tms/v1/+/telemetry"),
     (SUP, "support", SUB, "tms/v1/+/status"),
     (SUP, "support", SUB, "tms/v1/+/event"),
     (SUP, "support", SUB, "tms/v1/+/cmd-result/+"),
     (SUP, "support", SUB, "tms/v1/TC1/telemetry"),
+    # ... asks the sender for commands under its own name, and reads its own replies.
+    (SUP, "support", PUB, "tms/requests/support/cmd/r-1"),
+    (SUP, "support", SUB, "tms/requests/support/reply/+"),
+    (SUP, "support", SUB, "tms/requests/support/reply/r-1"),
+    (SUP, "a.b-c_1", PUB, "tms/requests/a.b-c_1/cmd/r-1"),
 ]
 
 REFUSED = [
@@ -107,6 +118,34 @@ REFUSED = [
     (SUP, "support", SUB, "tms/v1/+/cmd/+"),
     (SUP, "support", SUB, "tms/v1/#"),
     (SUP, "support", SUB, "#"),
+    # ... never another account's request or reply, nor the sender's side of its own.
+    (SUP, "support", PUB, "tms/requests/other/cmd/r-1"),
+    (SUP, "support", PUB, "tms/requests/+/cmd/r-1"),
+    (SUP, "support", PUB, "tms/requests/support/cmd/+"),
+    (SUP, "support", PUB, "tms/requests/support/cmd"),
+    (SUP, "support", PUB, "tms/requests/support/cmd/r-1/x"),
+    (SUP, "support", PUB, "tms/requests/support/reply/r-1"),
+    (SUP, "support", PUB, "tms/v1/support/cmd/r-1"),
+    (SUP, "support", SUB, "tms/requests/other/reply/+"),
+    (SUP, "support", SUB, "tms/requests/+/reply/+"),
+    (SUP, "support", SUB, "tms/requests/support/#"),
+    (SUP, "support", SUB, "tms/requests/support/cmd/+"),
+    (SUP, "support", SUB, "tms/requests/#"),
+    (SUP, "support", SUB, "$share/g/tms/requests/other/reply/+"),
+    # A name not fit for a topic level gets no grant that names the account.
+    (SUP, "ops@example", PUB, "tms/requests/ops@example/cmd/r-1"),
+    (SUP, "ops@example", SUB, "tms/requests/ops@example/reply/+"),
+    (SUP, "%u", PUB, "tms/requests/%u/cmd/r-1"),
+    (SUP, "a b", PUB, "tms/requests/a b/cmd/r-1"),
+    # No one else touches the request tree.
+    (TERM, "TC1", PUB, "tms/requests/TC1/cmd/r-1"),
+    (TERM, "TC1", SUB, "tms/requests/TC1/reply/+"),
+    (ING, "tms-ingest", SUB, "tms/requests/+/cmd/+"),
+    (ING, "tms-ingest", PUB, "tms/requests/tms-ingest/cmd/r-1"),
+    (CON, "tms-console", PUB, "tms/requests/support/cmd/r-1"),
+    (CON, "tms-console", PUB, "tms/requests/+/reply/r-1"),
+    (CON, "tms-console", SUB, "tms/requests/+/reply/+"),
+    (CON, "tms-console", SUB, "tms/requests/#"),
 ]
 
 
@@ -122,6 +161,12 @@ def test_refused(kind: AccountKind, username: str, access: Access, topic: str) -
 
 def test_every_kind_has_rules() -> None:
     assert set(GRANTS) == set(AccountKind)
+
+
+def _block(lines: list[str], username: str) -> list[str]:
+    """One account's lines of an acl_file, from its ``user`` line to the blank after it."""
+    start = lines.index(f"user {username}")
+    return lines[start : (lines + [""]).index("", start)]
 
 
 def test_acl_file_uses_patterns_for_terminals_and_blocks_for_services() -> None:
@@ -142,14 +187,34 @@ def test_acl_file_uses_patterns_for_terminals_and_blocks_for_services() -> None:
     assert lines[ingest + 1] == "topic deny tms/v1/tms-ingest/#"
     assert [f"topic read {f}" for f in INGEST_FILTERS] == lines[ingest + 2 : ingest + 6]
     console = lines.index("user tms-console")
-    assert lines[console + 2 : console + 4] == [
+    assert lines[console + 2 : console + 6] == [
         "topic write tms/v1/+/cmd/+",
         "topic read tms/v1/+/cmd-result/+",
+        f"topic read {COMMAND_REQUEST_FILTER}",
+        "topic write tms/requests/+/reply/+",
     ]
-    support = lines.index("user support")
-    support_block = lines[support : lines.index("", support)]
+    support_block = _block(lines, "support")
     assert support_block[1] == "topic deny tms/v1/support/#"
-    assert not any("write" in line for line in support_block)
+    # Mosquitto substitutes nothing in `topic` lines: the account's own name is written.
+    writes = [line for line in support_block if "write" in line]
+    assert writes == ["topic write tms/requests/support/cmd/+"]
+    assert f"topic read {topics.command_reply_filter('support')}" in support_block
+    assert OWN not in "".join(line for line in lines if line.startswith("topic"))
+
+
+def test_acl_file_gives_no_named_grant_to_a_name_unfit_for_topics() -> None:
+    text = mosquitto_acl_text([AclAccount("ops@example", SUP), AclAccount("tms-ingest", ING)])
+    block = _block(text.splitlines(), "ops@example")
+    assert block[1] == "topic deny tms/v1/ops@example/#"
+    assert not any("requests" in line for line in block)
+    assert "topic read tms/v1/+/telemetry" in block
+
+
+def test_every_grant_that_names_the_account_is_a_whole_level() -> None:
+    for grants in GRANTS.values():
+        for grant in grants:
+            levels = grant.topic_filter.split("/")
+            assert all(level == OWN or OWN not in level for level in levels), grant
 
 
 def test_acl_file_leaves_out_unusable_service_names() -> None:

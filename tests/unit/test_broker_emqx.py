@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from broker.acl import GRANTS, OWN
+from shared.topics import ACCOUNT_PATTERN
 
 EMQX = Path(__file__).resolve().parents[2] / "deploy" / "emqx"
 _ROW = re.compile(r"\('([a-z-]+)',\s*'(publish|subscribe)',\s*'([^']+)'\)")
@@ -13,7 +14,7 @@ _ROW = re.compile(r"\('([a-z-]+)',\s*'(publish|subscribe)',\s*'([^']+)'\)")
 
 def _expected() -> set[tuple[str, str, str]]:
     return {
-        (kind.value, grant.access.value, grant.topic_filter.replace(OWN, "${username}"))
+        (kind.value, grant.access.value, grant.topic_filter)
         for kind, grants in GRANTS.items()
         for grant in grants
     }
@@ -23,6 +24,23 @@ def test_sql_and_hocon_match_the_grants() -> None:
     for name in ("authn-authz.sql", "emqx-tms.hocon"):
         rows = set(_ROW.findall((EMQX / name).read_text()))
         assert rows == _expected(), name
+
+
+def _queries(name: str) -> str:
+    text = (EMQX / name).read_text()
+    if name.endswith(".hocon"):
+        return "\n".join(re.findall(r'query = "([^"]*)"', text))
+    return "\n".join(line for line in text.splitlines() if not line.startswith("--"))
+
+
+def test_own_name_is_substituted_in_sql_and_only_for_a_topic_fit_name() -> None:
+    for name in ("authn-authz.sql", "emqx-tms.hocon"):
+        queries = _queries(name)
+        assert f"replace(a.topic, '{OWN}', c.username) AS topic" in queries, name
+        assert f"c.username ~ '^{ACCOUNT_PATTERN}$'" in queries, name
+        # EMQX binds every ${...} of a query, also inside a quoted string.
+        literals = re.findall(r"'[^']*'", queries)
+        assert literals and not [lit for lit in literals if "${" in lit], name
 
 
 def test_authentication_uses_the_stored_hash_and_skips_revoked() -> None:
