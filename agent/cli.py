@@ -6,19 +6,21 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import click
 
+from agent.agent_log import LOG_FORMAT, install_log_ring
 from agent.errors import AgentError
 from agent.fleet_file import load_fleet_file
 from agent.fleet_processes import run_in_processes, worker_count
 from agent.handlers import terminal_handlers
 from agent.host_metrics import read_host_metrics
-from agent.runtime import AgentOptions, TerminalAgent
+from agent.runtime import AgentOptions, RunOutcome, TerminalAgent
 from agent.simulator import FleetSummary, run_fleet
 from agent.store import AgentStore
 from agent.terminal import SimulatedUsbTerminal, UsbTerminal
@@ -30,7 +32,9 @@ from shared.settings import AgentSettings, Settings, load_settings
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# EX_TEMPFAIL: the agent asked to be restarted but could not re-exec itself; systemd's
+# Restart=always (deploy/systemd/tms-agent.service) starts it again.
+EXIT_RESTART = 75
 
 
 def agent_credentials(settings: AgentSettings) -> tuple[str, str]:
@@ -113,6 +117,24 @@ def add_log_file(settings: AgentSettings) -> None:
     logging.getLogger().addHandler(handler)
 
 
+def restart_process() -> NoReturn:
+    """Replace this process with a fresh agent, same pid and arguments (restart_agent).
+
+    A re-exec restarts the agent wherever it runs (systemd, a shell, a test) at once; if
+    it fails, exiting with EXIT_RESTART leaves it to systemd.
+    """
+    log.info("re-executing the agent: %s", " ".join(sys.orig_argv))
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    try:
+        os.execv(sys.executable, sys.orig_argv)
+    except OSError as exc:
+        log.error("cannot re-execute the agent (%s); exiting for systemd to restart it", exc)
+    raise SystemExit(EXIT_RESTART)
+
+
 def build_terminal(settings: AgentSettings, serial: str) -> UsbTerminal:
     """The TC-200 on USB, or with ``simulated_device`` one on a simulated bus."""
     vendor_id, product_id = settings.usb_vendor_id, settings.usb_product_id
@@ -152,6 +174,7 @@ def agent(ctx: click.Context, config_file: Path | None, simulated_device: bool |
     serial, secret = agent_credentials(settings)
     _configure_logging()
     add_log_file(settings)
+    log_ring = install_log_ring()
     queue_path = settings.queue_path or (
         state_dir_of(settings, all_settings.paths.data_dir) / "queue.sqlite3"
     )
@@ -163,7 +186,9 @@ def agent(ctx: click.Context, config_file: Path | None, simulated_device: bool |
         settings.mqtt,
         terminal,
         options=AgentOptions.from_settings(settings),
-        handlers=terminal_handlers(terminal, read_host_metrics, lambda: len(store)),
+        handlers=lambda runtime: terminal_handlers(
+            terminal, runtime, read_host_metrics, log_ring.tail
+        ),
         queue=store,
         recent_commands=store,
     )
@@ -179,9 +204,11 @@ def agent(ctx: click.Context, config_file: Path | None, simulated_device: bool |
         len(store),
     )
     try:
-        run_until_signalled(terminal_agent.run)
+        outcome = run_until_signalled(terminal_agent.run)
     finally:
         store.close()
+    if outcome is RunOutcome.RESTART:
+        restart_process()
 
 
 @click.command()

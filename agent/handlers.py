@@ -1,107 +1,412 @@
-"""The commands a TC-200 agent runs: ping, reboot, diagnostics, set_config, firmware (stub).
+"""The commands a TC-200 agent runs: every one of ``shared.command_catalog.CATALOG``.
 
-Each handler takes a parsed ``Command`` and returns the result's output; bad arguments
-raise ``CommandRejected`` (answered "rejected" with the reason), a terminal that cannot
-do it raises ``CommandFailed`` (answered "error"). Driver calls run in a worker thread
-when the terminal's reads block, so a slow USB answer never stalls the MQTT loop.
+ping, diagnostics, fetch_logs, reboot, restart_agent, reset_usb, set_config, and the
+firmware stub. Each handler takes a parsed ``Command`` and returns the result's output;
+arguments are checked with the catalogue's models (a refusal is answered "rejected"
+with the reason), a terminal that cannot do it raises ``CommandFailed`` (answered
+"error"). Driver calls run in a worker thread when the terminal's reads block, so a
+slow USB answer never stalls the MQTT loop. This module gathers the facts a diagnostics
+report needs (USB, host, DNS, TLS, broker); agent/diagnostics.py judges them.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
-from dataclasses import asdict
-from typing import Any, TypeVar
+import contextlib
+import logging
+import socket
+import ssl
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
-from pydantic import ValidationError
+from cryptography import x509
 
-from agent.commands import CommandFailed, CommandHandler, CommandRejected, ping
-from agent.errors import TerminalFault
+from agent.agent_log import newest_within
+from agent.commands import CommandFailed, CommandHandler, CommandRejected
+from agent.diagnostics import (
+    DeviceFacts,
+    DiagnosticsFacts,
+    DnsFacts,
+    OutboxFacts,
+    RoundTripFacts,
+    TlsFacts,
+    build_report,
+    dns_skip_reason,
+)
+from agent.errors import AgentError, TerminalFault
+from agent.outbox import MessageQueue
+from agent.tc200_protocol import DeviceInfo, DeviceMetrics, StatusReport
 from agent.terminal import UsbTerminal
 from agent.usb_driver import TC200Driver
-from shared.command_catalog import TerminalConfig
-from shared.messages import Command, HostMetrics
+from shared.command_catalog import CommandRefused, TerminalConfig, check_args
+from shared.messages import MAX_PAYLOAD_BYTES, Command, HostMetrics, utcnow
+from shared.settings import MqttClientSettings
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# A result is one MQTT message of at most MAX_PAYLOAD_BYTES: log lines get most of it.
+FETCH_LOGS_BUDGET_BYTES = MAX_PAYLOAD_BYTES - 4096
+REPORT_LOG_LINES = 50
+REPORT_LOG_BUDGET_BYTES = 16 * 1024
+# DNS, the TLS handshake and the broker round trip each get this long.
+NETWORK_TIMEOUT_S = 5.0
+SECONDS_PER_DAY = 86_400.0
 
-def parse_terminal_config(args: Mapping[str, Any]) -> dict[str, str]:
-    """The key/value pairs to write, or CommandRejected naming the bad argument."""
+LogTail = Callable[[int], list[str]]
+
+
+class AgentRuntime(Protocol):
+    """What handlers read of the running agent; ``agent.runtime.TerminalAgent`` is one."""
+
+    @property
+    def serial(self) -> str: ...
+
+    @property
+    def mqtt(self) -> MqttClientSettings: ...
+
+    @property
+    def tls_context(self) -> ssl.SSLContext | None: ...
+
+    @property
+    def outbox(self) -> MessageQueue: ...
+
+    @property
+    def started_at(self) -> datetime: ...
+
+    def request_restart(self) -> None: ...
+
+    async def broker_round_trip_ms(self) -> float: ...
+
+
+def reset_usb_link(terminal: UsbTerminal) -> None:
+    """Release the TC-200's interface and claim it again (a fresh handle), or a fault."""
+
+    def relink(driver: TC200Driver) -> None:
+        driver.close()
+        driver.claim()
+
+    terminal.call(relink)
+
+
+def _checked(command: Command) -> dict[str, Any]:
     try:
-        config = TerminalConfig.model_validate(args).as_device_config()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "args"
-        allowed = ", ".join(TerminalConfig.model_fields)
-        raise CommandRejected(
-            f"bad argument {where}: {first['msg']} (allowed: {allowed})"
-        ) from None
-    if not config:
-        raise CommandRejected(
-            f"set_config needs at least one of: {', '.join(TerminalConfig.model_fields)}"
-        )
-    return config
+        return check_args(command.name, command.args)
+    except CommandRefused as exc:
+        raise CommandRejected(str(exc)) from None
 
 
-def terminal_handlers(
-    terminal: UsbTerminal,
-    host_metrics: Callable[[], HostMetrics],
-    queue_depth: Callable[[], int],
-) -> dict[str, CommandHandler]:
-    async def on_device(operation: Callable[[], T]) -> T:
+# A driver's (retries, stale frames) at the end of the last diagnostics pass over it.
+_Baselines = weakref.WeakKeyDictionary[TC200Driver, tuple[int, int]]
+
+
+@dataclass
+class _UsbPass:
+    """What one diagnostics pass over USB got before it ended (or failed).
+
+    Retries and stale frames count since the previous pass over the same link, or
+    since the link was opened (the open itself may have needed a retry).
+    """
+
+    baselines: _Baselines
+    info: DeviceInfo | None = None
+    status: StatusReport | None = None
+    metrics: DeviceMetrics | None = None
+    retries: int = 0
+    stale_frames: int = 0
+    retries_total: int = 0
+    stale_frames_total: int = 0
+
+    def read(self, driver: TC200Driver) -> None:
+        retries, stale = self.baselines.get(driver, (0, 0))
         try:
-            if terminal.reads_block:
-                return await asyncio.to_thread(operation)
-            return operation()
+            self.info = driver.device_info()
+            self.status = driver.status()
+            self.metrics = driver.metrics()
+        finally:
+            self.retries_total, self.stale_frames_total = driver.retries, driver.stale_frames
+            self.retries = driver.retries - retries
+            self.stale_frames = driver.stale_frames - stale
+            self.baselines[driver] = (driver.retries, driver.stale_frames)
+
+
+class TerminalCommands:
+    """The handlers of one terminal's agent; ``handlers()`` is the table to run them by."""
+
+    def __init__(
+        self,
+        terminal: UsbTerminal,
+        runtime: AgentRuntime,
+        host_metrics: Callable[[], HostMetrics],
+        log_tail: LogTail,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._terminal = terminal
+        self._runtime = runtime
+        self._host_metrics = host_metrics
+        self._log_tail = log_tail
+        self._clock = clock
+        # The TC-200 cannot be asked for its settings: diagnostics shows what was written.
+        self._config_written: dict[str, str] = {}
+        self._usb_baselines: _Baselines = weakref.WeakKeyDictionary()
+
+    def handlers(self) -> dict[str, CommandHandler]:
+        return {
+            "ping": self.ping,
+            "diagnostics": self.diagnostics,
+            "fetch_logs": self.fetch_logs,
+            "reboot": self.reboot,
+            "restart_agent": self.restart_agent,
+            "reset_usb": self.reset_usb,
+            "set_config": self.set_config,
+            "firmware": self.firmware,
+        }
+
+    async def _blocking(self, operation: Callable[[], T]) -> T:
+        if self._terminal.reads_block:
+            return await asyncio.to_thread(operation)
+        return operation()
+
+    async def _on_device(self, operation: Callable[[], T]) -> T:
+        try:
+            return await self._blocking(operation)
         except TerminalFault as fault:
             raise CommandFailed(str(fault)) from fault
 
-    async def reboot(command: Command) -> dict[str, Any]:
-        if command.args:
-            raise CommandRejected("reboot takes no arguments")
-        await on_device(terminal.reboot)
+    # The commands.
+
+    async def ping(self, command: Command) -> dict[str, Any]:
+        received_at = self._clock()
+        _checked(command)
+        # The console computes the round trip; received_at splits it (clocks permitting).
+        return {
+            "pong": True,
+            "received_at": received_at.isoformat(),
+            "agent_started_at": self._runtime.started_at.isoformat(),
+        }
+
+    async def fetch_logs(self, command: Command) -> dict[str, Any]:
+        wanted = int(_checked(command)["lines"])
+        lines, cut = newest_within(self._log_tail(wanted), FETCH_LOGS_BUDGET_BYTES)
+        return {"lines": lines, "count": len(lines), "requested": wanted, "truncated": cut}
+
+    async def reboot(self, command: Command) -> dict[str, Any]:
+        _checked(command)
+        await self._on_device(self._terminal.reboot)
+        log.info("%s: TC-200 rebooting (command %s)", self._runtime.serial, command.id)
         return {"rebooting": True}
 
-    async def diagnostics(command: Command) -> dict[str, Any]:
-        if command.args:
-            raise CommandRejected("diagnostics takes no arguments")
+    async def restart_agent(self, command: Command) -> dict[str, Any]:
+        _checked(command)
+        log.info(
+            "%s: restarting the agent (command %s) once this result is sent",
+            self._runtime.serial,
+            command.id,
+        )
+        started_at = self._runtime.started_at
+        self._runtime.request_restart()
+        return {"restarting": True, "agent_started_at": started_at.isoformat()}
 
-        def read() -> dict[str, Any]:
-            def collect(driver: TC200Driver) -> dict[str, Any]:
-                info, status, metrics = driver.device_info(), driver.status(), driver.metrics()
-                return {
-                    "info": asdict(info) | {"flags": int(info.flags)},
-                    "status": {
-                        "state": status.state.name.lower(),
-                        "errors": [{"code": c, "message": m} for c, m in status.errors],
-                    },
-                    "metrics": asdict(metrics),
-                    "usb": {"retries": driver.retries, "stale_frames": driver.stale_frames},
-                }
-
-            return terminal.call(collect)
-
-        output = await on_device(read)
-        output["host"] = host_metrics().model_dump(exclude_none=True)
-        output["queue_depth"] = queue_depth()
-        output["faults_seen"] = terminal.faults
+    async def reset_usb(self, command: Command) -> dict[str, Any]:
+        _checked(command)
+        started = time.perf_counter()
+        try:
+            await self._blocking(lambda: reset_usb_link(self._terminal))
+        except TerminalFault as fault:
+            raise CommandFailed(f"cannot reset the USB link: {fault}") from fault
+        output: dict[str, Any] = {"reset": True}
+        try:
+            info = await self._blocking(lambda: self._terminal.call(TC200Driver.device_info))
+        except TerminalFault as fault:
+            output |= {"answered": False, "error": str(fault)}
+        else:
+            output |= {
+                "answered": True,
+                "device": {"serial": info.serial, "model": info.model, "firmware": info.firmware},
+            }
+        output["took_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        log.info(
+            "%s: USB link reset (command %s); the TC-200 %s",
+            self._runtime.serial,
+            command.id,
+            "answered" if output["answered"] else f"did not answer: {output.get('error')}",
+        )
         return output
 
-    async def set_config(command: Command) -> dict[str, Any]:
-        config = parse_terminal_config(command.args)
-        await on_device(lambda: terminal.call(lambda driver: driver.write_config(config)))
+    async def set_config(self, command: Command) -> dict[str, Any]:
+        config = TerminalConfig.model_validate(_checked(command)).as_device_config()
+        await self._on_device(lambda: self._terminal.call(lambda d: d.write_config(config)))
+        self._config_written.update(config)
         return {"written": config}
 
-    async def firmware(command: Command) -> dict[str, Any]:
+    async def firmware(self, command: Command) -> dict[str, Any]:
         raise CommandFailed(
             "firmware update over MQTT is not supported yet; the driver can transfer, "
             "verify and boot an image, the command comes in a later release"
         )
 
-    return {
-        "ping": ping,
-        "reboot": reboot,
-        "diagnostics": diagnostics,
-        "set_config": set_config,
-        "firmware": firmware,
-    }
+    # Diagnostics: gather facts (here), judge them (agent/diagnostics.py).
+
+    async def diagnostics(self, command: Command) -> dict[str, Any]:
+        received_at = self._clock()
+        _checked(command)
+        device = await self._blocking(self._usb_pass)
+        host = self._host_metrics()
+        round_trip, dns, tls = await asyncio.gather(self._round_trip(), self._dns(), self._tls())
+        outbox = self._runtime.outbox
+        facts = DiagnosticsFacts(
+            serial=self._runtime.serial,
+            broker_host=self._runtime.mqtt.host,
+            device=device,
+            host=host,
+            issued_at=command.issued_at,
+            received_at=received_at,
+            round_trip=round_trip,
+            dns=dns,
+            tls=tls,
+            outbox=OutboxFacts(len(outbox), outbox.max_messages, outbox.dropped),
+        )
+        tail, _ = newest_within(self._log_tail(REPORT_LOG_LINES), REPORT_LOG_BUDGET_BYTES)
+        report = build_report(
+            facts, started_at=received_at, finished_at=self._clock(), log_tail=tail
+        )
+        return report.model_dump(mode="json")
+
+    def _usb_pass(self) -> DeviceFacts:
+        """One GET_INFO, GET_STATUS, GET_METRICS; a fault ends it and is its error."""
+        got = _UsbPass(self._usb_baselines)
+        started = time.perf_counter()
+        error = None
+        try:
+            self._terminal.call(got.read)
+        except TerminalFault as fault:
+            error = str(fault)
+        return DeviceFacts(
+            info=got.info,
+            status=got.status,
+            metrics=got.metrics,
+            error=error,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            retries=got.retries,
+            stale_frames=got.stale_frames,
+            retries_total=got.retries_total,
+            stale_frames_total=got.stale_frames_total,
+            faults_seen=self._terminal.faults,
+            config_written=dict(self._config_written),
+        )
+
+    async def _round_trip(self) -> RoundTripFacts:
+        try:
+            milliseconds = await self._runtime.broker_round_trip_ms()
+        except AgentError as exc:
+            return RoundTripFacts(error=str(exc))
+        return RoundTripFacts(milliseconds=milliseconds)
+
+    async def _dns(self) -> DnsFacts | None:
+        host, port = self._runtime.mqtt.host, self._runtime.mqtt.port
+        if dns_skip_reason(host) is not None:
+            return None  # an IP literal or localhost: a fleet of them costs no lookups
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            found = await asyncio.wait_for(
+                loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), NETWORK_TIMEOUT_S
+            )
+        except (OSError, TimeoutError) as exc:
+            took = (loop.time() - started) * 1000
+            return DnsFacts(host, error=_describe(exc), duration_ms=took)
+        addresses = tuple(dict.fromkeys(str(entry[4][0]) for entry in found))
+        return DnsFacts(host, addresses, duration_ms=(loop.time() - started) * 1000)
+
+    async def _tls(self) -> TlsFacts:
+        mqtt, context = self._runtime.mqtt, self._runtime.tls_context
+        if context is None:
+            return TlsFacts(enabled=False)
+        ca_days, ca_error = _ca_days_left(mqtt.tls_ca, self._clock())
+        handshake = await _tls_handshake(mqtt.host, mqtt.port, context)
+        return TlsFacts(
+            enabled=True,
+            ca_path=None if mqtt.tls_ca is None else str(mqtt.tls_ca),
+            ca_days_left=ca_days,
+            ca_error=ca_error,
+            handshake_error=handshake.error,
+            protocol=handshake.protocol,
+            cipher=handshake.cipher,
+            server_days_left=handshake.server_days_left,
+            duration_ms=handshake.duration_ms,
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or exc.__class__.__name__
+
+
+def _ca_days_left(path: Path | None, now: datetime) -> tuple[float | None, str | None]:
+    """Days until the first certificate of the CA file expires, or why it cannot be read."""
+    if path is None:
+        return None, None  # a context given in code (tests): no file to look at
+    try:
+        certificates = x509.load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        return None, f"cannot read {path}: {_describe(exc)}"
+    expires = min(certificate.not_valid_after_utc for certificate in certificates)
+    return (expires - now).total_seconds() / SECONDS_PER_DAY, None
+
+
+@dataclass(frozen=True, slots=True)
+class _Handshake:
+    error: str | None = None
+    protocol: str | None = None
+    cipher: str | None = None
+    server_days_left: float | None = None
+    duration_ms: float | None = None
+
+
+async def _tls_handshake(host: str, port: int, context: ssl.SSLContext) -> _Handshake:
+    """A fresh TLS handshake with the broker, as the agent's own connection makes it.
+
+    Closed straight after the handshake, before any MQTT: it tests that a reconnect
+    would be trusted now, not only the connection made when the agent started.
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=context, server_hostname=host),
+            NETWORK_TIMEOUT_S,
+        )
+    except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+        return _Handshake(error=_describe(exc), duration_ms=(loop.time() - started) * 1000)
+    took = (loop.time() - started) * 1000
+    ssl_object = writer.get_extra_info("ssl_object")
+    peer = writer.get_extra_info("peercert") or {}
+    writer.close()
+    # The handshake is what was tested; a broker that drops us at once is fine.
+    with contextlib.suppress(OSError, TimeoutError):
+        await asyncio.wait_for(writer.wait_closed(), NETWORK_TIMEOUT_S)
+    days = None
+    if "notAfter" in peer:
+        days = (ssl.cert_time_to_seconds(peer["notAfter"]) - time.time()) / SECONDS_PER_DAY
+    cipher = ssl_object.cipher() if ssl_object is not None else None
+    return _Handshake(
+        protocol=ssl_object.version() if ssl_object is not None else None,
+        cipher=cipher[0] if cipher else None,
+        server_days_left=days,
+        duration_ms=took,
+    )
+
+
+def terminal_handlers(
+    terminal: UsbTerminal,
+    runtime: AgentRuntime,
+    host_metrics: Callable[[], HostMetrics],
+    log_tail: LogTail,
+) -> dict[str, CommandHandler]:
+    """The command table for one agent (pass it to TerminalAgent as a factory of runtime)."""
+    return TerminalCommands(terminal, runtime, host_metrics, log_tail).handlers()

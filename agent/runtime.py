@@ -3,7 +3,9 @@
 The transport is a thin shell (STYLE habit 4): it connects with the terminal's own
 credentials, keeps retained presence on ``.../status`` (online on connect, offline as the
 last will and on a clean stop), sends telemetry from a bounded outbox, and hands every
-command to ``CommandProcessor``. What is sent and when lives in pure modules
+command to ``CommandProcessor``. A ``restart_agent`` command ends ``run`` with
+``RunOutcome.RESTART`` once its result is out; the caller restarts (cli: re-exec,
+simulator: reconnect). What is sent and when lives in pure modules
 (heartbeat, outbox, commands, backoff) that are tested without a broker.
 """
 
@@ -16,7 +18,9 @@ import random
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from enum import Enum
+from typing import Any, TypeAlias
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
@@ -45,15 +49,25 @@ log = logging.getLogger(__name__)
 
 WILL_REASON = "agent disconnected"
 STOP_REASON = "agent stopped"
+RESTART_REASON = "agent restarting"
 # CONNACK codes meaning "wrong credentials" (MQTT 3.1.1: 4, 5; MQTT 5: 134, 135).
 REFUSED_LOGIN_CODES = frozenset({4, 5, 134, 135})
 # A session that lasted this long counts as healthy: the next failure starts backoff afresh.
 STABLE_SESSION_S = 30.0
 # On a clean stop, queued telemetry gets this long to go out before the offline presence.
 STOP_FLUSH_S = 2.0
+# Before a restart the queue gets longer: the restart_agent result must go out first.
+RESTART_FLUSH_S = 10.0
 COMMAND_QOS = 1
 CANCEL_RETRY_S = 0.5
 INCOMING_QUEUE_MAX = 100
+
+
+class RunOutcome(Enum):
+    """Why ``TerminalAgent.run`` returned."""
+
+    STOPPED = "stopped"  # the stop event was set
+    RESTART = "restart"  # a restart_agent command asked for it; its result is sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +153,12 @@ def _payload_bytes(payload: object) -> bytes:
     return str(payload).encode()
 
 
+# The command table, or a function that builds it from the agent (the handlers that
+# restart the agent or measure its broker round trip need the agent itself).
+HandlerTable: TypeAlias = Mapping[str, CommandHandler]
+HandlersFor: TypeAlias = Callable[["TerminalAgent"], HandlerTable]
+
+
 class TerminalAgent:
     """Runs one terminal until ``stop`` is set; construct it cheaply, ``run`` does the I/O."""
 
@@ -151,7 +171,7 @@ class TerminalAgent:
         *,
         options: AgentOptions | None = None,
         host_metrics: Callable[[], HostMetrics] = read_host_metrics,
-        handlers: Mapping[str, CommandHandler] = DEFAULT_HANDLERS,
+        handlers: HandlerTable | HandlersFor = DEFAULT_HANDLERS,
         tls_context: ssl.SSLContext | None = None,
         rng: random.Random | None = None,
         queue: MessageQueue | None = None,
@@ -164,7 +184,7 @@ class TerminalAgent:
         self.stats = AgentStats()
         # On disk (agent/store.py) for the real agent, in memory for the fleet simulator.
         self.outbox: MessageQueue = queue if queue is not None else Outbox(self.options.outbox_max)
-        self.commands = CommandProcessor(self.serial, handlers, recent=recent_commands)
+        self.started_at: datetime = utcnow()
         self._secret = secret
         self._mqtt = mqtt
         self._device = device
@@ -174,14 +194,68 @@ class TerminalAgent:
         self._outbox_ready = asyncio.Event()
         self._status_topic = topics.status(self.serial)
         self._connection_level = logging.DEBUG if self.options.quiet else logging.INFO
+        self._client: aiomqtt.Client | None = None
+        self._restart_pending = False
+        # Last, so a handler factory sees a complete agent.
+        table = handlers if isinstance(handlers, Mapping) else handlers(self)
+        self.commands = CommandProcessor(self.serial, table, recent=recent_commands)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Heartbeat and stay connected until ``stop`` is set, then go offline cleanly."""
+    # What command handlers read of the running agent (agent.handlers.AgentRuntime).
+
+    @property
+    def device(self) -> TerminalDevice:
+        return self._device
+
+    @property
+    def mqtt(self) -> MqttClientSettings:
+        return self._mqtt
+
+    @property
+    def tls_context(self) -> ssl.SSLContext | None:
+        return self._tls_context
+
+    def request_restart(self) -> None:
+        """End ``run`` with RunOutcome.RESTART once the current command's result is sent."""
+        self._restart_pending = True
+
+    async def broker_round_trip_ms(self) -> float:
+        """Milliseconds for the broker to acknowledge a request, or AgentError.
+
+        The request is a SUBSCRIBE of the agent's own command filter: the broker answers
+        it like a PUBACK, through its ACL, but, unlike a publish, nobody else receives
+        anything (subscribing again to the same filter replaces it, losing nothing).
+        """
+        client = self._client
+        if client is None:
+            raise AgentError("not connected to the broker")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            await client.subscribe(
+                topics.command_filter(self.serial),
+                qos=COMMAND_QOS,
+                timeout=self.options.mqtt_timeout_s,
+            )
+        except aiomqtt.MqttError as exc:
+            raise AgentError(f"the broker did not acknowledge a SUBSCRIBE: {exc}") from exc
+        return (loop.time() - started) * 1000
+
+    async def run(self, stop: asyncio.Event) -> RunOutcome:
+        """Heartbeat and stay connected until ``stop`` is set, then go offline cleanly.
+
+        Returns RunOutcome.RESTART instead when a restart_agent command asked for it;
+        ``run`` may then be called again on the same agent.
+        """
+        self._restart_pending = False
+        self.started_at = utcnow()
         producer = asyncio.create_task(self._produce_telemetry(), name=f"telemetry-{self.serial}")
         try:
             await self._stay_connected(stop)
         finally:
             await cancel_and_wait([producer])
+        if self._restart_pending and not stop.is_set():
+            return RunOutcome.RESTART
+        return RunOutcome.STOPPED
 
     # Telemetry: produced whether or not the broker is reachable.
 
@@ -313,6 +387,7 @@ class TerminalAgent:
         async with self._new_client() as client:
             self.stats.connected = True
             self.stats.connects += 1
+            self._client = client
             try:
                 log.log(self._connection_level, "%s: connected to the broker", self.serial)
                 # Subscribed before announcing online, so "online" means commands reach it.
@@ -321,17 +396,28 @@ class TerminalAgent:
                 await client.publish(self._status_topic, online.to_payload(), qos=1, retain=True)
                 if backoff.attempt:
                     backoff.reset()
-                await self._serve(client, stop)
-                loop = asyncio.get_running_loop()
-                await self._flush(client, deadline=loop.time() + STOP_FLUSH_S)
-                offline = Presence(state=PresenceState.OFFLINE, ts=utcnow(), reason=STOP_REASON)
-                await client.publish(self._status_topic, offline.to_payload(), qos=1, retain=True)
-                log.log(self._connection_level, "%s: stopped, presence offline", self.serial)
+                # A restart asked for in an earlier session only needs its result sent.
+                if not self._restart_pending:
+                    await self._serve(client, stop)
+                await self._leave(client)
             finally:
                 self.stats.connected = False
+                self._client = None
+
+    async def _leave(self, client: aiomqtt.Client) -> None:
+        """Send what is queued (briefly), then say offline: stopped, or restarting."""
+        loop = asyncio.get_running_loop()
+        restarting = self._restart_pending
+        flush_s = RESTART_FLUSH_S if restarting else STOP_FLUSH_S
+        await self._flush(client, deadline=loop.time() + flush_s)
+        reason = RESTART_REASON if restarting else STOP_REASON
+        offline = Presence(state=PresenceState.OFFLINE, ts=utcnow(), reason=reason)
+        await client.publish(self._status_topic, offline.to_payload(), qos=1, retain=True)
+        log.log(self._connection_level, "%s: %s, presence offline", self.serial, reason)
 
     async def _serve(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
-        """Answer commands and send telemetry until stop (returns) or disconnect (raises)."""
+        """Answer commands and send telemetry until stop or a restart (returns) or
+        disconnect (raises)."""
         tasks = [
             asyncio.create_task(self._answer_commands(client)),
             asyncio.create_task(self._send_telemetry(client)),
@@ -355,6 +441,9 @@ class TerminalAgent:
             self.outbox.put(result)
             self._outbox_ready.set()
             self.stats.commands_answered += 1
+            if self._restart_pending:
+                # No further command is taken: the session ends, sends this result, restarts.
+                return
 
     async def _send_telemetry(self, client: aiomqtt.Client) -> None:
         while True:

@@ -8,6 +8,12 @@ agent/usb_sim.py) inline, since the simulated bus never blocks. Queues are in me
 and fsyncs for nothing a demo needs. Connects are spread
 over ``connect_spread_s`` and first heartbeats over one interval, so a thousand
 terminals neither stampede the broker at start nor heartbeat in lockstep.
+
+Every command of the catalogue works on a simulated terminal. ``restart_agent``
+restarts it in place: the MQTT session ends (result sent, presence offline), the TC-200's
+USB link is re-opened and the agent connects again, keeping its in-memory outbox and
+recent command ids (a real agent keeps both on disk), so a redelivered command id is not
+run twice. ``fetch_logs`` reads the fleet process's log lines that name the terminal.
 """
 
 from __future__ import annotations
@@ -20,12 +26,20 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agent.errors import AgentError
-from agent.handlers import terminal_handlers
+from agent.agent_log import LogRing, install_log_ring
+from agent.commands import CommandHandler
+from agent.errors import AgentError, TerminalFault
+from agent.handlers import AgentRuntime, reset_usb_link, terminal_handlers
 from agent.outbox import Outbox
-from agent.runtime import AgentOptions, TerminalAgent, cancel_and_wait, tls_context_for
+from agent.runtime import (
+    AgentOptions,
+    RunOutcome,
+    TerminalAgent,
+    cancel_and_wait,
+    tls_context_for,
+)
 from agent.simulated_device import SimulatedHostMetrics
-from agent.terminal import SimulatedUsbTerminal
+from agent.terminal import SimulatedUsbTerminal, UsbTerminal
 from agent.usb_driver import open_terminal
 from agent.usb_sim import SimulatedUsbBackend
 from shared.settings import MqttClientSettings
@@ -84,6 +98,7 @@ def build_fleet(
         raise AgentError("the fleet lists a terminal serial more than once")
     rng = rng or random.Random()
     tls_context = tls_context_for(mqtt)  # one context shared by every connection
+    log_ring = install_log_ring()  # one per process, read per terminal
     poll_s = min(status_poll_s, heartbeat_interval_s)
     return [
         _simulated_agent(
@@ -105,6 +120,7 @@ def build_fleet(
             ),
             tls_context,
             random.Random(rng.random()),
+            log_ring,
         )
         for serial, secret in terminals
     ]
@@ -118,10 +134,18 @@ def _simulated_agent(
     backend: SimulatedUsbBackend,
     tls_context: ssl.SSLContext | None,
     rng: random.Random,
+    log_ring: LogRing,
 ) -> TerminalAgent:
     terminal = SimulatedUsbTerminal(lambda: open_terminal(backend=backend), rng=rng)
     host_metrics = SimulatedHostMetrics(serial)
     outbox = Outbox(options.outbox_max)
+
+    def log_tail(count: int) -> list[str]:
+        return log_ring.tail(count, containing=serial)
+
+    def handlers(runtime: AgentRuntime) -> dict[str, CommandHandler]:
+        return terminal_handlers(terminal, runtime, host_metrics, log_tail)
+
     return TerminalAgent(
         serial,
         secret,
@@ -129,7 +153,7 @@ def _simulated_agent(
         terminal,
         options=options,
         host_metrics=host_metrics,
-        handlers=terminal_handlers(terminal, host_metrics, lambda: len(outbox)),
+        handlers=handlers,
         tls_context=tls_context,
         rng=rng,
         queue=outbox,
@@ -193,10 +217,22 @@ async def _run_agent(agent: TerminalAgent, stop: asyncio.Event, start_delay_s: f
     if stop.is_set():
         return
     try:
-        await agent.run(stop)
+        while await agent.run(stop) is RunOutcome.RESTART:
+            _reopen_device(agent)
+            log.info("%s: agent restarted (simulated: reconnecting)", agent.serial)
     except Exception:
         # The per-terminal guard: one broken simulated terminal must not end the fleet.
         log.exception("%s: simulated terminal stopped with an error", agent.serial)
+
+
+def _reopen_device(agent: TerminalAgent) -> None:
+    """What a restarted agent does first: open the TC-200 afresh."""
+    if isinstance(agent.device, UsbTerminal):
+        try:
+            reset_usb_link(agent.device)
+        except TerminalFault as fault:
+            # Reported as usual: the terminal's status and events, and its reopen backoff.
+            log.info("%s: the TC-200 did not reopen after the restart: %s", agent.serial, fault)
 
 
 async def _report(agents: Sequence[TerminalAgent], interval_s: float) -> None:
