@@ -1,11 +1,14 @@
-"""Bounded history: monthly telemetry partitions, hourly rollups, retention.
+"""Bounded history: monthly partitions of telemetry and the terminal log, rollups, retention.
 
 The partition arithmetic is pure (tested without a database); ``run_retention`` is
-the one job that applies it: it creates the coming months' partitions ahead of time,
-rolls finished hours up into ``telemetry_hourly``, drops raw partitions older than
-the retention period and rollups older than theirs. ``status_change`` is never
-touched: status history is kept for good. ``tms db retention`` and ingest's daily
-apscheduler job both call it.
+the one job that applies it: it creates the coming months' partitions of both
+partitioned tables ahead of time, rolls finished hours up into ``telemetry_hourly``,
+drops partitions older than the retention period and rollups older than theirs.
+``terminal_log`` (device events, command results) is kept as long as raw telemetry,
+``retention_days``: an incident is read with the heartbeats around it, and a log
+that outlived them would show events without their context. ``status_change`` is
+never touched: status history is kept for good. ``tms db retention`` and ingest's
+daily apscheduler job both call it.
 """
 
 from __future__ import annotations
@@ -21,9 +24,6 @@ from psycopg import sql
 
 log = logging.getLogger(__name__)
 
-PARENT = "telemetry"
-DEFAULT_PARTITION = "telemetry_default"
-_PARTITION_RE = re.compile(r"^telemetry_y(?P<year>\d{4})m(?P<month>\d{2})$")
 # Late rows (an agent's offline queue) still land in hours already rolled up: each run
 # recomputes this much before the last rolled-up hour.
 ROLLUP_LOOKBACK = timedelta(days=2)
@@ -40,16 +40,45 @@ def add_months(month: date, count: int) -> date:
     return date(index // 12, index % 12 + 1, 1)
 
 
-def partition_name(month: date) -> str:
-    return f"telemetry_y{month.year:04d}m{month.month:02d}"
+_MONTH_SUFFIX_RE = re.compile(r"y(?P<year>\d{4})m(?P<month>\d{2})")
 
 
-def partition_month(name: str) -> date | None:
-    """The month a partition name stands for, None for anything else (e.g. the default)."""
-    match = _PARTITION_RE.match(name)
-    if match is None:
-        return None
-    return date(int(match["year"]), int(match["month"]), 1)
+@dataclass(frozen=True, slots=True)
+class PartitionedTable:
+    """A table partitioned by month on ``column``, with a default partition for the rest."""
+
+    parent: str
+    column: str
+
+    @property
+    def default(self) -> str:
+        return f"{self.parent}_default"
+
+    def partition_name(self, month: date) -> str:
+        return f"{self.parent}_y{month.year:04d}m{month.month:02d}"
+
+    def partition_month(self, name: str) -> date | None:
+        """The month a partition name stands for, None for anything else (the default)."""
+        prefix = f"{self.parent}_"
+        if not name.startswith(prefix):
+            return None
+        match = _MONTH_SUFFIX_RE.fullmatch(name, len(prefix))
+        if match is None:
+            return None
+        return date(int(match["year"]), int(match["month"]), 1)
+
+
+TELEMETRY = PartitionedTable("telemetry", "ts")
+TERMINAL_LOG = PartitionedTable("terminal_log", "at")  # migration 0005
+PARTITIONED = (TELEMETRY, TERMINAL_LOG)
+
+
+def partition_name(month: date, table: PartitionedTable = TELEMETRY) -> str:
+    return table.partition_name(month)
+
+
+def partition_month(name: str, table: PartitionedTable = TELEMETRY) -> date | None:
+    return table.partition_month(name)
 
 
 def bounds(month: date) -> tuple[datetime, datetime]:
@@ -91,16 +120,23 @@ class RetentionReport:
 
 SQL_PARTITIONS = """
 SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-WHERE i.inhparent = 'telemetry'::regclass
+WHERE i.inhparent = %s::text::regclass
 """
 
 # Rows that arrived before their month's partition existed sit in the default
 # partition; they move into the new partition (PostgreSQL refuses to create it otherwise).
-SQL_CREATE_MOVING = "CREATE TEMP TABLE telemetry_moving (LIKE telemetry) ON COMMIT DROP"
-SQL_MOVE_OUT_OF_DEFAULT = """
-WITH moved AS (DELETE FROM telemetry_default WHERE ts >= %(lo)s AND ts < %(hi)s RETURNING *)
-INSERT INTO telemetry_moving SELECT * FROM moved
-"""
+SQL_CREATE_MOVING = sql.SQL("CREATE TEMP TABLE {moving} (LIKE {parent}) ON COMMIT DROP")
+SQL_MOVE_OUT_OF_DEFAULT = sql.SQL("""
+WITH moved AS (
+    DELETE FROM {default} WHERE {column} >= %(lo)s AND {column} < %(hi)s RETURNING *
+)
+INSERT INTO {moving} SELECT * FROM moved
+""")
+SQL_CREATE_PARTITION = sql.SQL(
+    "CREATE TABLE {partition} PARTITION OF {parent} FOR VALUES FROM ({lo}) TO ({hi})"
+)
+SQL_MOVE_BACK = sql.SQL("INSERT INTO {parent} SELECT * FROM {moving}")
+SQL_DELETE_OLD_DEFAULT = sql.SQL("DELETE FROM {default} WHERE {column} < %s")
 
 SQL_ROLLUP = """
 INSERT INTO telemetry_hourly (
@@ -122,23 +158,30 @@ ON CONFLICT (terminal_id, hour) DO UPDATE SET
 """
 
 
-def create_partition(conn: psycopg.Connection[Any], month: date) -> None:
+def create_partition(
+    conn: psycopg.Connection[Any], month: date, table: PartitionedTable = TELEMETRY
+) -> None:
     """Create one month's partition, taking over its rows from the default partition."""
     lo, hi = bounds(month)
-    conn.execute(SQL_CREATE_MOVING)
-    conn.execute(SQL_MOVE_OUT_OF_DEFAULT, {"lo": lo, "hi": hi})
-    conn.execute(
-        sql.SQL("CREATE TABLE {} PARTITION OF telemetry FOR VALUES FROM ({}) TO ({})").format(
-            sql.Identifier(partition_name(month)), sql.Literal(lo), sql.Literal(hi)
-        )
-    )
-    conn.execute("INSERT INTO telemetry SELECT * FROM telemetry_moving")
-    conn.execute("DROP TABLE telemetry_moving")
+    names = {
+        "parent": sql.Identifier(table.parent),
+        "default": sql.Identifier(table.default),
+        "column": sql.Identifier(table.column),
+        "moving": sql.Identifier(f"{table.parent}_moving"),
+        "partition": sql.Identifier(table.partition_name(month)),
+        "lo": sql.Literal(lo),
+        "hi": sql.Literal(hi),
+    }
+    conn.execute(SQL_CREATE_MOVING.format(**names))
+    conn.execute(SQL_MOVE_OUT_OF_DEFAULT.format(**names), {"lo": lo, "hi": hi})
+    conn.execute(SQL_CREATE_PARTITION.format(**names))
+    conn.execute(SQL_MOVE_BACK.format(**names))
+    conn.execute(sql.SQL("DROP TABLE {moving}").format(**names))
 
 
-def _existing_months(conn: psycopg.Connection[Any]) -> set[date]:
-    names = [row[0] for row in conn.execute(SQL_PARTITIONS)]
-    return {month for name in names if (month := partition_month(name)) is not None}
+def _existing_months(conn: psycopg.Connection[Any], table: PartitionedTable) -> set[date]:
+    names = [row[0] for row in conn.execute(SQL_PARTITIONS, (table.parent,))]
+    return {month for name in names if (month := table.partition_month(name)) is not None}
 
 
 def _roll_up(conn: psycopg.Connection[Any], now: datetime) -> int:
@@ -158,6 +201,30 @@ def _roll_up(conn: psycopg.Connection[Any], now: datetime) -> int:
     return max(cursor.rowcount, 0)
 
 
+def _create_ahead(
+    conn: psycopg.Connection[Any], table: PartitionedTable, now: datetime, months_ahead: int
+) -> list[str]:
+    created = []
+    with conn.transaction():
+        for month in months_to_create(now, months_ahead, _existing_months(conn, table)):
+            create_partition(conn, month, table)
+            created.append(table.partition_name(month))
+    return created
+
+
+def _drop_old(
+    conn: psycopg.Connection[Any], table: PartitionedTable, now: datetime, retention_days: int
+) -> list[str]:
+    dropped = []
+    for month in months_to_drop(now, retention_days, _existing_months(conn, table)):
+        name = table.partition_name(month)
+        with conn.transaction():
+            conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+        dropped.append(name)
+    return dropped
+
+
 def run_retention(
     conn: psycopg.Connection[Any],
     now: datetime,
@@ -168,23 +235,21 @@ def run_retention(
 ) -> RetentionReport:
     """Apply the retention policy; each step commits on its own so a failure keeps the rest."""
     report = RetentionReport()
-    with conn.transaction():
-        existing = _existing_months(conn)
-        for month in months_to_create(now, months_ahead, existing):
-            create_partition(conn, month)
-            report.created.append(partition_name(month))
+    for table in PARTITIONED:
+        report.created.extend(_create_ahead(conn, table, now, months_ahead))
     with conn.transaction():
         # Roll up before dropping, so the hours of a dropped month are kept.
         report.hours_rolled_up = _roll_up(conn, now)
+    for table in PARTITIONED:
+        report.dropped.extend(_drop_old(conn, table, now, retention_days))
     cutoff = now - timedelta(days=retention_days)
-    for month in months_to_drop(now, retention_days, _existing_months(conn)):
-        with conn.transaction():
-            conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(partition_name(month))))
-        report.dropped.append(partition_name(month))
     with conn.transaction():
-        cursor = conn.execute("DELETE FROM telemetry_default WHERE ts < %s", (cutoff,))
-        report.default_rows_deleted = max(cursor.rowcount, 0)
+        for table in PARTITIONED:
+            statement = SQL_DELETE_OLD_DEFAULT.format(
+                default=sql.Identifier(table.default), column=sql.Identifier(table.column)
+            )
+            cursor = conn.execute(statement, (cutoff,))
+            report.default_rows_deleted += max(cursor.rowcount, 0)
         cursor = conn.execute(
             "DELETE FROM telemetry_hourly WHERE hour < %s",
             (now - timedelta(days=rollup_retention_days),),

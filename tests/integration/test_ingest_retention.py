@@ -12,7 +12,14 @@ from click.testing import CliRunner
 
 import tms.cli  # noqa: F401  (imports every component's cli, ingest.cli among them)
 from ingest.cli import retention
-from ingest.retention import create_partition, month_start, partition_name, run_retention
+from ingest.retention import (
+    TERMINAL_LOG,
+    add_months,
+    create_partition,
+    month_start,
+    partition_name,
+    run_retention,
+)
 from shared import schema
 from shared.settings import load_settings
 
@@ -22,10 +29,11 @@ NOW = datetime.now(UTC)
 OLD = NOW - timedelta(days=500)  # beyond the default year
 
 
-def partitions(conn: psycopg.Connection[Any]) -> set[str]:
+def partitions(conn: psycopg.Connection[Any], parent: str = "telemetry") -> set[str]:
     rows = conn.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-        " WHERE i.inhparent = 'telemetry'::regclass"
+        " WHERE i.inhparent = %s::text::regclass",
+        (parent,),
     )
     return {row[0] for row in rows}
 
@@ -112,6 +120,47 @@ def test_retention_rolls_up_then_drops_old_months_and_keeps_status_history(
         ).fetchone()
         assert rollup == (2, 20.0, 30.0)  # the hours of a dropped month are kept
         assert conn.execute("SELECT count(*) FROM status_change").fetchone() == (1,)
+        again = run_retention(
+            conn, NOW, retention_days=365, rollup_retention_days=1825, months_ahead=2
+        )
+        assert again.created == [] and again.dropped == []
+
+
+def log_event(conn: psycopg.Connection[Any], event_id: str, at: datetime) -> None:
+    conn.execute(
+        "INSERT INTO terminal_log (terminal_id, at, kind, source_id)"
+        " VALUES ((SELECT id FROM terminal LIMIT 1), %s, 'event', %s)",
+        (at, event_id),
+    )
+
+
+def test_retention_keeps_the_terminal_log_as_long_as_raw_telemetry(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO customer (name) VALUES ('C')")
+        conn.execute(
+            "INSERT INTO terminal (serial, customer_id, model, status)"
+            " SELECT 'TC-1', id, 'TC-200', 'online' FROM customer"
+        )
+        log_event(conn, "old", OLD)
+        log_event(conn, "recent", NOW - timedelta(hours=3))
+        # An old row waits in the default partition until its month gets one.
+        assert conn.execute("SELECT count(*) FROM terminal_log_default").fetchone() == (1,)
+        with conn.transaction():
+            create_partition(conn, month_start(OLD), TERMINAL_LOG)
+        assert conn.execute("SELECT count(*) FROM terminal_log_default").fetchone() == (0,)
+        log_event(conn, "stray-old", OLD - timedelta(days=40))
+        # A month ahead that is missing (say, the migration ran long ago) is made again.
+        ahead = TERMINAL_LOG.partition_name(add_months(month_start(NOW), 1))
+        conn.execute(f"DROP TABLE {ahead}")
+        report = run_retention(
+            conn, NOW, retention_days=365, rollup_retention_days=1825, months_ahead=2
+        )
+        assert ahead in report.created
+        assert TERMINAL_LOG.partition_name(month_start(OLD)) in report.dropped
+        assert report.default_rows_deleted == 1
+        assert conn.execute("SELECT source_id FROM terminal_log").fetchall() == [("recent",)]
+        assert ahead in partitions(conn, "terminal_log")
+        assert "terminal_log_default" in partitions(conn, "terminal_log")
         again = run_retention(
             conn, NOW, retention_days=365, rollup_retention_days=1825, months_ahead=2
         )
