@@ -341,7 +341,7 @@ def cancel_command(session: Session, requester: Requester, command_id: str) -> C
     session.execute(
         text(
             "UPDATE command SET status = 'cancelled', finished_at = now(), cancelled_by = :by,"
-            " error = :why WHERE id = :id"
+            " error = :why WHERE id = :id RETURNING pg_notify('tms_command_done', id)"
         ),
         {"id": command_id, "by": requester.name[:64], "why": f"cancelled by {requester.name}"},
     )
@@ -533,7 +533,8 @@ def cancel_bulk(session: Session, requester: Requester, bulk_id: int) -> BulkVie
     cancelled = session.execute(
         text(
             "UPDATE command SET status = 'cancelled', finished_at = now(), cancelled_by = :by,"
-            " error = :why WHERE bulk_id = :id AND status = 'queued' RETURNING id"
+            " error = :why WHERE bulk_id = :id AND status = 'queued'"
+            " RETURNING id, pg_notify('tms_command_done', id)"
         ),
         {"id": bulk_id, "by": requester.name[:64], "why": f"bulk cancelled by {requester.name}"},
     ).all()

@@ -210,6 +210,20 @@ class NotifySettings(_Section):
     poll_interval_s: float = Field(default=1.0, gt=0, le=3600)
 
 
+class CommandSettings(_Section):
+    """The command sender (``tms commands``); it uses the console's MQTT account."""
+
+    # Rows claimed, published and recorded per transaction.
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    # Wakes this often even with nothing due: a lost NOTIFY costs at most this long.
+    idle_check_s: float = Field(default=5.0, gt=0, le=300)
+    # How long a batch waits for the broker's PUBACKs; unacknowledged rows stay queued.
+    publish_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # Support scripts over MQTT: requests per second per account, and the burst allowed.
+    request_rate_per_s: float = Field(default=5.0, gt=0, le=1000)
+    request_burst: int = Field(default=20, ge=1, le=10_000)
+
+
 class Settings(_Section):
     """Everything, loaded once at start-up; each component takes only its own section."""
 
@@ -218,6 +232,7 @@ class Settings(_Section):
     broker: BrokerSettings = BrokerSettings()
     ingest: IngestSettings = IngestSettings()
     console: ConsoleSettings = ConsoleSettings()
+    commands: CommandSettings = CommandSettings()
     agent: AgentSettings = AgentSettings()
     simulate: SimulateSettings = SimulateSettings()
     alerts: AlertSettings = AlertSettings()

@@ -28,6 +28,7 @@ COMMANDS = {
     "certs": "broker.cli:certs",
     "ingest": "ingest.cli:ingest",
     "console": "console.cli:console",
+    "commands": "commands.cli:commands",
     "user": "console.cli:user",
     "agent": "agent.cli:agent",
     "simulate": "agent.cli:simulate",

@@ -286,6 +286,22 @@ class Platform:
                 ready=lambda: http_ok(console_url),
             )
         )
+        self.children.append(
+            Child(
+                "commands",
+                ["commands"],
+                child_env(
+                    {
+                        **common,
+                        **{f"TMS_CONSOLE_MQTT_{k}": v for k, v in mqtt.items()},
+                        "TMS_CONSOLE_MQTT_USERNAME": CONSOLE_ACCOUNT,
+                        "TMS_CONSOLE_MQTT_PASSWORD": console_secret,
+                    }
+                ),
+                logs / "commands.log",
+                ready=_log_grows_with(logs / "commands.log", "connected to the broker"),
+            )
+        )
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -396,6 +412,21 @@ class Platform:
             self.postgres.stop()
         if self.cluster is not None:
             self.cluster.unlock()
+
+
+def _log_grows_with(path: Path, text: str) -> Callable[[], bool]:
+    """Ready once ``text`` is written to the log after now (the log is appended to)."""
+    start = path.stat().st_size if path.exists() else 0
+
+    def ready() -> bool:
+        try:
+            with path.open("rb") as log:
+                log.seek(start)
+                return text.encode() in log.read()
+        except OSError:
+            return False
+
+    return ready
 
 
 def _serials_query(serials: list[str]) -> Any:

@@ -1,0 +1,264 @@
+"""The sender: publishes queued commands, resends the ones whose result is late, and
+ends the ones that ran out of time or attempts.
+
+One cycle (``SendCycle.run_once``) is one transaction per step against PostgreSQL:
+
+1. queued commands past their expiry become ``expired``;
+2. sent commands whose result is overdue and whose sends are spent (or that expired
+   meanwhile) become ``failed`` with the reason;
+3. due commands of reachable terminals are claimed ``FOR UPDATE SKIP LOCKED``,
+   published at QoS 1, and recorded ``sent`` in the same transaction once the broker
+   has acknowledged them. Another sender skips the locked rows, so no command is
+   sent by two; a crash between the PUBACK and the commit leaves the row queued and
+   it is sent again, which the agent answers once (it runs a command id once).
+
+The loop around it (``serve``) sleeps until the next row falls due, a NOTIFY on
+``tms_commands`` (a new row, a terminal back online) or ``idle_check_s``, and rides out
+a broker or PostgreSQL outage by retrying.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import psycopg
+
+from agent.backoff import Backoff
+from shared import topics
+from shared.command_states import ResendPolicy
+from shared.messages import Command
+
+log = logging.getLogger(__name__)
+
+WAKE_CHANNEL = "tms_commands"
+DONE_CHANNEL = "tms_command_done"
+# A terminal that is connected: offline and never-seen ones keep their commands queued.
+REACHABLE = ("online", "error")
+
+SQL_EXPIRE = """
+UPDATE command SET status = 'expired', finished_at = now(),
+    error = 'not delivered before it expired at '
+        || to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC'
+WHERE status = 'queued' AND expires_at <= now()
+RETURNING id, pg_notify('tms_command_done', id)
+"""
+
+SQL_GIVE_UP = """
+UPDATE command SET status = 'failed', finished_at = now(),
+    error = CASE WHEN expires_at <= now()
+        THEN 'no result before it expired at '
+            || to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC'
+        ELSE 'no result after ' || attempts || ' attempt(s)' END
+WHERE status = 'sent' AND due_at <= now() AND (attempts >= max_attempts OR expires_at <= now())
+RETURNING id, pg_notify('tms_command_done', id)
+"""
+
+SQL_CLAIM = """
+SELECT c.id, t.serial, c.name, c.args, c.expires_at, c.attempts, c.timeout_s
+FROM command c JOIN terminal t ON t.id = c.terminal_id
+WHERE c.status IN ('queued', 'sent') AND c.due_at <= now() AND c.expires_at > now()
+    AND c.attempts < c.max_attempts AND t.status = ANY(%s)
+ORDER BY c.due_at
+LIMIT %s
+FOR UPDATE OF c SKIP LOCKED
+"""
+
+SQL_RECORD_SENT = """
+UPDATE command AS c SET status = 'sent', attempts = c.attempts + 1,
+    sent_at = coalesce(c.sent_at, now()), last_sent_at = now(),
+    due_at = now() + make_interval(secs => v.wait_s)
+FROM unnest(%s::text[], %s::float8[]) AS v(id, wait_s)
+WHERE c.id = v.id AND c.status IN ('queued', 'sent')
+"""
+
+# When to look again: the next due row of a reachable terminal (or one whose sends are
+# spent), else the next expiry. Rows of offline terminals wait for their NOTIFY.
+SQL_NEXT = """
+SELECT extract(epoch FROM min(CASE
+    WHEN t.status = ANY(%s) OR c.attempts >= c.max_attempts
+        THEN least(c.due_at, c.expires_at)
+    ELSE c.expires_at END) - now())
+FROM command c JOIN terminal t ON t.id = c.terminal_id
+WHERE c.status IN ('queued', 'sent')
+"""
+
+
+class Publisher(Protocol):
+    def connected(self) -> bool: ...
+
+    def publish_all(self, messages: Sequence[tuple[str, bytes]], timeout_s: float) -> list[bool]:
+        """Publish at QoS 1; True for each message the broker acknowledged in time."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: str
+    serial: str
+    name: str
+    args: dict[str, Any]
+    expires_at: datetime
+    attempts: int
+    timeout_s: float
+
+    def message(self) -> tuple[str, bytes]:
+        command = Command(id=self.id, name=self.name, args=self.args, expires_at=self.expires_at)
+        return topics.command(self.serial, self.id), command.to_payload()
+
+    def wait_s(self) -> float:
+        """How long to wait for the result of the send about to be recorded."""
+        policy = ResendPolicy(first_timeout_s=self.timeout_s)
+        return policy.timeout_after(self.attempts + 1).total_seconds()
+
+
+@dataclass
+class CycleResult:
+    expired: int = 0
+    failed: int = 0
+    sent: int = 0
+    unacknowledged: int = 0
+    more: bool = False  # a full batch: more rows may be due now
+    finished: list[str] | None = None  # ids this cycle moved to a final state
+
+
+class SendCycle:
+    """One pass over the queue on an open connection (autocommit off)."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        publisher: Publisher,
+        *,
+        batch_size: int = 500,
+        publish_timeout_s: float = 10.0,
+    ) -> None:
+        self.conn = conn
+        self.publisher = publisher
+        self.batch_size = batch_size
+        self.publish_timeout_s = publish_timeout_s
+
+    def run_once(self) -> CycleResult:
+        result = CycleResult(finished=[])
+        assert result.finished is not None
+        with self.conn.transaction():
+            expired = [row[0] for row in self.conn.execute(SQL_EXPIRE).fetchall()]
+        with self.conn.transaction():
+            failed = [row[0] for row in self.conn.execute(SQL_GIVE_UP).fetchall()]
+        result.expired, result.failed = len(expired), len(failed)
+        result.finished += expired + failed
+        if expired or failed:
+            log.info("%d command(s) expired, %d failed without a result", len(expired), len(failed))
+        if not self.publisher.connected():
+            return result
+        with self.conn.transaction():
+            rows = self.conn.execute(SQL_CLAIM, (list(REACHABLE), self.batch_size)).fetchall()
+            claimed = [Claimed(r[0], r[1], r[2], r[3] or {}, r[4], r[5], r[6]) for r in rows]
+            if not claimed:
+                return result
+            acked = self.publisher.publish_all(
+                [c.message() for c in claimed], self.publish_timeout_s
+            )
+            sent = [c for c, ok in zip(claimed, acked, strict=True) if ok]
+            if sent:
+                self.conn.execute(
+                    SQL_RECORD_SENT, ([c.id for c in sent], [c.wait_s() for c in sent])
+                )
+        result.sent = len(sent)
+        result.unacknowledged = len(claimed) - len(sent)
+        result.more = len(claimed) >= self.batch_size and not result.unacknowledged
+        if result.unacknowledged:
+            log.warning(
+                "the broker acknowledged %d of %d commands; the rest stay queued",
+                len(sent),
+                len(claimed),
+            )
+        return result
+
+    def next_wake_s(self, cap_s: float) -> float:
+        row = self.conn.execute(SQL_NEXT, (list(REACHABLE),)).fetchone()
+        self.conn.rollback()  # end the read's transaction: no snapshot held while idle
+        if row is None or row[0] is None:
+            return cap_s
+        return min(cap_s, max(0.0, float(row[0])))
+
+
+def serve(
+    database_url: str,
+    publisher: Publisher,
+    stop: threading.Event,
+    *,
+    batch_size: int = 500,
+    publish_timeout_s: float = 10.0,
+    idle_check_s: float = 5.0,
+    on_finished: Callable[[list[str]], None] | None = None,
+) -> None:
+    """Run cycles until ``stop`` is set; PostgreSQL outages are retried with backoff."""
+    backoff = Backoff(0.5, 10.0)
+    while not stop.is_set():
+        try:
+            with (
+                psycopg.connect(database_url, connect_timeout=10) as conn,
+                psycopg.connect(database_url, autocommit=True, connect_timeout=10) as listener,
+            ):
+                listener.execute(f"LISTEN {WAKE_CHANNEL}")
+                listener.execute(f"LISTEN {DONE_CHANNEL}")
+                if backoff.attempt:
+                    log.info("PostgreSQL is back; sending again")
+                backoff.reset()
+                cycle = SendCycle(
+                    conn, publisher, batch_size=batch_size, publish_timeout_s=publish_timeout_s
+                )
+                _loop(cycle, listener, stop, idle_check_s, on_finished)
+        except psycopg.OperationalError as exc:
+            delay = backoff.next_delay()
+            log.warning("PostgreSQL unavailable (%s); retrying in %.1f s", _first_line(exc), delay)
+            stop.wait(delay)
+
+
+def _loop(
+    cycle: SendCycle,
+    listener: psycopg.Connection[Any],
+    stop: threading.Event,
+    idle_check_s: float,
+    on_finished: Callable[[list[str]], None] | None,
+) -> None:
+    while not stop.is_set():
+        result = cycle.run_once()
+        if on_finished is not None and result.finished:
+            on_finished(result.finished)
+        if result.sent or result.unacknowledged:
+            log.debug("sent %d command(s)", result.sent)
+        if result.more:
+            continue
+        # With the broker away, look again soon rather than at the next due row.
+        cap = idle_check_s if cycle.publisher.connected() else min(idle_check_s, 1.0)
+        wait = cycle.next_wake_s(cap)
+        if result.unacknowledged:
+            wait = max(wait, 1.0)  # the broker is struggling: do not hammer it
+        deadline = time.monotonic() + wait
+        # Short slices: a stop is noticed within a fraction of a second.
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            woke = False
+            done: list[str] = []
+            for notify in listener.notifies(timeout=min(left, 0.5), stop_after=1):
+                if notify.channel == DONE_CHANNEL:
+                    done.append(notify.payload)
+                else:
+                    woke = True
+            if on_finished is not None and done:
+                on_finished(done)
+            if woke:
+                break
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
