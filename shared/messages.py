@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from shared.errors import MessageError
 from shared.topics import COMMAND_ID_PATTERN, SERIAL_PATTERN
@@ -179,6 +179,20 @@ class RequestState(StrEnum):
     CANCELLED = "cancelled"
 
 
+_REQUEST_STATES = frozenset(state.value for state in RequestState)
+
+
+def _known_request_state(state: str) -> str:
+    if state not in _REQUEST_STATES:
+        raise ValueError(f"must be one of {', '.join(RequestState)}")
+    return state
+
+
+# A plain str to callers (a CommandState or a row's status passes as it is), checked
+# against RequestState's values.
+ReplyState = Annotated[str, AfterValidator(_known_request_state)]
+
+
 class CommandRequestReply(_Message):
     """Sender -> support script on ``tms/requests/<account>/reply/<request-id>``.
 
@@ -187,7 +201,7 @@ class CommandRequestReply(_Message):
     """
 
     request_id: RequestId
-    state: RequestState
+    state: ReplyState
     command_id: MessageId | None = None
     error: Annotated[str, Field(max_length=2000)] | None = None
     output: dict[str, Any] = Field(default_factory=dict)
