@@ -9,13 +9,20 @@ MQTT 3.1.1 throughout: amqtt 0.12.1 has no MQTT 5.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
+import json
+import sys
+import threading
+from pathlib import Path
+from types import ModuleType
 
 import paho.mqtt.client as mqtt
 import pytest
 
 from broker.acl import Access, is_allowed
 from shared import topics
+from shared.messages import CommandRequest, CommandRequestReply, parse_message
 from shared.models import AccountKind
 from tests.fixtures.broker import MqttProbe, RunningBroker
 from tests.waiting import wait_until
@@ -269,3 +276,48 @@ def test_subscribe_rows(any_broker: RunningBroker) -> None:
             wrong += _observe(any_broker, secrets, [row])
     wrong += _observe(any_broker, secrets, [row for row in SUBSCRIBE_ROWS if row[0] is not T])
     assert wrong == [], f"{any_broker.kind}: rows that did not behave as the table says: {wrong}"
+
+
+def _load_example() -> ModuleType:
+    path = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "request_command.py"
+    spec = importlib.util.spec_from_file_location("request_command_example", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_request_round_trip_with_the_example_script(
+    any_broker: RunningBroker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The example asks, a stand-in sender with the console's account reads and replies."""
+    secrets = _secrets(any_broker)
+    sender = _probe(any_broker, NAMES[CONSOLE], secrets)
+    assert sender.subscribe(topics.COMMAND_REQUEST_FILTER)
+    example = _load_example()
+    account = NAMES[SUPPORT]
+    argv = ["--host", any_broker.host, "--port", str(any_broker.port), "--account", account]
+    argv += ["--password", secrets[account], "--timeout", "60", "TC-1", "ping"]
+    outcome: list[int] = []
+    script = threading.Thread(target=lambda: outcome.append(example.main(argv)), daemon=True)
+    script.start()
+    try:
+        message = sender.next_message()
+        asked = topics.parse_request_topic(message.topic)
+        assert (asked.account, asked.kind) == (account, topics.RequestKind.COMMAND)
+        request = parse_message(CommandRequest, bytes(message.payload))
+        assert (request.serial, request.name, request.args) == ("TC-1", "ping", {})
+        reply_topic = topics.command_request_reply(asked.account, asked.request_id)
+        for state, output in (("queued", {}), ("succeeded", {"rtt_ms": 3})):
+            reply = CommandRequestReply(
+                request_id=asked.request_id, state=state, command_id="c-1", output=output
+            )
+            assert sender.publish(reply_topic, reply.to_payload())
+    finally:
+        script.join(60)
+        sender.close()
+    assert outcome == [0], capsys.readouterr()
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [p["state"] for p in printed] == ["queued", "succeeded"]
+    assert printed[-1]["output"] == {"rtt_ms": 3}

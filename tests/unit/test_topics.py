@@ -1,13 +1,19 @@
 """The v1 topic tree: builders, the parser, filter checks (table-driven + properties)."""
 
 import contextlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shared import topics
+from shared.command_states import FINAL
 from shared.errors import TopicError
+from shared.messages import CommandRequest, parse_message
 from shared.topics import RequestKind, RequestTopic, Topic, TopicKind
 
 
@@ -246,3 +252,43 @@ def test_every_valid_account_and_request_id_build_parseable_topics(
 ) -> None:
     parsed = topics.parse_request_topic(topics.command_request(account, request_id))
     assert (parsed.account, parsed.request_id) == (account, request_id)
+
+
+def _example() -> ModuleType:
+    """deploy/examples/request_command.py, imported as a module (it has no side effects)."""
+    path = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "request_command.py"
+    spec = importlib.util.spec_from_file_location("request_command_example", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_example_script_speaks_the_request_protocol() -> None:
+    example = _example()
+    assert example.request_topic("support-1", "r1") == topics.command_request("support-1", "r1")
+    assert example.reply_filter("support-1") == topics.command_reply_filter("support-1")
+    assert example.ACCOUNT_RE.pattern == topics.ACCOUNT_PATTERN
+    assert example.REQUEST_ID_RE.pattern == topics.COMMAND_ID_PATTERN
+    payload = example.request_payload("TC1", "fetch_logs", {"lines": 5}, 60.0)
+    request = parse_message(CommandRequest, payload)
+    assert (request.serial, request.name, request.args) == ("TC1", "fetch_logs", {"lines": 5})
+    assert request.expires_in_s == 60.0
+    assert {s.value for s in FINAL} == example.FINAL_STATES
+
+
+def test_the_example_script_refuses_bad_arguments_before_connecting(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    example = _example()
+    for argv in (
+        ["--account", "s1", "--password", "x", "TC1", "ping", "[1]"],
+        ["--account", "s1", "--password", "x", "TC1", "ping", "{"],
+        ["--account", "a@b", "--password", "x", "TC1", "ping"],
+        ["--account", "s1", "--password", "x", "--request-id", "a/b", "TC1", "ping"],
+    ):
+        with pytest.raises(SystemExit) as caught:
+            example.parse_arguments(argv)
+        assert caught.value.code == 2, argv
+    assert "args must be a JSON object" in capsys.readouterr().err
