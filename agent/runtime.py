@@ -192,6 +192,8 @@ class TerminalAgent:
         self._tls_context = tls_context if tls_context is not None else tls_context_for(mqtt)
         self._rng = rng or random.Random()
         self._outbox_ready = asyncio.Event()
+        # Set by a flush that emptied the outbox (a restart waits for it).
+        self._outbox_empty = asyncio.Event()
         self._status_topic = topics.status(self.serial)
         self._connection_level = logging.DEBUG if self.options.quiet else logging.INFO
         self._client: aiomqtt.Client | None = None
@@ -433,16 +435,42 @@ class TerminalAgent:
 
     async def _answer_commands(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            reply = await self.commands.process(str(message.topic), _payload_bytes(message.payload))
-            if reply is None:
-                continue
-            # Through the queue: in order, and kept on disk until the broker has it.
-            result = OutgoingMessage(reply.topic, reply.result.to_payload(), droppable=False)
-            self.outbox.put(result)
-            self._outbox_ready.set()
-            self.stats.commands_answered += 1
+            await self._answer(message)
             if self._restart_pending:
-                # No further command is taken: the session ends, sends this result, restarts.
+                await self._settle_before_restart(client)
+                return  # the session ends: offline presence, then the restart
+
+    async def _answer(self, message: aiomqtt.Message) -> None:
+        reply = await self.commands.process(str(message.topic), _payload_bytes(message.payload))
+        if reply is None:
+            return
+        # Through the queue: in order, and kept on disk until the broker has it.
+        result = OutgoingMessage(reply.topic, reply.result.to_payload(), droppable=False)
+        self.outbox.put(result)
+        self._outbox_ready.set()
+        self.stats.commands_answered += 1
+
+    async def _settle_before_restart(self, client: aiomqtt.Client) -> None:
+        """Answer the commands already received and send every result, within a deadline.
+
+        paho acknowledges a QoS 1 command as it arrives, so the broker never delivers a
+        command waiting in the client's queue again: it is answered now or it is lost
+        (to come back only as the sender's retry). Waiting here for the sender task to
+        empty the outbox, rather than cancelling it, also keeps a result that is being
+        published from being published twice.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RESTART_FLUSH_S
+        while True:
+            while len(client.messages):
+                await self._answer(await anext(client.messages))
+            self._outbox_empty.clear()
+            self._outbox_ready.set()
+            try:
+                await asyncio.wait_for(self._outbox_empty.wait(), deadline - loop.time())
+            except TimeoutError:
+                return  # what is left stays queued and is sent after the restart
+            if not len(client.messages):
                 return
 
     async def _send_telemetry(self, client: aiomqtt.Client) -> None:
@@ -466,3 +494,4 @@ class TerminalAgent:
             )
             self.outbox.done(queued)
             self.stats.telemetry_sent += 1
+        self._outbox_empty.set()
