@@ -97,7 +97,7 @@ class DiagnosticsFacts:
     broker_host: str
     device: DeviceFacts
     host: HostMetrics | None
-    issued_at: datetime
+    issued_at: datetime | None  # None: the command did not say when it was sent
     received_at: datetime
     round_trip: RoundTripFacts
     dns: DnsFacts | None  # None: skipped, see dns_skip_reason
@@ -253,8 +253,11 @@ def host_resources_check(host: HostMetrics | None) -> Check:
     return _check("host_resources", title, Outcome.PASSED, shown or "no readings", data)
 
 
-def clock_offset_check(issued_at: datetime, received_at: datetime) -> Check:
+def clock_offset_check(issued_at: datetime | None, received_at: datetime) -> Check:
     title = "Clock offset from the server"
+    if issued_at is None:
+        summary = "the command carries no issued_at to compare the agent's clock with"
+        return _check("clock_offset", title, Outcome.SKIPPED, summary)
     offset = (received_at - issued_at).total_seconds()
     data = {
         "offset_s": round(offset, 3),

@@ -265,7 +265,8 @@ class TerminalCommands:
             broker_host=self._runtime.mqtt.host,
             device=device,
             host=host,
-            issued_at=command.issued_at,
+            # Without one in the payload, the model's default is the agent's own clock.
+            issued_at=command.issued_at if "issued_at" in command.model_fields_set else None,
             received_at=received_at,
             round_trip=round_trip,
             dns=dns,

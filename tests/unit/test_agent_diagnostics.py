@@ -170,6 +170,11 @@ def test_clock_offset_thresholds(offset_s: float, outcome: Outcome) -> None:
     assert ("behind" in check.summary) == (offset_s < 0)
 
 
+def test_clock_offset_is_skipped_without_issued_at() -> None:
+    check = clock_offset_check(None, NOW)
+    assert check.outcome is Outcome.SKIPPED and "issued_at" in check.summary
+
+
 @pytest.mark.parametrize(
     ("host", "skipped"),
     [

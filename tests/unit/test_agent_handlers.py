@@ -195,6 +195,16 @@ def test_diagnostics_clock_offset_against_the_command_issued_at() -> None:
     assert "transit" in clock.summary
 
 
+def test_diagnostics_without_issued_at_skips_the_clock_check() -> None:
+    harness = Harness()
+    payload = b'{"v":1,"id":"d-1","name":"diagnostics"}'
+    reply = asyncio.run(harness.processor.process(topics.command(SERIAL, "d-1"), payload))
+    assert reply is not None and reply.result.status is CommandStatus.OK
+    report = DiagnosticsReport.model_validate(reply.result.output)
+    clock = next(check for check in report.checks if check.id == "clock_offset")
+    assert clock.outcome is Outcome.SKIPPED
+
+
 def test_diagnostics_without_a_broker_round_trip_fails_that_check() -> None:
     harness = Harness()
     harness.runtime.round_trip_ms = None
