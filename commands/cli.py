@@ -11,8 +11,10 @@ import click
 import psycopg
 
 from commands.mqtt_link import MqttLink
+from commands.relay import RequestRelay
 from commands.sender import serve
-from shared.db import libpq_url
+from shared import topics
+from shared.db import libpq_url, make_engine
 from tms.cli import configure_logging, database_url_of, settings_of
 
 log = logging.getLogger(__name__)
@@ -24,10 +26,20 @@ def commands(ctx: click.Context) -> None:
     """Run the command sender: queued commands out to the terminals."""
     configure_logging()
     settings = settings_of(ctx)
-    database_url = libpq_url(database_url_of(ctx, open_stopped=False))
+    url = database_url_of(ctx, open_stopped=False)
+    database_url = libpq_url(url)
     # A wrong URL or password is one line now; once running, outages are retried.
     psycopg.connect(database_url, connect_timeout=10).close()
-    link = MqttLink(settings.console.mqtt)
+    engine = make_engine(url, pool_size=2)
+    link = MqttLink(settings.console.mqtt, subscriptions=[topics.COMMAND_REQUEST_FILTER])
+    relay = RequestRelay(
+        engine,
+        link,
+        rate_per_s=settings.commands.request_rate_per_s,
+        burst=settings.commands.request_burst,
+    )
+    link.on_message = relay.on_message
+
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:
@@ -41,6 +53,7 @@ def commands(ctx: click.Context) -> None:
         settings.console.mqtt.port,
         settings.console.mqtt.username,
     )
+    relay.start()
     link.start()
     try:
         serve(
@@ -50,7 +63,10 @@ def commands(ctx: click.Context) -> None:
             batch_size=settings.commands.batch_size,
             publish_timeout_s=settings.commands.publish_timeout_s,
             idle_check_s=settings.commands.idle_check_s,
+            on_finished=relay.on_finished,
         )
     finally:
         link.stop()
+        relay.stop()
+        engine.dispose()
         log.info("command sender stopped")

@@ -23,7 +23,7 @@ from shared.settings import MqttClientSettings
 
 log = logging.getLogger(__name__)
 
-OnMessage = Callable[[str, bytes], None]
+OnMessage = Callable[[str, bytes, bool], None]  # topic, payload, retained
 
 
 class MqttLinkError(TMSError):
@@ -45,7 +45,7 @@ class MqttLink:
             )
         self.settings = settings
         self._subscriptions = tuple(subscriptions)
-        self._on_message = on_message
+        self.on_message = on_message  # may be set after construction, before start()
         self._connected = threading.Event()
         self.refused: str | None = None
         # Not an account's name (the broker keeps those for their owners), and one per
@@ -128,5 +128,5 @@ class MqttLink:
         self._connected.clear()
 
     def _message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if self._on_message is not None:
-            self._on_message(message.topic, bytes(message.payload))
+        if self.on_message is not None:
+            self.on_message(message.topic, bytes(message.payload), bool(message.retain))
