@@ -36,6 +36,8 @@ from shared.messages import Command
 
 log = logging.getLogger(__name__)
 
+# Named in pg_stat_activity, so an operator (or a test) can tell its sessions apart.
+APPLICATION_NAME = "tms-commands"
 WAKE_CHANNEL = "tms_commands"
 DONE_CHANNEL = "tms_command_done"
 # A terminal that is connected: offline and never-seen ones keep their commands queued.
@@ -203,8 +205,15 @@ def serve(
     while not stop.is_set():
         try:
             with (
-                psycopg.connect(database_url, connect_timeout=10) as conn,
-                psycopg.connect(database_url, autocommit=True, connect_timeout=10) as listener,
+                psycopg.connect(
+                    database_url, connect_timeout=10, application_name=APPLICATION_NAME
+                ) as conn,
+                psycopg.connect(
+                    database_url,
+                    autocommit=True,
+                    connect_timeout=10,
+                    application_name=APPLICATION_NAME,
+                ) as listener,
             ):
                 listener.execute(f"LISTEN {WAKE_CHANNEL}")
                 listener.execute(f"LISTEN {DONE_CHANNEL}")
