@@ -11,11 +11,12 @@ from typing import Any, TypeVar, cast
 
 from flask import Flask, abort, g, request
 from flask_login import LoginManager, current_user
+from sqlmodel import select
 
 from console import users
 from console.db import request_session
 from console.roles import role_at_least
-from shared.models import Role, UserAccount
+from shared.models import ApiToken, Role, UserAccount
 
 API_PREFIX = "/api/"
 
@@ -77,10 +78,21 @@ def authenticate_bearer() -> None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         abort(401, description="missing API token: send 'Authorization: Bearer <token>'")
-    account = users.user_for_token(request_session(), token.strip())
+    db = request_session()
+    account = users.user_for_token(db, token.strip())
     if account is None:
         abort(401, description="invalid or revoked API token")
     g.api_user = ConsoleUser.of(account)
+    # Which of the owner's tokens asked: commands record it, so a script can be traced.
+    g.api_token_name = db.exec(
+        select(ApiToken.name).where(ApiToken.token_hash == users.hash_token(token.strip()))
+    ).first()
+
+
+def api_token_name() -> str | None:
+    """The name of the bearer token of this /api request (set by authenticate_bearer)."""
+    name = g.get("api_token_name")
+    return name if isinstance(name, str) else None
 
 
 def acting_user() -> ConsoleUser | None:

@@ -7,7 +7,7 @@ JSON API cannot lazy-load or change anything by accident.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
@@ -15,7 +15,14 @@ from sqlalchemy import case, func, text
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import Select, SelectOfScalar
 
-from shared.models import Customer, StatusChange, Store, Terminal, TerminalStatus
+from shared.models import (
+    Customer,
+    StatusChange,
+    Store,
+    Terminal,
+    TerminalLog,
+    TerminalStatus,
+)
 
 # The list page shows the terminals that need attention first.
 _ATTENTION_ORDER = {
@@ -39,6 +46,22 @@ class TerminalFilter:
     status: str | None = None
     customer: str | None = None
     search: str | None = None  # serial substring, case-insensitive
+    store: str | None = None  # a store's code or name
+    firmware: str | None = None  # an exact firmware version
+
+    def describe(self) -> str:
+        """The selection in words, for confirmation pages and the bulk's summary."""
+        parts = [
+            f"customer {self.customer}" if self.customer else "all customers",
+            f"status {self.status}" if self.status else "",
+            f"store {self.store}" if self.store else "",
+            f"firmware {self.firmware}" if self.firmware else "",
+            f"serial contains {self.search!r}" if self.search else "",
+        ]
+        return " · ".join(part for part in parts if part)
+
+    def to_json(self) -> dict[str, str]:
+        return {key: value for key, value in asdict(self).items() if value}
 
 
 @dataclass(frozen=True)
@@ -58,6 +81,7 @@ class TerminalView:
     memory: float | None
     disk: float | None
     host_name: str | None
+    uptime_s: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The API form: the fields support scripts rely on, timestamps in ISO 8601."""
@@ -104,6 +128,13 @@ def _filtered(query: _Query, wanted: TerminalFilter) -> _Query:
     if wanted.search:
         escaped = wanted.search.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_")
         query = query.where(col(Terminal.serial).ilike(f"%{escaped}%", escape="\\"))
+    if wanted.store:
+        stores = select(col(Store.id)).where(
+            (col(Store.code) == wanted.store) | (col(Store.name) == wanted.store)
+        )
+        query = query.where(col(Terminal.store_id).in_(stores))
+    if wanted.firmware:
+        query = query.where(col(Terminal.firmware_version) == wanted.firmware)
     return query
 
 
@@ -123,6 +154,7 @@ def _view(row: Any) -> TerminalView:
         memory=terminal.memory_pct,
         disk=terminal.disk_pct,
         host_name=terminal.host_name,
+        uptime_s=terminal.uptime_s,
     )
 
 
@@ -186,6 +218,45 @@ def status_history(session: Session, serial: str, limit: int = 20) -> list[Statu
         .limit(limit)
     ).all()
     return [StatusChangeView(row.at, row.old_status, row.new_status, row.reason) for row in rows]
+
+
+def terminal_ids(session: Session, wanted: TerminalFilter) -> list[int]:
+    """The ids of every terminal the filter matches (a bulk command's selection)."""
+    query = _filtered(
+        select(col(Terminal.id))
+        .select_from(Terminal)
+        .join(Customer, col(Customer.id) == col(Terminal.customer_id)),
+        wanted,
+    )
+    return [int(terminal_id) for terminal_id in session.exec(query).all()]
+
+
+@dataclass(frozen=True)
+class LogEntryView:
+    """One line of a terminal's log: a device event or a command's result."""
+
+    at: datetime
+    kind: str
+    severity: str
+    code: str | None
+    message: str
+    source_id: str | None
+
+
+def terminal_log(session: Session, serial: str, limit: int = 50) -> list[LogEntryView]:
+    """A terminal's log, newest first."""
+    rows = session.exec(
+        select(TerminalLog)
+        .join(Terminal, col(Terminal.id) == col(TerminalLog.terminal_id))
+        .where(col(Terminal.serial) == serial)
+        .order_by(col(TerminalLog.at).desc(), col(TerminalLog.id).desc())
+        .limit(limit)
+    ).all()
+    return [
+        LogEntryView(row.at, row.kind, row.severity, row.code, row.message, row.source_id)
+        for row in rows
+        if row.at is not None
+    ]
 
 
 def database_answers(session: Session) -> None:

@@ -1,8 +1,13 @@
-"""How values read on screen: relative times, percentages, UTC timestamps (pure functions)."""
+"""How values read on screen: times, percentages, durations, command results (pure functions)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
+
+from shared.diagnostics import Check, DiagnosticsReport, Outcome
 
 
 def ago(moment: datetime | None, now: datetime) -> str:
@@ -41,3 +46,75 @@ def load_level(value: float | None) -> str:
     if value >= 70:
         return "gauge-warn"
     return "gauge-ok"
+
+
+def duration(seconds: float | None) -> str:
+    """An uptime or a wait in words: '45 s', '12 min', '5 h 3 min', '3 d 4 h', or '—'."""
+    if seconds is None:
+        return "—"
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min"
+    if whole < 86_400:
+        return f"{whole // 3600} h {whole % 3600 // 60} min"
+    return f"{whole // 86_400} d {whole % 86_400 // 3600} h"
+
+
+def milliseconds(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+
+def data_value(value: Any) -> str:
+    """One value of a check's data as text: scalars as they are, the rest as compact JSON."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str | int):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def pretty_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True)
+
+
+def log_text(output: Mapping[str, Any] | None) -> str | None:
+    """The log lines in a ``fetch_logs`` result, one per line, or None if it holds none."""
+    if not output:
+        return None
+    for key in ("lines", "log_tail", "log"):
+        lines = output.get(key)
+        if isinstance(lines, list) and all(isinstance(line, str) for line in lines):
+            return "\n".join(lines)
+        if isinstance(lines, str):
+            return lines
+    return None
+
+
+def diagnostics_summary(report: DiagnosticsReport) -> str:
+    """One line an operator reads first: how many checks failed and which one first."""
+    counts = report.counts()
+    total = len(report.checks)
+    warnings = counts[Outcome.WARNING]
+    tail = f"; {warnings} warning{'s' if warnings != 1 else ''}" if warnings else ""
+    first = report.first_failure
+    if first is None:
+        return f"All {total} checks passed{tail}" if total else "The report holds no checks"
+    found = f"{first.title} — {first.summary}" if first.summary else first.title
+    return f"{counts[Outcome.FAILED]} of {total} checks failed; first: {found}{tail}"
+
+
+# Failed checks first, then what an operator should look at, then the rest; each group
+# keeps the order the checks ran in.
+_OUTCOME_ORDER = {Outcome.FAILED: 0, Outcome.WARNING: 1, Outcome.SKIPPED: 2, Outcome.PASSED: 3}
+
+
+def checks_by_attention(report: DiagnosticsReport) -> list[Check]:
+    return sorted(report.checks, key=lambda check: _OUTCOME_ORDER[check.outcome])
