@@ -11,8 +11,10 @@ from werkzeug.wrappers import Response
 from console import (
     access,
     api,
+    api_commands,
     audit,
     auth,
+    commands,
     csrf,
     error_pages,
     formatting,
@@ -90,7 +92,12 @@ def create_app(settings: ConsoleSettings, database_url: str) -> Flask:
         utc=formatting.utc_text,
         percent=formatting.percent,
         load_level=formatting.load_level,
+        duration=formatting.duration,
+        milliseconds=formatting.milliseconds,
+        data_value=formatting.data_value,
+        pretty_json=formatting.pretty_json,
     )
+    commands.init_app(app)
     app.context_processor(_template_context)
     app.after_request(_add_security_headers)
 
@@ -98,8 +105,10 @@ def create_app(settings: ConsoleSettings, database_url: str) -> Flask:
         auth.bp,
         terminals.bp,
         terminal_actions.bp,
+        commands.bp,
         audit.bp,
         api.bp,
+        api_commands.bp,
         health.bp,
         error_pages.bp,
     ):

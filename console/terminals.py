@@ -1,4 +1,5 @@
-"""The terminal screens: the fleet list (the dashboard), its live partial, one terminal."""
+"""The terminal screens: the fleet list (the dashboard), its live partial, one terminal
+(with its commands panel, command history and log; the commands are ``console.commands``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, render_template, request
 from werkzeug.datastructures import MultiDict
 
+from commands import queue
 from console import fleet
 from console.access import requires_role
 from console.db import request_session
@@ -16,6 +18,8 @@ from shared.models import Role, TerminalStatus
 bp = Blueprint("terminals", __name__)
 
 PAGE_SIZE = 100
+COMMAND_HISTORY = 20
+LOG_LINES = 50
 _STATUSES = frozenset(status.value for status in TerminalStatus)
 # Order of the count cards: the normal state first, then the ones that need a look.
 CARD_ORDER = [
@@ -104,13 +108,25 @@ def fleet_partial() -> str:
     return render_template("_fleet.html", **_fleet_context())
 
 
-@bp.route("/terminals/<serial>")
-@requires_role(Role.VIEWER)
-def detail(serial: str) -> str:
+def render_detail(serial: str, **extra: Any) -> str:
+    """One terminal's page: its facts, history, commands panel and log (``extra`` for the
+    commands panel, e.g. a form sent back with its error)."""
     db = request_session()
     terminal = fleet.get_terminal(db, serial)
     if terminal is None:
         abort(404, description=f"There is no terminal with serial {serial}.")
     return render_template(
-        "terminal.html", terminal=terminal, history=fleet.status_history(db, serial)
+        "terminal.html",
+        terminal=terminal,
+        history=fleet.status_history(db, serial),
+        commands=queue.list_commands(db, serial, limit=COMMAND_HISTORY),
+        log=fleet.terminal_log(db, serial, limit=LOG_LINES),
+        refresh_s=current_app.config["TMS_REFRESH_S"],
+        **extra,
     )
+
+
+@bp.route("/terminals/<serial>")
+@requires_role(Role.VIEWER)
+def detail(serial: str) -> str:
+    return render_detail(serial)

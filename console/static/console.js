@@ -1,16 +1,19 @@
-// TMS console: keeps the terminal list live by swapping in the server-rendered
-// fleet partial every data-refresh-s seconds. No framework, no external assets.
+// TMS console: keeps live parts of a page fresh by swapping in server-rendered
+// partials (any element with data-refresh-url, every data-refresh-s seconds), and asks
+// before a form with data-confirm is sent. No framework, no external assets.
 (function () {
   "use strict";
 
   function startLiveRefresh(container) {
     var url = container.getAttribute("data-refresh-url");
     var seconds = Number(container.getAttribute("data-refresh-s")) || 5;
-    var indicator = document.getElementById("live-status");
+    var indicatorId = container.getAttribute("data-indicator") || "live-status";
     var stopped = false;
     var timer = null;
 
     function show(text, state) {
+      // Looked up each time: the indicator may live inside the swapped partial.
+      var indicator = document.getElementById(indicatorId);
       if (!indicator) { return; }
       indicator.textContent = text;
       indicator.className = "live live-" + state;
@@ -37,7 +40,14 @@
         })
         .then(function (html) {
           if (html === null) { return; }
+          // Keep an open <details> open across the swap.
+          var open = Array.prototype.map.call(
+            container.querySelectorAll("details[open][id]"), function (d) { return d.id; });
           container.innerHTML = html;
+          open.forEach(function (id) {
+            var details = document.getElementById(id);
+            if (details) { details.open = true; }
+          });
           show("Live · updated " + new Date().toLocaleTimeString(), "ok");
         })
         .catch(function () {
@@ -52,8 +62,23 @@
     schedule();
   }
 
+  // Delegated, so forms inside swapped partials ask too. A form that asks carries a
+  // hidden "confirmed" field; the server asks on a page of its own when it is not "yes".
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!(form instanceof HTMLFormElement)) { return; }
+    var question = form.getAttribute("data-confirm");
+    if (!question) { return; }
+    if (!window.confirm(question)) {
+      event.preventDefault();
+      return;
+    }
+    var confirmed = form.querySelector('input[name="confirmed"]');
+    if (confirmed) { confirmed.value = "yes"; }
+  });
+
   document.addEventListener("DOMContentLoaded", function () {
-    var fleet = document.getElementById("fleet");
-    if (fleet) { startLiveRefresh(fleet); }
+    Array.prototype.forEach.call(
+      document.querySelectorAll("[data-refresh-url]"), startLiveRefresh);
   });
 })();
