@@ -139,6 +139,12 @@ def ensure_service_account(session: Session, kind: AccountKind, username: str) -
             f"invalid service account name {username!r}: use up to 64 characters without"
             " '/', '+', '#', ':' or spaces"
         )
+    if kind is AccountKind.SUPPORT_SCRIPT and not topics.is_valid_account(username):
+        # Its name is a level of its request topics (tms/requests/<name>/...).
+        raise ProvisioningError(
+            f"invalid support-script account name {username!r}: use 1-64 letters, digits,"
+            " '.', '_' or '-', starting with a letter or digit"
+        )
     credential = find_credential(session, username)
     if credential is None:
         secret = generate_secret()

@@ -86,6 +86,10 @@ def test_provisioning_refuses_duplicates_and_name_clashes(session: Session) -> N
         provisioning.ensure_service_account(session, AccountKind.CONSOLE, "TC-9")
     with pytest.raises(ProvisioningError):
         provisioning.ensure_service_account(session, AccountKind.TERMINAL, "x")
+    # A support script's name is a level of its request topics.
+    with pytest.raises(ProvisioningError, match="invalid support-script account name"):
+        provisioning.ensure_service_account(session, AccountKind.SUPPORT_SCRIPT, "ops@example")
+    assert provisioning.ensure_service_account(session, AccountKind.SUPPORT_SCRIPT, "ops.example")
 
 
 def test_service_account_is_rotated_and_revoked_ones_are_not_loaded(session: Session) -> None:
