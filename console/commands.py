@@ -50,7 +50,7 @@ from console.formatting import (
 from console.terminals import ListQuery, render_detail
 from shared.command_catalog import CATALOG, CommandSpec, TerminalConfig, may_cancel, may_send
 from shared.diagnostics import report_of
-from shared.models import Role
+from shared.models import Role, TerminalStatus
 
 bp = Blueprint("commands", __name__)
 
@@ -62,12 +62,22 @@ CONFIRM = {
 }
 TITLES = {
     "ping": "Ping",
-    "diagnostics": "Run diagnostics",
+    "diagnostics": "Diagnostics",
     "fetch_logs": "Fetch logs",
     "reboot": "Reboot terminal",
     "restart_agent": "Restart agent",
     "reset_usb": "Reset USB link",
     "set_config": "Set configuration",
+}
+# The button says what it does; "…" where the page asks before sending.
+BUTTONS = {
+    "ping": "Ping",
+    "diagnostics": "Run",
+    "fetch_logs": "Fetch",
+    "reboot": "Reboot…",
+    "restart_agent": "Restart…",
+    "reset_usb": "Reset…",
+    "set_config": "Write settings",
 }
 LABELS = {
     "lines": "Lines",
@@ -77,6 +87,8 @@ LABELS = {
     "receipt_header": "Receipt header",
 }
 HISTORY_LIMIT = 20
+SAMPLE = 8  # serials named on a bulk's confirmation
+PROBLEMS = 50  # a bulk's failed terminals listed on its progress page
 LOG_LIMIT = 50
 
 
@@ -206,10 +218,18 @@ def command_title(name: str) -> str:
     return TITLES.get(name, name)
 
 
+def command_button(name: str) -> str:
+    return BUTTONS.get(name, "Send")
+
+
 def result_line(command: CommandView) -> str:
     """The result in one line for the history table; the command's page has it all."""
     if command.error and command.state != "succeeded":
         return command.error
+    if command.state == "queued":
+        return "waiting to go out"
+    if command.state == "sent":
+        return "waiting for the agent's answer"
     if command.state != "succeeded":
         return ""
     output = command.result or {}
@@ -234,6 +254,7 @@ def args_line(args: Mapping[str, Any]) -> str:
 def init_app(app: Flask) -> None:
     app.jinja_env.globals.update(
         command_title=command_title,
+        command_button=command_button,
         result_line=result_line,
         args_line=args_line,
         commands_for=commands_for,
@@ -287,7 +308,7 @@ def send(serial: str) -> Response | tuple[str, int]:
         args = args_from_form(name, request.form)
     except ArgsError as exc:
         form = CommandForm(name, values, exc.field, str(exc))
-        return render_detail(serial, command_form=form), 400
+        return render_detail(serial, command_form_state=form), 400
     if name in CONFIRM and request.form.get("confirmed") != "yes":
         # Without the page's script nothing asked yet: ask on a page of its own.
         question = CONFIRM[name].format(serial=serial)
@@ -300,7 +321,7 @@ def send(serial: str) -> Response | tuple[str, int]:
         request_session().rollback()
         flash(str(exc), "error")
         return redirect(url_for("terminals.detail", serial=serial, _anchor="commands"))
-    flash(f"{CATALOG[name].summary}: queued for {serial}.", "info")
+    flash(f"{command_title(name)} queued for {serial}.", "info")
     return redirect(url_for("terminals.detail", serial=serial, _anchor=f"command-{view.id}"))
 
 
@@ -465,8 +486,12 @@ def _may_send_any() -> ConsoleUser:
 @requires_role(Role.VIEWER)
 def bulk_new() -> tuple[str, int]:
     _may_send_any()
-    name = request.args.get("name", "")
-    return _bulk_page("choose", selection_of(request.args), BulkForm(name=name[:64]))
+    form = BulkForm(
+        name=request.args.get("name", "")[:64],
+        values={key: value[:200] for key, value in request.args.items() if key.startswith("arg_")},
+        rate=request.args.get("rate", "")[:20] or str(queue.DEFAULT_RATE_PER_S),
+    )
+    return _bulk_page("choose", selection_of(request.args), form)
 
 
 @bp.post("/commands/bulk/review")
@@ -486,6 +511,12 @@ def replace_error(form: BulkForm, exc: ArgsError) -> BulkForm:
     return BulkForm(form.name, form.values, form.rate, exc.field, str(exc))
 
 
+def _sample(wanted: fleet.TerminalFilter) -> list[str]:
+    """A few of the selected serials, named on the confirmation (live terminals only)."""
+    listed = fleet.list_terminals(request_session(), wanted, limit=SAMPLE * 4)
+    return [t.serial for t in listed if t.status != TerminalStatus.DECOMMISSIONED][:SAMPLE]
+
+
 def _bulk_confirm(
     wanted: fleet.TerminalFilter, form: BulkForm, checked: CheckedBulk, changed_from: int = -1
 ) -> tuple[str, int]:
@@ -498,6 +529,10 @@ def _bulk_confirm(
         spec=CATALOG[checked.name],
         last_departure_s=last_departure_s(targets, checked.rate_per_s),
         customers=len({target.customer_id for target in targets}),
+        sample=_sample(wanted),
+        change_args=selection_args(wanted)
+        | dict(form.values)
+        | {"name": checked.name, "rate": f"{checked.rate_per_s:g}"},
         changed_from=changed_from,
     )
 
@@ -548,6 +583,7 @@ def _bulk_context(view: queue.BulkView) -> dict[str, Any]:
     return {
         "bulk": view,
         "spec": CATALOG.get(view.name),
+        "problems": fleet.bulk_problems(request_session(), view.id, limit=PROBLEMS),
         "may_cancel_bulk": view.counts.get("queued", 0) > 0
         and may_cancel(user.role, own=view.requested_by == user.username),
     }

@@ -259,6 +259,31 @@ def terminal_log(session: Session, serial: str, limit: int = 50) -> list[LogEntr
     ]
 
 
+@dataclass(frozen=True)
+class BulkProblemView:
+    """A terminal a bulk command did not succeed on, for the progress page."""
+
+    command_id: str
+    serial: str
+    state: str
+    error: str | None
+    finished_at: datetime | None
+
+
+def bulk_problems(session: Session, bulk_id: int, limit: int = 50) -> list[BulkProblemView]:
+    """A bulk's commands that failed, were rejected or expired, latest first."""
+    rows = session.execute(
+        text(
+            "SELECT c.id, t.serial, c.status, c.error, c.finished_at FROM command c"
+            " JOIN terminal t ON t.id = c.terminal_id WHERE c.bulk_id = :bulk"
+            " AND c.status IN ('failed', 'rejected', 'expired')"
+            " ORDER BY c.finished_at DESC NULLS LAST, t.serial LIMIT :limit"
+        ),
+        {"bulk": bulk_id, "limit": limit},
+    ).all()
+    return [BulkProblemView(*row) for row in rows]
+
+
 def database_answers(session: Session) -> None:
     """Raises the driver's error when PostgreSQL does not answer a trivial query."""
     session.exec(select(text("1"))).one()

@@ -78,6 +78,8 @@ def data_value(value: Any) -> str:
         return f"{value:g}"
     if isinstance(value, str | int):
         return str(value)
+    if isinstance(value, list) and all(isinstance(item, str | int | float) for item in value):
+        return ", ".join(str(item) for item in value) if value else "none"
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 

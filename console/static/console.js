@@ -77,8 +77,22 @@
     if (confirmed) { confirmed.value = "yes"; }
   });
 
+  // The bulk form shows only the arguments of the command chosen (all without script).
+  function showChosenArguments(form) {
+    var chosen = form.querySelector('input[name="name"]:checked');
+    Array.prototype.forEach.call(form.querySelectorAll("fieldset[data-for]"), function (set) {
+      var mine = chosen !== null && set.getAttribute("data-for") === chosen.value;
+      set.hidden = !mine;
+      set.disabled = !mine;  // a hidden field is not sent either
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     Array.prototype.forEach.call(
       document.querySelectorAll("[data-refresh-url]"), startLiveRefresh);
+    Array.prototype.forEach.call(document.querySelectorAll("form.bulk-choose"), function (form) {
+      showChosenArguments(form);
+      form.addEventListener("change", function () { showChosenArguments(form); });
+    });
   });
 })();
