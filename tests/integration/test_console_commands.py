@@ -65,7 +65,7 @@ def test_buttons_per_role(signed_in: Callable[[str], FlaskClient], role: str) ->
     assert _buttons(page) == BUTTONS[role]
     assert 'id="command-history"' in page and 'id="terminal-log"' in page
     if role == "viewer":
-        assert "can see commands but not send them" in page
+        assert "can follow commands but not send them" in page
 
 
 @pytest.mark.parametrize(("role", "name"), [("viewer", "ping"), ("support", "reboot")])
