@@ -170,6 +170,7 @@ def test_diagnostics_report_from_a_stored_result(
     page = sign_in_as("sam", "support")
     page.goto(live_console + "/terminals/TC-0001")
     page.click('form[data-command="diagnostics"] button')
+    expect(page.locator(".flash-info")).to_contain_text("Diagnostics queued for TC-0001")
     [command] = commands_in()
     expect(page.locator(f"#command-{command.id} .badge")).to_have_text("queued")
     fleet.finish_command(command.id, "succeeded", diagnostics_result())

@@ -404,3 +404,42 @@ def test_support_bulk_is_limited_to_its_commands(
     response = _post(client, "/commands/bulk", name="reboot", rate="5", expected="7")
     assert response.status_code == 403
     assert _commands(database_url) == []
+
+
+# -- pure: how results read ------------------------------------------------------------------
+
+
+def test_diagnostics_summary_wording() -> None:
+    from console.formatting import diagnostics_summary
+    from shared.diagnostics import DiagnosticsReport, report_of
+
+    report = report_of(diagnostics_result())
+    assert report is not None
+    assert diagnostics_summary(report) == (
+        "3 of 11 checks failed; first: USB link — device does not answer; 1 warning"
+    )
+    clean = report_of(diagnostics_result(failed=False))
+    assert clean is not None and diagnostics_summary(clean) == "All 11 checks passed; 1 warning"
+    assert diagnostics_summary(DiagnosticsReport(checks=[])) == "The report holds no checks"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(None, "—"), (-3, "0 s"), (59, "59 s"), (60, "1 min"), (3 * 3600 + 120, "3 h 2 min"),
+     (93_784, "1 d 2 h"), (10**12, "11574074 d 1 h")],
+)  # fmt: skip
+def test_duration(seconds: float | None, text: str) -> None:
+    from console.formatting import duration
+
+    assert duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(None, "—"), (True, "yes"), (0.25, "0.25"), ([], "none"), (["a", 1], "a, 1"),
+     ({"b": 1, "a": [1, {"x": None}]}, '{"a": [1, {"x": null}], "b": 1}'), ("ü", "ü")],
+)  # fmt: skip
+def test_data_value(value: Any, text: str) -> None:
+    from console.formatting import data_value
+
+    assert data_value(value) == text
