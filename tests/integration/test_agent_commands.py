@@ -24,7 +24,14 @@ from agent.runtime import TerminalAgent
 from agent.simulator import run_fleet
 from shared import topics
 from shared.diagnostics import DiagnosticsReport, Outcome, report_of
-from shared.messages import Command, CommandResult, CommandStatus, PresenceState
+from shared.messages import (
+    Command,
+    CommandResult,
+    CommandStatus,
+    Presence,
+    PresenceState,
+    parse_message,
+)
 from shared.models import AccountKind
 from shared.settings import MqttClientSettings
 from tests.fixtures.broker import MqttProbe, RunningBroker
@@ -37,6 +44,7 @@ from tests.integration.test_agent_runtime import (
     send_command,
     wait_for_message,
 )
+from tests.integration.test_simulate_fleet import provision_fleet
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -129,6 +137,31 @@ class Console:
 
     def close(self) -> None:
         self.probe.close()
+
+
+def status_probe(broker: RunningBroker) -> MqttProbe:
+    """Ingest's view of presence: "online" comes once an agent has subscribed to commands."""
+    secret = broker.service_account(AccountKind.INGEST, "tms-ingest")
+    probe = MqttProbe(broker, "tms-ingest", secret, protocol=MQTTProtocolVersion.MQTTv311)
+    assert probe.connect()
+    assert probe.subscribe(f"{topics.ROOT}/+/status")
+    return probe
+
+
+def wait_online(probe: MqttProbe, serials: set[str], timeout: float = 120.0) -> None:
+    online: set[str] = set()
+
+    def all_online() -> bool:
+        for message in probe.drain():
+            state = parse_message(Presence, bytes(message.payload)).state
+            serial = topics.parse(message.topic).serial
+            if state is PresenceState.ONLINE:
+                online.add(serial)
+            else:
+                online.discard(serial)
+        return serials <= online
+
+    wait_until(all_online, lambda: f"{len(serials)} terminals online ({len(online)} are)", timeout)
 
 
 def mqtt_of(broker: RunningBroker) -> MqttClientSettings:
@@ -258,8 +291,9 @@ def test_diagnostics_checks_tls_to_the_broker(tls_broker: RunningBroker) -> None
     mqtt = MqttClientSettings(
         host="localhost", port=tls_broker.tls_port, tls_ca=tls_broker.tls.ca_cert, keepalive_s=5
     )
-    with console_for(tls_broker, serial) as console, FleetThread([(serial, secret)], mqtt) as fleet:
-        wait_until(lambda: fleet.agents and fleet.agents[0].stats.connected, "the agent online")
+    statuses = status_probe(tls_broker)
+    with console_for(tls_broker, serial) as console, FleetThread([(serial, secret)], mqtt):
+        wait_online(statuses, {serial})
         report = check_report(console.run("diag-tls", "diagnostics"))
         by_id = {check.id: check for check in report.checks}
         tls = by_id["tls"]
@@ -267,3 +301,31 @@ def test_diagnostics_checks_tls_to_the_broker(tls_broker: RunningBroker) -> None
         assert tls.data["handshake_ok"] is True and tls.data["protocol"].startswith("TLS")
         assert tls.data["ca_days_left"] > 30 and tls.data["server_days_left"] > 30
         assert by_id["dns"].outcome is Outcome.SKIPPED  # localhost: not looked up
+    statuses.close()
+
+
+def test_diagnostics_to_a_simulated_fleet_at_once(mosquitto_broker: RunningBroker) -> None:
+    fleet = provision_fleet(mosquitto_broker, 50, "TC200-DF")
+    console = Console(mosquitto_broker, "unused")
+    statuses = status_probe(mosquitto_broker)
+    try:
+        with FleetThread(fleet, mqtt_of(mosquitto_broker)):
+            wait_online(statuses, {serial for serial, _ in fleet})
+            for serial, _ in fleet:
+                command = Command(id=f"diag-{serial}", name="diagnostics")
+                send_command(console.probe, serial, command.id, command.to_payload())
+            reports: dict[str, DiagnosticsReport] = {}
+
+            def collect() -> bool:
+                for message in console.probe.drain():
+                    result = parse_message(CommandResult, bytes(message.payload))
+                    reports[result.id] = check_report(result)
+                return len(reports) == len(fleet)
+
+            wait_until(collect, lambda: f"50 diagnostics results ({len(reports)} came)", 120)
+        assert all(report.passed for report in reports.values()), [
+            (key, report.first_failure) for key, report in reports.items() if not report.passed
+        ]
+    finally:
+        console.close()
+        statuses.close()
