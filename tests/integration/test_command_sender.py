@@ -262,3 +262,47 @@ def test_serve_sends_at_once_on_a_new_row_and_on_a_terminal_back_online(
         stop.set()
         thread.join(WAIT_S)
     assert not thread.is_alive()
+
+
+def test_a_bulk_goes_out_at_its_rate_per_customer(
+    database_url: str, session: Session, link: MqttLink, mosquitto_broker: RunningBroker
+) -> None:
+    serials = [f"TC-BULK-{n}" for n in range(4)]
+    for serial in serials:
+        mosquitto_broker.provision_terminal(serial, customer="Bulk Test")
+    sql(database_url, "UPDATE terminal SET status = 'online' WHERE serial LIKE 'TC-BULK-%%'")
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        ids = [t for (t,) in conn.execute("SELECT id FROM terminal WHERE serial LIKE 'TC-BULK-%'")]
+    bulk = queue.queue_bulk(
+        session, OPERATOR, "ping", None, queue.bulk_targets(session, ids), rate_per_s=4
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=serve, args=(libpq_url(database_url), link, stop), daemon=True)
+    thread.start()
+    try:
+        wait_until(
+            lambda: (
+                sql(
+                    database_url,
+                    "SELECT count(*) FROM command WHERE bulk_id = %s AND status = 'sent'",
+                    bulk.id,
+                )
+                == 4
+            ),
+            "the bulk to be sent",
+            WAIT_S,
+        )
+    finally:
+        stop.set()
+        thread.join(WAIT_S)
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        sent = [
+            row[0]
+            for row in conn.execute(
+                "SELECT extract(epoch FROM last_sent_at - created_at)::float8"
+                " FROM command WHERE bulk_id = %s ORDER BY last_sent_at",
+                (bulk.id,),
+            )
+        ]
+    # One terminal of the customer every 1/4 s: the k-th went out no sooner than k/4 s.
+    assert all(at >= turn * 0.25 for turn, at in enumerate(sent)), sent
