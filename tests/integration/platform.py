@@ -30,7 +30,10 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def tms(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    input_text: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tms", *args],
@@ -38,6 +41,7 @@ def tms(
         capture_output=True,
         text=True,
         timeout=timeout,
+        input=input_text,
     )
 
 
