@@ -67,19 +67,37 @@ class CommandProcessor:
         self.ignored = 0
 
     async def process(self, topic: str, payload: bytes) -> CommandReply | None:
-        """The reply to publish for one delivery, or None (duplicate or unanswerable)."""
+        """The reply to publish for one delivery, or None (unanswerable, or a redelivery
+        of a command still running)."""
         command_id = self._command_id_of(topic)
         if command_id is None:
             return None
         if self._recent.seen(command_id):
             self.duplicates += 1
-            log.info("%s: command %s delivered again; already answered", self.serial, command_id)
-            return None
+            return self._answer_again(command_id)
         # Remembered before running, so a redelivery during a slow command is not run twice.
         self._recent.remember(command_id)
         result = await self._run(command_id, payload)
         if result.status is CommandStatus.REJECTED:
             self.rejected += 1
+        self._recent.keep_result(command_id, result.to_payload())
+        return CommandReply(topics.command_result(self.serial, command_id), result)
+
+    def _answer_again(self, command_id: str) -> CommandReply | None:
+        """A redelivery: the same result again, not a second run. The sender resends a
+        command whose result never reached it; the platform keeps the first that lands."""
+        stored = self._recent.result_of(command_id)
+        if stored is None:
+            # Still running (or its result was not kept): the first run will answer.
+            log.info("%s: command %s delivered again while running", self.serial, command_id)
+            return None
+        log.info(
+            "%s: command %s delivered again; sending its result again", self.serial, command_id
+        )
+        try:
+            result = parse_message(CommandResult, stored)
+        except MessageError:
+            return None
         return CommandReply(topics.command_result(self.serial, command_id), result)
 
     def _command_id_of(self, topic: str) -> str | None:

@@ -49,11 +49,16 @@ class MessageQueue(Protocol):
 
 
 class RecentCommands(Protocol):
-    """Ids of commands already run, so a redelivery is not run again."""
+    """Ids of commands already run, so a redelivery is not run again, and their results,
+    so a redelivery is answered again: the sender resends when a result went missing."""
 
     def seen(self, command_id: str) -> bool: ...
 
     def remember(self, command_id: str) -> None: ...
+
+    def keep_result(self, command_id: str, payload: bytes) -> None: ...
+
+    def result_of(self, command_id: str) -> bytes | None: ...
 
 
 def thinning_victims(droppable_ids: Sequence[int]) -> list[int]:
@@ -99,16 +104,23 @@ class Outbox:
 
 
 class MemoryRecentCommands:
-    """The last ``max_ids`` command ids, in memory."""
+    """The last ``max_ids`` command ids and their results, in memory."""
 
     def __init__(self, max_ids: int = 256) -> None:
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._ids: OrderedDict[str, bytes | None] = OrderedDict()
         self._max_ids = max_ids
 
     def seen(self, command_id: str) -> bool:
         return command_id in self._ids
 
     def remember(self, command_id: str) -> None:
-        self._ids[command_id] = None
+        self._ids.setdefault(command_id, None)
         while len(self._ids) > self._max_ids:
             self._ids.popitem(last=False)
+
+    def keep_result(self, command_id: str, payload: bytes) -> None:
+        if command_id in self._ids:
+            self._ids[command_id] = payload
+
+    def result_of(self, command_id: str) -> bytes | None:
+        return self._ids.get(command_id)

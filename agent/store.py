@@ -1,8 +1,10 @@
-"""The agent's on-disk state in one SQLite file: the store-and-forward queue and recent command ids.
+"""The agent's on-disk state in one SQLite file: the store-and-forward queue, and recent
+command ids with their results.
 
 WAL with ``synchronous=FULL``: every committed put is on disk (fsync'd) before ``put``
 returns, so neither a killed agent nor a power cut loses a queued message, and a command
-id remembered before its command ran is still remembered after a restart. The queue is
+id remembered before its command ran is still remembered after a restart (its result
+too, to answer a resend of it again without running it twice). The queue is
 bounded by ``max_messages``; overflow thins the oldest heartbeats (agent/outbox.py).
 """
 
@@ -14,7 +16,7 @@ from pathlib import Path
 from agent.errors import AgentError
 from agent.outbox import OutgoingMessage, QueuedMessage, thinning_victims
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RECENT_COMMANDS_MAX = 1000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -28,7 +30,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_droppable ON outbox (droppable, id);
 CREATE TABLE IF NOT EXISTS seen_command (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE
+    id TEXT NOT NULL UNIQUE,
+    result BLOB
 );
 """
 
@@ -52,6 +55,9 @@ class AgentStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(seen_command)")}
+            if "result" not in columns:  # a file of schema 1: ids only
+                self._db.execute("ALTER TABLE seen_command ADD COLUMN result BLOB")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._count = self._db.execute("SELECT count(*) FROM outbox").fetchone()[0]
         except (OSError, sqlite3.Error) as exc:
@@ -116,6 +122,18 @@ class AgentStore:
                 "DELETE FROM seen_command WHERE seq <= (SELECT max(seq) FROM seen_command) - ?",
                 (self.recent_commands_max,),
             )
+
+    def keep_result(self, command_id: str, payload: bytes) -> None:
+        with self._transaction():
+            self._db.execute(
+                "UPDATE seen_command SET result = ? WHERE id = ?", (payload, command_id)
+            )
+
+    def result_of(self, command_id: str) -> bytes | None:
+        row = self._db.execute(
+            "SELECT result FROM seen_command WHERE id = ?", (command_id,)
+        ).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)

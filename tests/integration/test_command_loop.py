@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import pytest
 from paho.mqtt.client import MQTTProtocolVersion
 from pydantic import SecretStr
@@ -19,7 +20,7 @@ from commands import queue
 from commands.mqtt_link import MqttLink
 from commands.queue import CommandView, Requester
 from commands.relay import RequestRelay
-from commands.sender import serve
+from commands.sender import SendCycle, serve
 from shared import topics
 from shared.db import libpq_url
 from shared.diagnostics import report_of
@@ -48,15 +49,19 @@ class Loop:
     relay: RequestRelay
 
     def final(self, command_id: str) -> CommandView:
-        def done() -> CommandView | None:
-            self.session.rollback()  # a fresh snapshot each poll
-            view = queue.get_command(self.session, command_id)
-            return view if view is not None and view.final else None
-
-        return wait_until(done, f"command {command_id} to finish", WAIT_S)
+        return final(self.session, command_id)
 
     def fleet(self) -> FleetThread:
         return FleetThread([(SERIAL, self.secret)], mqtt_of(self.broker))
+
+
+def final(session: Session, command_id: str) -> CommandView:
+    def done() -> CommandView | None:
+        session.rollback()  # a fresh snapshot each poll
+        view = queue.get_command(session, command_id)
+        return view if view is not None and view.final else None
+
+    return wait_until(done, f"command {command_id} to finish", WAIT_S)
 
 
 @pytest.fixture
@@ -224,3 +229,70 @@ def test_a_support_script_over_its_rate_is_refused(loop: Loop) -> None:
         assert len(refused) == 3
     finally:
         probe.close()
+
+
+def test_a_lost_result_is_recovered_by_the_resend_without_a_second_run(
+    mosquitto_broker: RunningBroker, database_url: str
+) -> None:
+    """The agent answers while nothing listens (QoS 1 to no subscriber is dropped), so the
+    result is lost; the sender's resend gets the kept result, and the agent runs it once."""
+    broker = mosquitto_broker
+    secret = broker.provision_terminal(SERIAL, customer="Loop Test")
+    console_secret = broker.service_account(AccountKind.CONSOLE, "tms-console")
+    ingest_secret = broker.service_account(AccountKind.INGEST, "tms-ingest")
+    link = MqttLink(
+        MqttClientSettings(
+            host=broker.host,
+            port=broker.port,
+            username="tms-console",
+            password=SecretStr(console_secret),
+        )
+    )
+    link.start()
+    assert link.wait_connected(WAIT_S)
+    fleet = FleetThread([(SERIAL, secret)], mqtt_of(broker))
+    try:
+        with (
+            Session(broker.engine, expire_on_commit=False) as session,
+            psycopg.connect(libpq_url(database_url)) as conn,
+            fleet,
+        ):
+            wait_until(lambda: fleet.agents and fleet.agents[0].stats.connects, "the agent", WAIT_S)
+            # No ingest yet: mark the terminal reachable as ingest would have.
+            scalar(database_url, "UPDATE terminal SET status = 'online' RETURNING id")
+            command = queue.queue_command(session, OPERATOR, SERIAL, "ping")
+            cycle = SendCycle(conn, link)
+            assert cycle.run_once().sent == 1
+            agent = fleet.agents[0]
+            # Answered, and the answer acknowledged by the broker (the outbox is FIFO and
+            # empty again), with no subscriber to take it.
+            wait_until(
+                lambda: agent.stats.commands_answered >= 1 and len(agent.outbox) == 0,
+                "the first run's result to be published",
+                WAIT_S,
+            )
+            ingest = IngestThread(
+                IngestSettings(
+                    mqtt=MqttClientSettings(
+                        host=broker.host,
+                        port=broker.port,
+                        username="tms-ingest",
+                        password=SecretStr(ingest_secret),
+                    ),
+                    client_id="tms-ingest-lost",
+                    batch_interval_ms=50,
+                    metrics_port=free_port(),
+                ),
+                database_url,
+            ).start()
+            try:
+                assert queue.get_command(session, command.id).state == "sent"  # type: ignore[union-attr]
+                scalar(database_url, "UPDATE command SET due_at = now() RETURNING id")
+                assert cycle.run_once().sent == 1  # the resend
+                done = final(session, command.id)
+            finally:
+                ingest.stop()
+            assert done.state == "succeeded" and done.attempts == 2
+            assert agent.commands.duplicates == 1  # answered again from what it kept, not run
+    finally:
+        link.stop()

@@ -35,12 +35,33 @@ def test_ping_is_answered_ok_with_pong() -> None:
     assert reply.result.output == {"pong": True}
 
 
-def test_duplicate_delivery_is_answered_once() -> None:
-    processor = CommandProcessor(SERIAL)
+def counting_ping() -> tuple[list[str], dict[str, Any]]:
+    runs: list[str] = []
+
+    async def ping(command: Command) -> dict[str, Any]:
+        runs.append(command.id)
+        return {"pong": True}
+
+    return runs, {"ping": ping}
+
+
+def test_duplicate_delivery_runs_once_and_is_answered_again() -> None:
+    runs, handlers = counting_ping()
+    processor = CommandProcessor(SERIAL, handlers)
     topic, payload = topics.command(SERIAL, "c1"), command_payload("c1")
-    assert run(processor.process(topic, payload)) is not None
-    assert run(processor.process(topic, payload)) is None
-    assert processor.duplicates == 1
+    first = run(processor.process(topic, payload))
+    # The sender's resend after a lost result: the same answer, not a second run.
+    again = run(processor.process(topic, payload))
+    assert first is not None and again is not None
+    assert again.result == first.result and again.topic == first.topic
+    assert runs == ["c1"] and processor.duplicates == 1
+
+
+def test_a_redelivery_while_the_command_runs_is_not_answered() -> None:
+    recent = MemoryRecentCommands(8)
+    recent.remember("busy")  # the first delivery is still running
+    processor = CommandProcessor(SERIAL, recent=recent)
+    assert run(processor.process(topics.command(SERIAL, "busy"), command_payload("busy"))) is None
 
 
 def test_unknown_command_is_rejected_naming_what_is_supported() -> None:
@@ -122,9 +143,11 @@ def test_handler_failures_report_error_and_keep_going() -> None:
 
 
 def test_recent_ids_are_bounded() -> None:
-    processor = CommandProcessor(SERIAL, recent=MemoryRecentCommands(2))
+    runs, handlers = counting_ping()
+    processor = CommandProcessor(SERIAL, handlers, recent=MemoryRecentCommands(2))
     for command_id in ("x1", "x2", "x3"):
         run(processor.process(topics.command(SERIAL, command_id), command_payload(command_id)))
-    # x1 fell out of memory, so it would be answered again; x3 is still remembered.
-    assert run(processor.process(topics.command(SERIAL, "x3"), command_payload("x3"))) is None
+    # x1 fell out of memory, so it would run again; x3 is still remembered.
+    assert run(processor.process(topics.command(SERIAL, "x3"), command_payload("x3"))) is not None
     assert run(processor.process(topics.command(SERIAL, "x1"), command_payload("x1"))) is not None
+    assert runs == ["x1", "x2", "x3", "x1"]

@@ -172,6 +172,47 @@ def test_recent_commands_on_disk_survive_reopening_and_are_bounded(tmp_path: Pat
     reopened.close()
 
 
+def test_results_on_disk_survive_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "queue.sqlite3"
+    store = AgentStore(path, 10)
+    store.remember("running")
+    store.remember("done")
+    store.keep_result("done", b'{"v":1,"id":"done","status":"ok"}')
+    store.keep_result("never-seen", b"x")  # only remembered ids keep results
+    store.close()
+    reopened = AgentStore(path, 10)
+    assert reopened.result_of("done") == b'{"v":1,"id":"done","status":"ok"}'
+    assert reopened.result_of("running") is None and reopened.result_of("never-seen") is None
+    reopened.close()
+
+
+def test_a_schema_1_file_keeps_its_ids_and_gains_results(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "queue.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE seen_command (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " id TEXT NOT NULL UNIQUE); INSERT INTO seen_command (id) VALUES ('old-1');"
+        " PRAGMA user_version=1;"
+    )
+    old.close()
+    store = AgentStore(path, 10)
+    assert store.seen("old-1") and store.result_of("old-1") is None
+    store.keep_result("old-1", b"r")
+    assert store.result_of("old-1") == b"r"
+    store.close()
+
+
+def test_memory_results_follow_their_ids() -> None:
+    recent = MemoryRecentCommands(1)
+    recent.remember("a")
+    recent.keep_result("a", b"ra")
+    assert recent.result_of("a") == b"ra"
+    recent.remember("b")  # pushes a out
+    assert recent.result_of("a") is None and recent.result_of("b") is None
+
+
 def test_unwritable_queue_path_is_explained(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
