@@ -65,6 +65,8 @@ class MqttLink:
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._connect_done
+        self.client.on_connect_fail = self._connect_failed
+        self._failures = 0
         self.client.on_disconnect = self._disconnected
         self.client.on_message = self._message
 
@@ -110,6 +112,7 @@ class MqttLink:
             log.error("the broker refused the sender's connection: %s", reason)
             return
         self.refused = None
+        self._failures = 0
         for topic_filter in self._subscriptions:
             client.subscribe(topic_filter, qos=1)
         log.info(
@@ -119,6 +122,17 @@ class MqttLink:
             self.settings.username,
         )
         self._connected.set()
+
+    def _connect_failed(self, _client: mqtt.Client, _userdata: Any) -> None:
+        # Said on the first failure and then now and again, not at every retry.
+        self._failures += 1
+        if self._failures in (1, 10) or self._failures % 100 == 0:
+            log.warning(
+                "no connection to the broker at %s:%s (attempt %d); retrying",
+                self.settings.host,
+                self.settings.port,
+                self._failures,
+            )
 
     def _disconnected(
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any

@@ -43,6 +43,7 @@ DATABASE_COMMANDS: list[list[str]] = [
     ["broker", "--data-dir", "{tmp}/broker-data", "--port", "{port}"],
     ["ingest"],
     ["console"],
+    ["commands"],
     ["up", "--data-dir", "{tmp}/up-data", "--broker-port", "{port}", "--console-port", "{port2}"],
 ]
 
@@ -67,6 +68,8 @@ def _run_all(work_dir: Path, url: str) -> Results:
         TMS_INGEST_METRICS_PORT="0",
         TMS_CONSOLE_SECRET_KEY="a-test-secret-key-of-enough-length",
         TMS_CONSOLE_PORT=str(free_port()),
+        TMS_CONSOLE_MQTT_USERNAME="tms-console",
+        TMS_CONSOLE_MQTT_PASSWORD="not-used-before-the-database",
     )
 
     def run(command: list[str]) -> tuple[str, subprocess.CompletedProcess[str]]:
@@ -124,7 +127,7 @@ def _daemon(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
-@pytest.mark.parametrize("daemon", ["ingest", "agent", "console"])
+@pytest.mark.parametrize("daemon", ["ingest", "agent", "console", "commands"])
 def test_daemons_ride_out_a_stopped_broker_and_say_where_they_retry(
     daemon: str, database_url: str, tmp_path: Path
 ) -> None:
@@ -150,6 +153,14 @@ def test_daemons_ride_out_a_stopped_broker_and_say_where_they_retry(
         )
         expected = f"no connection to the broker at 127.0.0.1:{nowhere}"
         args = ["agent", "--simulated-device"]
+    elif daemon == "commands":
+        env.update(
+            TMS_CONSOLE_MQTT_PORT=str(nowhere),
+            TMS_CONSOLE_MQTT_USERNAME="tms-console",
+            TMS_CONSOLE_MQTT_PASSWORD="secret",
+        )
+        expected = f"no connection to the broker at 127.0.0.1:{nowhere} (attempt 1); retrying"
+        args = ["commands"]
     else:
         console_port = free_port()
         env.update(
