@@ -23,7 +23,8 @@ from commands.queue import CommandConflict, CommandNotFound
 from console import fleet
 from console.access import acting_user, authenticate_bearer, requires_role
 from console.api import ApiInputError
-from console.commands import acting_requester, bulk_summary, selected_targets
+from console.command_forms import bulk_summary
+from console.commands import acting_requester, selected_targets
 from console.db import request_session
 from shared.command_catalog import (
     CATALOG,

@@ -1,6 +1,6 @@
 """Remote commands in the console: send from a terminal's page, cancel, follow, read results.
 
-A form post becomes checked arguments here (``args_from_form``): a bad field is shown on
+A form post becomes checked arguments (``console.command_forms``): a bad field is shown on
 the page next to its input, never a 500. Who may send or cancel what is the
 catalogue's rule (``may_send`` / ``may_cancel``); the queue applies it again and audits.
 A bulk command (one command for the terminals of a list filter) shows its count and
@@ -9,10 +9,9 @@ asks before anything is queued. The REST API is ``console.api_commands``.
 
 from __future__ import annotations
 
-import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union, get_args, get_origin
+from typing import Any
 
 from flask import (
     Blueprint,
@@ -24,7 +23,6 @@ from flask import (
     request,
     url_for,
 )
-from pydantic import ValidationError
 from sqlmodel import Session
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
@@ -40,52 +38,34 @@ from console.access import (
     is_api_request,
     requires_role,
 )
+from console.command_forms import (
+    CONFIRM,
+    ArgsError,
+    CommandForm,
+    arg_fields,
+    args_from_form,
+    args_line,
+    bulk_summary,
+    command_button,
+    command_title,
+    commands_for,
+    last_departure_s,
+    may_cancel_command,
+    result_line,
+)
 from console.db import request_session
 from console.formatting import (
     checks_by_attention,
     diagnostics_summary,
     log_text,
-    milliseconds,
 )
 from console.terminals import ListQuery, render_detail
-from shared.command_catalog import CATALOG, CommandSpec, TerminalConfig, may_cancel, may_send
+from shared.command_catalog import CATALOG, may_cancel, may_send
 from shared.diagnostics import report_of
 from shared.models import Role, TerminalStatus
 
 bp = Blueprint("commands", __name__)
 
-# Commands that stop a till for a while: the page asks before it sends them.
-CONFIRM = {
-    "reboot": "Reboot the TC-200 of {serial}? It takes no payments until it is back.",
-    "restart_agent": "Restart the store-PC agent of {serial}? It is offline for a few seconds.",
-    "reset_usb": "Reset the USB link of {serial}? A payment in progress on it is interrupted.",
-}
-TITLES = {
-    "ping": "Ping",
-    "diagnostics": "Diagnostics",
-    "fetch_logs": "Fetch logs",
-    "reboot": "Reboot terminal",
-    "restart_agent": "Restart agent",
-    "reset_usb": "Reset USB link",
-    "set_config": "Set configuration",
-}
-# The button says what it does; "…" where the page asks before sending.
-BUTTONS = {
-    "ping": "Ping",
-    "diagnostics": "Run",
-    "fetch_logs": "Fetch",
-    "reboot": "Reboot…",
-    "restart_agent": "Restart…",
-    "reset_usb": "Reset…",
-    "set_config": "Write settings",
-}
-LABELS = {
-    "lines": "Lines",
-    "display_brightness": "Display brightness",
-    "beep_volume": "Beep volume",
-    "timezone": "Time zone",
-    "receipt_header": "Receipt header",
-}
 HISTORY_LIMIT = 20
 SAMPLE = 8  # serials named on a bulk's confirmation
 PROBLEMS = 50  # a bulk's failed terminals listed on its progress page
@@ -101,154 +81,6 @@ def acting_requester() -> Requester:
             user.username, user.role, "token", user.id, api_token_name(), client_address()
         )
     return Requester(user.username, user.role, "user", user.id, None, client_address())
-
-
-# -- arguments from a form -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ArgField:
-    """One input of a command's form, derived from the catalogue's argument model."""
-
-    name: str
-    label: str
-    kind: str  # number | text
-    required: bool
-    default: Any
-    minimum: int | None = None
-    maximum: int | None = None
-    max_length: int | None = None
-    pattern: str | None = None
-
-
-def _is_int(annotation: Any) -> bool:
-    if annotation is int:
-        return True
-    if get_origin(annotation) in (Union, types.UnionType):
-        return int in get_args(annotation)
-    return False
-
-
-def arg_fields(name: str) -> list[ArgField]:
-    fields = []
-    for arg, info in CATALOG[name].args.model_fields.items():
-        limits: dict[str, Any] = {}
-        for rule in info.metadata:
-            for attr, key in (
-                ("ge", "minimum"),
-                ("le", "maximum"),
-                ("max_length", "max_length"),
-                ("pattern", "pattern"),
-            ):
-                if getattr(rule, attr, None) is not None:
-                    limits[key] = getattr(rule, attr)
-        fields.append(
-            ArgField(
-                name=arg,
-                label=LABELS.get(arg, arg.replace("_", " ").capitalize()),
-                kind="number" if _is_int(info.annotation) else "text",
-                required=info.is_required(),
-                default=info.default if info.default is not None else "",
-                **limits,
-            )
-        )
-    return fields
-
-
-class ArgsError(ValueError):
-    """A form field the command cannot take; ``field`` is None for the form as a whole."""
-
-    def __init__(self, field: str | None, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-def args_from_form(name: str, form: Mapping[str, str]) -> dict[str, Any]:
-    """The command's arguments from ``arg_<name>`` fields; blank fields are left out."""
-    raw: dict[str, Any] = {}
-    for arg in arg_fields(name):
-        value = form.get(f"arg_{arg.name}", "").strip()
-        if not value:
-            continue
-        if arg.kind == "number":
-            try:
-                raw[arg.name] = int(value)
-            except ValueError:
-                raise ArgsError(arg.name, f"{arg.label} must be a whole number") from None
-        else:
-            raw[arg.name] = value
-    spec = CATALOG[name]
-    try:
-        checked = spec.args.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = str(first["loc"][0]) if first["loc"] else None
-        label = LABELS.get(where or "", where or "The form")
-        raise ArgsError(where, f"{label}: {first['msg']}") from None
-    values = checked.model_dump(exclude_none=True)
-    if spec.args is TerminalConfig and not values:
-        raise ArgsError(None, "Fill in at least one setting to write.")
-    return values
-
-
-@dataclass(frozen=True)
-class CommandForm:
-    """A command form sent back to the page: what was typed, and what is wrong with it."""
-
-    name: str
-    values: Mapping[str, str] = field(default_factory=dict)
-    field: str | None = None
-    error: str | None = None
-
-
-# -- what templates ask ------------------------------------------------------------------
-
-
-def commands_for(user: ConsoleUser) -> list[CommandSpec]:
-    return [spec for spec in CATALOG.values() if may_send(user.role, spec.name)]
-
-
-def may_cancel_command(user: ConsoleUser, command: CommandView) -> bool:
-    return command.state == "queued" and may_cancel(
-        user.role, own=command.requested_by == user.username
-    )
-
-
-def command_title(name: str) -> str:
-    return TITLES.get(name, name)
-
-
-def command_button(name: str) -> str:
-    return BUTTONS.get(name, "Send")
-
-
-def result_line(command: CommandView) -> str:
-    """The result in one line for the history table; the command's page has it all."""
-    if command.error and command.state != "succeeded":
-        return command.error
-    if command.state == "queued":
-        return "waiting to go out"
-    if command.state == "sent":
-        return "waiting for the agent's answer"
-    if command.state != "succeeded":
-        return ""
-    output = command.result or {}
-    if command.name == "ping" and command.round_trip_ms is not None:
-        return f"round trip {milliseconds(command.round_trip_ms)}"
-    if command.name == "diagnostics":
-        report = report_of(output)
-        return diagnostics_summary(report) if report else "report in an older format"
-    if command.name == "fetch_logs":
-        text = log_text(output)
-        count = len(text.splitlines()) if text else 0
-        return f"{count} log line{'s' if count != 1 else ''}"
-    if command.name == "set_config" and isinstance(output.get("written"), dict):
-        return "written: " + ", ".join(f"{k}={v}" for k, v in output["written"].items())
-    return "done"
-
-
-def args_line(args: Mapping[str, Any]) -> str:
-    return ", ".join(f"{LABELS.get(key, key).lower()} {value}" for key, value in args.items())
 
 
 def init_app(app: Flask) -> None:
@@ -270,18 +102,6 @@ def init_app(app: Flask) -> None:
 def selected_targets(session: Session, wanted: fleet.TerminalFilter) -> list[Target]:
     """The terminals a bulk command for ``wanted`` goes to (decommissioned ones left out)."""
     return queue.bulk_targets(session, fleet.terminal_ids(session, wanted))
-
-
-def bulk_summary(wanted: fleet.TerminalFilter, count: int) -> str:
-    return f"{wanted.describe()}: {count} terminal{'s' if count != 1 else ''}"
-
-
-def last_departure_s(targets: Sequence[Target], rate_per_s: float) -> float:
-    """When the last command of a bulk may go out: the biggest customer sets the pace."""
-    per_customer: dict[int, int] = {}
-    for target in targets:
-        per_customer[target.customer_id] = per_customer.get(target.customer_id, 0) + 1
-    return (max(per_customer.values(), default=1) - 1) / rate_per_s
 
 
 # -- one terminal --------------------------------------------------------------------------
