@@ -51,6 +51,8 @@ class IngestCounters:
     telemetry_duplicates: int = 0
     status_changes: int = 0
     commands_finished: int = 0
+    # Results for a command already final: a resend's second answer, or a late one.
+    command_duplicates: int = 0
     events: int = 0
     dead_lettered: Counter[str] = field(default_factory=Counter)
     database_retries: int = 0
@@ -77,6 +79,7 @@ class IngestCounters:
         self.telemetry_duplicates += result.telemetry_duplicates
         self.status_changes += result.status_changes
         self.commands_finished += result.commands_finished
+        self.command_duplicates += result.command_duplicates
         self.events += result.events
         self.alerts_opened += result.alerts_opened
         self.alerts_resolved += result.alerts_resolved
@@ -90,6 +93,7 @@ class IngestCounters:
             f"received={self.received} committed={self.committed} batches={self.batches}"
             f" telemetry={self.telemetry_written} duplicates={self.telemetry_duplicates}"
             f" status_changes={self.status_changes} commands={self.commands_finished}"
+            f" command_duplicates={self.command_duplicates}"
             f" events={self.events} dead_letters=[{dead}]"
             f" database_retries={self.database_retries}"
             f" broker_reconnects={self.broker_reconnects} acks_dropped={self.acks_dropped}"

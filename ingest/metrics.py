@@ -67,6 +67,12 @@ class CountersCollector(Collector):
                 c.telemetry_duplicates,
             ),
             ("tms_ingest_status_changes", "Terminal status changes", c.status_changes),
+            ("tms_ingest_commands_finished", "Commands finished by a result", c.commands_finished),
+            (
+                "tms_ingest_command_duplicates",
+                "Results for a command already final",
+                c.command_duplicates,
+            ),
             ("tms_ingest_database_retries", "Batches retried for PostgreSQL", c.database_retries),
             ("tms_ingest_broker_reconnects", "Broker connections lost", c.broker_reconnects),
             ("tms_ingest_acks_dropped", "Acknowledgements for a gone connection", c.acks_dropped),
