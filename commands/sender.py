@@ -43,23 +43,40 @@ DONE_CHANNEL = "tms_command_done"
 # A terminal that is connected: offline and never-seen ones keep their commands queued.
 REACHABLE = ("online", "error")
 
-SQL_EXPIRE = """
-UPDATE command SET status = 'expired', finished_at = now(),
-    error = 'not delivered before it expired at '
-        || to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC'
-WHERE status = 'queued' AND expires_at <= now()
-RETURNING id, pg_notify('tms_command_done', id)
+# The two ends the sender decides, written to the terminal's log as ingest writes a
+# result's end, and told to the relay (NOTIFY at commit).
+_LOG_END = """
+, logged AS (
+    INSERT INTO terminal_log (terminal_id, at, kind, severity, code, message, source_id, data)
+    SELECT terminal_id, finished_at, 'command', '{severity}', name,
+        left(name || ' {state}: ' || error, 2000), id,
+        jsonb_build_object('status', '{state}', 'command', name, 'applied', true)
+    FROM moved
+    ON CONFLICT DO NOTHING
+)
+SELECT id, pg_notify('tms_command_done', id) FROM moved
 """
 
-SQL_GIVE_UP = """
-UPDATE command SET status = 'failed', finished_at = now(),
-    error = CASE WHEN expires_at <= now()
-        THEN 'no result before it expired at '
+SQL_EXPIRE = """
+WITH moved AS (
+    UPDATE command SET status = 'expired', finished_at = now(),
+        error = 'not delivered before it expired at '
             || to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC'
-        ELSE 'no result after ' || attempts || ' attempt(s)' END
-WHERE status = 'sent' AND due_at <= now() AND (attempts >= max_attempts OR expires_at <= now())
-RETURNING id, pg_notify('tms_command_done', id)
-"""
+    WHERE status = 'queued' AND expires_at <= now()
+    RETURNING id, terminal_id, name, error, finished_at
+)""" + _LOG_END.format(severity="warning", state="expired")
+
+SQL_GIVE_UP = """
+WITH moved AS (
+    UPDATE command SET status = 'failed', finished_at = now(),
+        error = CASE WHEN expires_at <= now()
+            THEN 'no result before it expired at '
+                || to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC'
+            ELSE 'no result after ' || attempts || ' attempt(s)' END
+    WHERE status = 'sent' AND due_at <= now()
+        AND (attempts >= max_attempts OR expires_at <= now())
+    RETURNING id, terminal_id, name, error, finished_at
+)""" + _LOG_END.format(severity="error", state="failed")
 
 SQL_CLAIM = """
 SELECT c.id, t.serial, c.name, c.args, c.expires_at, c.attempts, c.timeout_s

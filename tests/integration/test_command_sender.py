@@ -143,6 +143,12 @@ def test_a_command_not_taken_in_time_expires(
     assert result.expired == 1 and result.finished == [command.id]
     state, error = sql(database_url, "SELECT status, error FROM command WHERE id = %s", command.id)
     assert state == "expired" and error.startswith("not delivered before it expired at")
+    logged = sql(
+        database_url,
+        "SELECT severity, message FROM terminal_log WHERE kind = 'command' AND source_id = %s",
+        command.id,
+    )
+    assert logged[0] == "warning" and logged[1].startswith("ping expired: not delivered")
 
 
 def test_a_lost_result_is_resent_with_backoff_then_failed(
@@ -176,6 +182,12 @@ def test_a_lost_result_is_resent_with_backoff_then_failed(
         database_url, "SELECT status, error, attempts FROM command WHERE id = %s", command.id
     )
     assert (state, error, attempts) == ("failed", "no result after 3 attempt(s)", 3)
+    logged = sql(
+        database_url,
+        "SELECT severity, message FROM terminal_log WHERE kind = 'command' AND source_id = %s",
+        command.id,
+    )
+    assert logged == ("error", "ping failed: no result after 3 attempt(s)")
 
 
 def test_two_senders_never_send_one_command_twice(
