@@ -32,7 +32,7 @@ import psycopg
 from agent.backoff import Backoff
 from shared import topics
 from shared.command_states import ResendPolicy
-from shared.messages import Command
+from shared.messages import Command, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,9 @@ FOR UPDATE OF c SKIP LOCKED
 
 SQL_RECORD_SENT = """
 UPDATE command AS c SET status = 'sent', attempts = c.attempts + 1,
-    sent_at = coalesce(c.sent_at, now()), last_sent_at = now(),
-    due_at = now() + make_interval(secs => v.wait_s)
-FROM unnest(%s::text[], %s::float8[]) AS v(id, wait_s)
+    sent_at = coalesce(c.sent_at, %(at)s), last_sent_at = %(at)s,
+    due_at = %(at)s + make_interval(secs => v.wait_s)
+FROM unnest(%(ids)s::text[], %(waits)s::float8[]) AS v(id, wait_s)
 WHERE c.id = v.id AND c.status IN ('queued', 'sent')
 """
 
@@ -180,13 +180,20 @@ class SendCycle:
             claimed = [Claimed(r[0], r[1], r[2], r[3] or {}, r[4], r[5], r[6]) for r in rows]
             if not claimed:
                 return result
-            acked = self.publisher.publish_all(
-                [c.message() for c in claimed], self.publish_timeout_s
-            )
+            messages = [c.message() for c in claimed]
+            # The send's time is when it left, not when the transaction began: the round
+            # trip an operator reads starts here.
+            sent_at = utcnow()
+            acked = self.publisher.publish_all(messages, self.publish_timeout_s)
             sent = [c for c, ok in zip(claimed, acked, strict=True) if ok]
             if sent:
                 self.conn.execute(
-                    SQL_RECORD_SENT, ([c.id for c in sent], [c.wait_s() for c in sent])
+                    SQL_RECORD_SENT,
+                    {
+                        "at": sent_at,
+                        "ids": [c.id for c in sent],
+                        "waits": [c.wait_s() for c in sent],
+                    },
                 )
         result.sent = len(sent)
         result.unacknowledged = len(claimed) - len(sent)
