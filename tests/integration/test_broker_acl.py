@@ -23,7 +23,7 @@ from sqlmodel import Session
 from broker import provisioning
 from broker.acl import GRANTS, OWN, Access, is_allowed, may_join_shared_group
 from shared.db import make_engine
-from shared.models import AccountKind
+from shared.models import AccountKind, Credential
 from shared.topics import is_valid_account
 from tests.fixtures.broker import MqttProbe, RunningBroker
 
@@ -197,6 +197,9 @@ def test_emqx_authorization_query_grants_what_broker_acl_does(
         with Session(engine) as session:
             if kind is AccountKind.TERMINAL:
                 provisioning.provision_terminal(session, username, "Test Customer", None)
+            elif not is_valid_account(username) and kind is AccountKind.SUPPORT_SCRIPT:
+                # Refused by provisioning now; one made before names were checked.
+                session.add(Credential(username=username, kind=kind.value, salt="", secret_hash=""))
             else:
                 provisioning.ensure_service_account(session, kind, username)
             session.commit()
