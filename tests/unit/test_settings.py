@@ -22,6 +22,8 @@ def test_shipped_config_file_loads() -> None:
     settings = load_settings(REPO / "config" / "tms.toml", env={})
     assert settings.broker.port == 1883
     assert settings.console.port == 8000
+    # The file repeats the defaults: a copy of it changes nothing until edited.
+    assert settings.commands == type(settings.commands)()
 
 
 def test_environment_overrides_file(tmp_path: Path) -> None:
