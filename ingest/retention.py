@@ -108,6 +108,7 @@ class RetentionReport:
     hours_rolled_up: int = 0
     rollups_deleted: int = 0
     default_rows_deleted: int = 0
+    commands_deleted: int = 0
 
     def summary(self) -> str:
         return (
@@ -115,6 +116,7 @@ class RetentionReport:
             f" hourly rollups written={self.hours_rolled_up}"
             f" rollups deleted={self.rollups_deleted}"
             f" stray old rows deleted={self.default_rows_deleted}"
+            f" old commands deleted={self.commands_deleted}"
         )
 
 
@@ -255,5 +257,19 @@ def run_retention(
             (now - timedelta(days=rollup_retention_days),),
         )
         report.rollups_deleted = max(cursor.rowcount, 0)
+    with conn.transaction():
+        # Finished commands (their results, diagnostics reports among them) go with the
+        # terminal log of their time; live ones stay whatever their age. Bulks whose
+        # commands are all gone go too.
+        cursor = conn.execute(
+            "DELETE FROM command WHERE finished_at < %s AND status NOT IN ('queued', 'sent')",
+            (cutoff,),
+        )
+        report.commands_deleted = max(cursor.rowcount, 0)
+        conn.execute(
+            "DELETE FROM command_bulk b WHERE created_at < %s"
+            " AND NOT EXISTS (SELECT 1 FROM command c WHERE c.bulk_id = b.id)",
+            (cutoff,),
+        )
     log.info("retention: %s", report.summary())
     return report

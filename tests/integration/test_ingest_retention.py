@@ -167,6 +167,41 @@ def test_retention_keeps_the_terminal_log_as_long_as_raw_telemetry(database_url:
         assert again.created == [] and again.dropped == []
 
 
+def test_retention_deletes_finished_commands_of_its_age_and_keeps_live_ones(
+    database_url: str,
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO customer (name) VALUES ('C')")
+        conn.execute(
+            "INSERT INTO terminal (serial, customer_id, model, status)"
+            " SELECT 'TC-1', id, 'TC-200', 'online' FROM customer"
+        )
+        conn.execute(
+            "INSERT INTO command_bulk (name, rate_per_s, total, requested_by, created_at)"
+            " VALUES ('ping', 1, 1, 'ann', %s), ('ping', 1, 1, 'ann', %s)",
+            (OLD, OLD),
+        )
+        rows = [
+            ("old-done", "succeeded", OLD, 1),
+            ("old-queued", "queued", None, None),  # still waiting: kept, whatever its age
+            ("new-done", "failed", NOW - timedelta(days=1), 2),
+        ]
+        for command_id, status, finished, bulk in rows:
+            conn.execute(
+                "INSERT INTO command (id, terminal_id, name, status, created_at, finished_at,"
+                " bulk_id) SELECT %s, id, 'ping', %s, %s, %s, %s FROM terminal",
+                (command_id, status, OLD, finished, bulk),
+            )
+        report = run_retention(
+            conn, NOW, retention_days=365, rollup_retention_days=1825, months_ahead=2
+        )
+        assert report.commands_deleted == 1
+        kept = {row[0] for row in conn.execute("SELECT id FROM command")}
+        assert kept == {"old-queued", "new-done"}
+        # The first bulk lost its one command and goes; the second still has one.
+        assert conn.execute("SELECT id FROM command_bulk").fetchall() == [(2,)]
+
+
 def test_tms_db_retention_command(database_url: str) -> None:
     settings = load_settings(env={"TMS_DATABASE_URL": database_url})
     result = CliRunner().invoke(retention, obj=settings)
