@@ -29,12 +29,15 @@ from shared import topics
 from shared.command_catalog import CommandRefused
 from shared.errors import MessageError, TopicError
 from shared.messages import CommandRequest, CommandRequestReply, parse_message
-from shared.models import Role
+from shared.models import DeadLetter, Role
 
 log = logging.getLogger(__name__)
 
 # What a support-script account may do: the console's support role.
 SCRIPT_ROLE = Role.SUPPORT.value
+# Dead-letter reasons of requests that could not be used (ingest's table and page).
+REASON_BAD_REQUEST_TOPIC = "bad-request-topic"
+REASON_BAD_REQUEST = "bad-request"
 
 
 class ReplyPublisher(Protocol):
@@ -107,8 +110,10 @@ class RequestRelay:
         try:
             where = topics.parse_request_topic(request.topic)
         except TopicError as exc:
+            # No reply topic can be built for it: kept aside for an operator instead.
             self.ignored += 1
             log.warning("ignoring a request on %r: %s", request.topic[:200], exc)
+            self._dead_letter(request, REASON_BAD_REQUEST_TOPIC, str(exc))
             return
         if where.kind is not topics.RequestKind.COMMAND:
             self.ignored += 1
@@ -127,6 +132,7 @@ class RequestRelay:
             asked = parse_message(CommandRequest, request.payload)
         except MessageError as exc:
             self._reply_refused(where, str(exc))
+            self._dead_letter(request, REASON_BAD_REQUEST, str(exc))
             return
         requester = Requester(where.account, SCRIPT_ROLE, "mqtt", origin="mqtt")
         with Session(self.engine, expire_on_commit=False) as session:
@@ -153,6 +159,18 @@ class RequestRelay:
             view.state,
         )
         self._reply(where.account, where.request_id, view)
+
+    def _dead_letter(self, request: _Request, reason: str, detail: str) -> None:
+        with Session(self.engine) as session:
+            session.add(
+                DeadLetter(
+                    topic=request.topic[:1024],
+                    payload=request.payload,
+                    reason=reason,
+                    detail=detail[:2000],
+                )
+            )
+            session.commit()
 
     def _tell_finished(self, command_ids: list[str]) -> None:
         with Session(self.engine) as session:

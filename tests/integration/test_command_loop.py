@@ -296,3 +296,25 @@ def test_a_lost_result_is_recovered_by_the_resend_without_a_second_run(
             assert agent.commands.duplicates == 1  # answered again from what it kept, not run
     finally:
         link.stop()
+
+
+def test_a_malformed_request_is_refused_and_kept_aside(loop: Loop, database_url: str) -> None:
+    probe = _script(loop)
+    try:
+        assert probe.publish(topics.command_request(SCRIPT, "bad-1"), b'{"v": 1, "serial": 5}')
+        [refused] = _replies(probe, 1)
+        assert refused.state == "refused" and "serial" in (refused.error or "")
+        # A request id no reply topic can carry: nothing to answer on, only kept aside.
+        assert probe.publish(f"tms/requests/{SCRIPT}/cmd/not valid!", b"{}")
+        wait_until(
+            lambda: (
+                len(scalar(database_url, "SELECT json_agg(reason) FROM dead_letter") or []) == 2
+            ),
+            "both requests to be kept aside",
+            WAIT_S,
+        )
+        kept = scalar(database_url, "SELECT json_agg(reason ORDER BY reason) FROM dead_letter")
+        assert kept == ["bad-request", "bad-request-topic"]
+        assert loop.relay.refused == 1 and loop.relay.ignored == 1
+    finally:
+        probe.close()
