@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel
@@ -34,10 +34,14 @@ REASON_UNKNOWN_TERMINAL = "unknown-terminal"  # decided by the store, not here
 REASON_UNKNOWN_COMMAND = "unknown-command"  # decided by the store, not here
 REASON_STORE_ERROR = "store-error"  # a record the database refused on its own
 REASON_FUTURE_TIMESTAMP = "future-timestamp"
+REASON_PAST_TIMESTAMP = "past-timestamp"
 
 # A clock this far ahead of ours is wrong, and would put the heartbeat's status above
 # every real one that follows (and the row beyond the created partitions).
 DEFAULT_MAX_FUTURE = timedelta(minutes=5)
+# Before any TC-200 was made: a clock reset to 1970, or a crafted year 1 that PostgreSQL
+# would store and psycopg could not read back (every page listing it would fail).
+EARLIEST = datetime(2020, 1, 1, tzinfo=UTC)
 
 # Column widths the wire schema allows to be longer (shared.models): checked here so
 # that one long value is a dead letter, not a batch the database refuses forever.
@@ -225,12 +229,21 @@ def _reason_of(error: MessageError) -> str:
     return REASON_UNSUPPORTED_VERSION if error.field == "v" else REASON_BAD_PAYLOAD
 
 
-def _future_rejection(record: Record, max_future: timedelta) -> Rejection | None:
-    ts = record.ts if isinstance(record, TelemetryRecord | EventRecord) else None
-    if ts is None or ts - record.envelope.received_at <= max_future:
+def _time_rejection(record: Record, max_future: timedelta) -> Rejection | None:
+    """A device's time that would go into a column, outside the sane window."""
+    if isinstance(record, TelemetryRecord | EventRecord):
+        name, ts = "ts", record.ts
+    elif isinstance(record, CommandResultRecord):
+        name, ts = "finished_at", record.finished_at
+    else:
+        return None
+    if ts < EARLIEST:
+        detail = f"{name} {ts.isoformat()} is before {EARLIEST:%Y-%m-%d}: the device clock is wrong"
+        return Rejection(record.envelope, REASON_PAST_TIMESTAMP, detail)
+    if ts - record.envelope.received_at <= max_future:
         return None
     ahead = (ts - record.envelope.received_at).total_seconds()
-    detail = f"ts {ts.isoformat()} is {ahead:.0f} s ahead of the receive time"
+    detail = f"{name} {ts.isoformat()} is {ahead:.0f} s ahead of the receive time"
     return Rejection(record.envelope, REASON_FUTURE_TIMESTAMP, detail)
 
 
@@ -241,7 +254,7 @@ def decode(
     decoded = _decode(topic, payload, received_at)
     if isinstance(decoded, Rejection):
         return decoded
-    return _future_rejection(decoded, max_future) or decoded
+    return _time_rejection(decoded, max_future) or decoded
 
 
 def _decode(topic: str, payload: bytes, received_at: datetime) -> Decoded:

@@ -190,6 +190,31 @@ def test_daemon_writes_telemetry_and_keeps_malformed_messages(
         ingest.stop()
 
 
+def test_a_year_one_heartbeat_is_dead_lettered_and_the_terminal_stays_readable(
+    database_url: str,
+    terminal_probe: MqttProbe,
+    ingest_settings: Callable[..., IngestSettings],
+) -> None:
+    # Year 1 at +23:59 is 1 BC in UTC: stored, psycopg could not read it back.
+    crafted = b'{"v":1,"id":"x1","ts":"0001-01-01T00:00:00+23:59","status":"ok"}'
+    ingest = IngestThread(ingest_settings(), database_url).start()
+    try:
+        assert terminal_probe.publish(topics.telemetry(SERIAL), crafted)
+        assert terminal_probe.publish(topics.telemetry(SERIAL), heartbeat("hb-after"))
+        wait_until(lambda: ingest.counters.committed >= 2, "both messages committed")
+        assert ingest.settled().dead_lettered == {"past-timestamp": 1}
+        # The next heartbeat is written, and the row reads back.
+        assert scalar(database_url, "SELECT message_id FROM telemetry") == "hb-after"
+        assert (
+            scalar(
+                database_url, "SELECT last_heartbeat_at FROM terminal WHERE serial = %s", SERIAL
+            ).year
+            >= 2020
+        )
+    finally:
+        ingest.stop()
+
+
 def test_stop_commits_the_last_batch(
     database_url: str,
     terminal_probe: MqttProbe,

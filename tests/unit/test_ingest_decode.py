@@ -83,7 +83,9 @@ def test_presence_event_and_command_result() -> None:
     assert event.event.kind == "reboot"
 
     result = decode(
-        "tms/v1/TC-1/cmd-result/c1", _json(id="c1", status="ok", output={"pong": True}), NOW
+        "tms/v1/TC-1/cmd-result/c1",
+        _json(id="c1", status="ok", output={"pong": True}, finished_at=NOW.isoformat()),
+        NOW,
     )
     assert isinstance(result, CommandResultRecord)
     assert (result.command_id, result.status) == ("c1", "ok")
@@ -200,3 +202,31 @@ def test_decode_never_raises(topic: str, payload: bytes) -> None:
     )
     if isinstance(result, Rejection):
         assert result.reason in {REASON_BAD_TOPIC, REASON_BAD_PAYLOAD, REASON_UNSUPPORTED_VERSION}
+
+
+@pytest.mark.parametrize(
+    ("topic", "fields", "reason"),
+    [
+        # The heartbeat that broke every page: year 1 at +23:59 is 1 BC in UTC.
+        ("tms/v1/TC-1/telemetry", {"status": "ok", "ts": "0001-01-01T00:00:00+23:59"}, "past"),
+        ("tms/v1/TC-1/telemetry", {"status": "ok", "ts": "1970-01-01T00:00:00Z"}, "past"),
+        ("tms/v1/TC-1/event", {"id": "e", "kind": "k", "ts": "1999-12-31T23:59:59Z"}, "past"),
+        (
+            "tms/v1/TC-1/cmd-result/c1",
+            {"id": "c1", "status": "ok", "finished_at": "1970-01-01T00:00:00Z"},
+            "past",
+        ),
+        (
+            "tms/v1/TC-1/cmd-result/c1",
+            {"id": "c1", "status": "ok", "finished_at": "9999-12-31T23:59:59Z"},
+            "future",
+        ),
+    ],
+)
+def test_device_times_outside_the_sane_window_are_dead_lettered(
+    topic: str, fields: dict[str, object], reason: str
+) -> None:
+    rejected = decode(topic, _json(**fields), NOW)
+    assert isinstance(rejected, Rejection), rejected
+    assert rejected.reason == f"{reason}-timestamp"
+    assert "ts" in rejected.detail or "finished_at" in rejected.detail
