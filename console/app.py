@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import Flask
+from flask import Flask, abort, request
 from werkzeug.wrappers import Response
 
 from console import (
@@ -68,6 +68,25 @@ def _template_context() -> dict[str, Any]:
     return {"now": datetime.now(UTC)}
 
 
+# Longer than any filter or search a person types; beyond it a value is an attack.
+MAX_QUERY_VALUE = 1000
+
+
+def _refuse_bad_input() -> None:
+    """400 with the reason for a NUL byte anywhere in the query or a form (PostgreSQL
+    refuses it in text, which was a 500) or an over-long query value."""
+    for source, values in (("query parameter", request.args), ("form field", request.form)):
+        for name, value in values.items(multi=True):
+            if "\x00" in name or "\x00" in value:
+                abort(400, description=f"{source} {name[:50]!r} contains a NUL byte")
+            if source == "query parameter" and len(value) > MAX_QUERY_VALUE:
+                abort(
+                    400,
+                    description=f"query parameter {name[:50]!r} is longer than "
+                    f"{MAX_QUERY_VALUE} characters",
+                )
+
+
 def create_app(settings: ConsoleSettings, database_url: str) -> Flask:
     """Build the console for ``settings`` against the PostgreSQL at ``database_url``."""
     app = Flask(__name__)
@@ -83,6 +102,8 @@ def create_app(settings: ConsoleSettings, database_url: str) -> Flask:
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
 
+    # First of the request hooks: nothing else reads a value PostgreSQL would refuse.
+    app.before_request(_refuse_bad_input)
     database.init_app(app, make_engine(database_url))
     access.init_app(app)
     csrf.init_app(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -81,3 +82,40 @@ def test_static_assets_are_served_locally(viewer: FlaskClient) -> None:
     assert "http://" not in page and "https://" not in page
     assert viewer.get("/static/console.css").status_code == 200
     assert viewer.get("/static/console.js").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        ("/?q=%00", "query parameter 'q' contains a NUL byte"),
+        ("/?customer=%00", "query parameter 'customer' contains a NUL byte"),
+        ("/terminals/fleet?q=a%00b", "query parameter 'q' contains a NUL byte"),
+        ("/dead-letters?reason=%00", "query parameter 'reason' contains a NUL byte"),
+        ("/alerts?x%00=1", "contains a NUL byte"),
+        ("/?q=" + "x" * 1001, "query parameter 'q' is longer than 1000 characters"),
+    ],
+)
+def test_bad_query_strings_get_a_400_with_the_reason(
+    client: FlaskClient, make_user: Callable[..., str], path: str, says: str
+) -> None:
+    make_user("ada", "admin")
+    sign_in(client, "ada")
+    response = client.get(path)
+    assert response.status_code == 400
+    assert says in html.unescape(response.get_data(as_text=True))
+
+
+def test_a_nul_byte_in_a_form_or_the_api_query_is_a_400(
+    client: FlaskClient, make_user: Callable[..., str]
+) -> None:
+    response = client.post("/login", data={"username": "a\x00", "password": "x"})
+    assert response.status_code == 400
+    assert "form field 'username' contains a NUL byte" in html.unescape(
+        response.get_data(as_text=True)
+    )
+    api = client.get("/api/v1/terminals?customer=%00", headers={"Authorization": "Bearer x"})
+    assert api.status_code == 400
+    assert api.get_json() == {
+        "error": "bad_request",
+        "message": "query parameter 'customer' contains a NUL byte",
+    }
