@@ -187,8 +187,8 @@ def test_publish_rows(any_broker: RunningBroker) -> None:
         sent[payload] = (who, topic)
         if allowed:
             expected.add(payload)
-        # A fresh connection per row: Mosquitto disconnects a 3.1.1 client after a refused
-        # publish, and amqtt acknowledges and drops it; neither answer is the oracle.
+        # A fresh connection per row; both brokers acknowledge a refused 3.1.1 publish and
+        # drop it (the last test below), so the PUBACK is not the oracle: delivery is.
         publisher = _probe(any_broker, _name(who), secrets)
         if who is T:  # the one reader of its own commands, while it is connected
             assert publisher.subscribe(f"tms/v1/{NAMES[T]}/cmd/+")
@@ -321,3 +321,26 @@ def test_a_request_round_trip_with_the_example_script(
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [p["state"] for p in printed] == ["queued", "succeeded"]
     assert printed[-1]["output"] == {"rtt_ms": 3}
+
+
+def test_a_refused_mqtt311_publish_is_acknowledged_dropped_and_the_client_stays(
+    any_broker: RunningBroker,
+) -> None:
+    """What docs/broker-security.md says of a refused publish over MQTT 3.1.1."""
+    secret = any_broker.provision_terminal("TC-31")
+    other = any_broker.provision_terminal("TC-32")
+    listener = MqttProbe(any_broker, "TC-32", other, client_id="TC-32", protocol=V311)
+    publisher = MqttProbe(any_broker, "TC-31", secret, client_id="TC-31", protocol=V311)
+    try:
+        assert listener.connect() and listener.subscribe("tms/v1/TC-32/cmd/+")
+        assert publisher.connect()
+        # Another terminal's command topic: refused, yet answered with a PUBACK.
+        assert publisher.publish("tms/v1/TC-32/cmd/forged", b"forged")
+        # Still connected: its own telemetry goes through on the same connection.
+        assert publisher.publish("tms/v1/TC-31/telemetry", b"mine")
+        assert not publisher.disconnected.is_set()
+        _barrier(listener, "TC-32")
+        assert [m.payload for m in listener.drain()] == []  # dropped, never delivered
+    finally:
+        publisher.close()
+        listener.close()
