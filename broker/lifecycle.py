@@ -125,16 +125,22 @@ def _provision_row(session: Session, row: ImportRow) -> str:
 
 def rotate_terminal(session: Session, actor: Actor, serial: str) -> str:
     """A new secret; the old one stops working and its live session is dropped."""
-    _live_terminal(session, serial)
+    terminal = _live_terminal(session, serial)
     secret = provisioning.rotate_secret(session, serial)
+    # Its session is dropped now; it is back when its agent logs in with the new secret.
+    _set_status(session, terminal, TerminalStatus.OFFLINE, "secret rotated")
     _audit(session, actor, "terminal.rotated", serial, None)
     return secret
 
 
 def revoke_terminal(session: Session, actor: Actor, serial: str) -> None:
     """Refuse the terminal at the broker (its live session is dropped); `rotate` re-admits."""
-    _terminal(session, serial)
+    terminal = _terminal(session, serial)
     provisioning.revoke(session, serial)
+    if terminal.status != TerminalStatus.DECOMMISSIONED.value:
+        # Its session is dropped now: offline with the reason at once, not when the
+        # missed-heartbeat sweep notices minutes later.
+        _set_status(session, terminal, TerminalStatus.OFFLINE, "access revoked")
     _audit(session, actor, "terminal.revoked", serial, None)
 
 

@@ -18,7 +18,7 @@ from broker import lifecycle
 from broker.cli import account, broker, certs, terminal
 from broker.lifecycle import Actor
 from shared.db import make_engine
-from shared.models import AuditEvent, Credential, Store, Terminal
+from shared.models import AuditEvent, Credential, StatusChange, Store, Terminal
 from tests.fixtures.broker import MqttProbe, RunningBroker
 from tms.cli import main
 
@@ -143,6 +143,18 @@ def test_revoke_drops_the_live_session(any_broker: RunningBroker) -> None:
     _apply(any_broker, lambda s: lifecycle.revoke_terminal(s, ADMIN, "TC-1"))
     assert probe.disconnected.wait(60), f"{any_broker.kind}: revoked terminal still connected"
     assert not MqttProbe.terminal(any_broker, "TC-1", secret, protocol=V311).connect()
+    # Offline with the reason at once, not when the missed-heartbeat sweep notices.
+    _assert_offline(any_broker, "TC-1", "access revoked")
+
+
+def _assert_offline(broker: RunningBroker, serial: str, reason: str) -> None:
+    with Session(broker.engine) as session:
+        terminal = session.exec(select(Terminal).where(Terminal.serial == serial)).one()
+        assert (terminal.status, terminal.status_reason) == ("offline", reason)
+        change = session.exec(
+            select(StatusChange).where(StatusChange.terminal_id == terminal.id)
+        ).one()
+        assert (change.new_status, change.reason) == ("offline", reason)
 
 
 def test_rotate_drops_the_old_secret_and_its_session(any_broker: RunningBroker) -> None:
@@ -154,6 +166,7 @@ def test_rotate_drops_the_old_secret_and_its_session(any_broker: RunningBroker) 
     assert not MqttProbe.terminal(any_broker, "TC-1", old, protocol=V311).connect()
     assert MqttProbe.terminal(any_broker, "TC-1", new, protocol=V311).connect()
     assert bystander.connected.is_set()
+    _assert_offline(any_broker, "TC-1", "secret rotated")
 
 
 def test_decommission_drops_the_session_and_records_it(any_broker: RunningBroker) -> None:
