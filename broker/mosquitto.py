@@ -104,6 +104,7 @@ def _tls_lines(tls: TlsListener | None, files: MosquittoFiles) -> list[str]:
 
 
 DEFAULT_MAX_QUEUED = BrokerSettings.model_fields["max_queued_messages"].default
+DEFAULT_MAX_PACKET = BrokerSettings.model_fields["max_packet_bytes"].default
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,7 @@ def render_config(
     plugin: PluginConfig,
     tls: TlsListener | None = None,
     max_queued_messages: int = DEFAULT_MAX_QUEUED,
+    max_packet_bytes: int = DEFAULT_MAX_PACKET,
 ) -> str:
     return "\n".join(
         [
@@ -144,6 +146,8 @@ def render_config(
             # cycle at full rate (docs/ingest.md: 5,000 throttled 10,000 msg/s).
             f"max_queued_messages {max_queued_messages}",
             "max_inflight_messages 20000",
+            # Bigger packets disconnect their client before they are read in whole.
+            f"max_packet_size {max_packet_bytes}",
             # stderr is unbuffered and goes to the log file this process opened, so the
             # reload line can be awaited and no permission is needed to write the log.
             "log_dest stderr",
@@ -245,9 +249,11 @@ class MosquittoProcess:
         plugin_options: PluginOptions | None = None,
         plugin_dir: Path | None = None,
         max_queued_messages: int = DEFAULT_MAX_QUEUED,
+        max_packet_bytes: int = DEFAULT_MAX_PACKET,
     ) -> None:
         self.binary = binary
         self.max_queued_messages = max_queued_messages
+        self.max_packet_bytes = max_packet_bytes
         self.files = files
         self.plugin_options = plugin_options or PluginOptions.from_settings(BrokerSettings())
         self.plugin_dir = plugin_dir or files.directory / "plugin"
@@ -283,7 +289,13 @@ class MosquittoProcess:
             write_atomically(self.files.tls_key, key, 0o600, self._owner)
         plugin = PluginConfig(library, self.plugin_options)
         config = render_config(
-            self.host, self.port, self.files, plugin, self.tls, self.max_queued_messages
+            self.host,
+            self.port,
+            self.files,
+            plugin,
+            self.tls,
+            self.max_queued_messages,
+            self.max_packet_bytes,
         )
         write_atomically(self.files.config, config, 0o644, self._owner)
 
@@ -410,6 +422,7 @@ def write_operator_config(
         PluginOptions.from_settings(settings),
         settings.mosquitto_plugin_dir,
         settings.max_queued_messages,
+        settings.max_packet_bytes,
     )
     process.prepare(check_binary=False)
     process.write_accounts(accounts)

@@ -192,6 +192,7 @@ def run_broker_service(
         PluginOptions.from_settings(settings),
         settings.mosquitto_plugin_dir,
         settings.max_queued_messages,
+        settings.max_packet_bytes,
     )
     mosquitto.prepare()
     engine = make_engine(database_url, pool_size=1)

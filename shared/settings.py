@@ -89,6 +89,11 @@ class BrokerSettings(_Section):
     # ridden out: 1,000,000 is 100 s of 10,000 msg/s, ~50 min of 10,000 terminals
     # beating every 30 s (docs/ingest.md). 0: no limit but the broker's memory.
     max_queued_messages: int = Field(default=1_000_000, ge=0)
+    # The largest MQTT packet Mosquitto takes: a message's 64 KiB payload limit
+    # (shared.messages.MAX_PAYLOAD_BYTES) plus its topic and headers. A bigger publish
+    # disconnects its client before the broker buffers it (a 100 MB publish was stored
+    # whole). EMQX: mqtt.max_packet_size in deploy/emqx.
+    max_packet_bytes: int = Field(default=69_632, ge=1024, le=268_435_455)
 
 
 class IngestSettings(_Section):

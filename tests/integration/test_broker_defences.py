@@ -157,3 +157,27 @@ def test_tls_with_the_private_ca(tls_broker: RunningBroker) -> None:
     untrusting = _tls_client(tls_broker, secret, None)  # the system's CAs only
     with pytest.raises(ssl.SSLCertVerificationError):
         untrusting.connect("localhost", tls_broker.tls_port, 30)
+
+
+def test_mosquitto_disconnects_a_publish_over_the_packet_limit(
+    mosquitto_broker: RunningBroker,
+) -> None:
+    secret = mosquitto_broker.provision_terminal("TC-BIG")
+    ingest_secret = mosquitto_broker.service_account(AccountKind.INGEST, "tms-ingest")
+    reader = MqttProbe(mosquitto_broker, "tms-ingest", ingest_secret)
+    terminal = MqttProbe(mosquitto_broker, "TC-BIG", secret, client_id="TC-BIG")
+    try:
+        assert reader.connect() and reader.subscribe("tms/v1/+/telemetry")
+        assert terminal.connect()
+        # Within the limit (a 64 KiB payload and its topic): taken and delivered.
+        assert terminal.publish(topics.telemetry("TC-BIG"), b"x" * 65_536)
+        reader.wait_for(1)
+        assert len(reader.drain()[0].payload) == 65_536
+        # A megabyte: the connection is closed; nothing reaches a subscriber.
+        terminal.client.publish(topics.telemetry("TC-BIG"), b"y" * 1_048_576, qos=1)
+        assert terminal.disconnected.wait(30), "a 1 MiB publish was taken"
+        reader.barrier("tms/v1/barrier/telemetry")
+        assert reader.drain() == []
+    finally:
+        terminal.close()
+        reader.close()

@@ -47,3 +47,11 @@ def test_authentication_uses_the_stored_hash_and_skips_revoked() -> None:
     text = (EMQX / "emqx-tms.hocon").read_text()
     assert "salt_position = suffix" in text and "name = sha512" in text
     assert text.count("revoked_at IS NULL") == 2
+
+
+def test_emqx_takes_the_same_largest_packet_as_mosquitto() -> None:
+    from shared.settings import BrokerSettings
+
+    text = (EMQX / "emqx-tms.hocon").read_text()
+    limit = BrokerSettings().max_packet_bytes
+    assert f'max_packet_size = "{limit // 1024}KB"' in text and limit % 1024 == 0
