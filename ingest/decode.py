@@ -221,8 +221,17 @@ def _command_result(serial: str, command_id: str, envelope: Envelope) -> Command
         status=message.status.value,
         output_json=json.dumps(message.output),
         error=message.error,
-        finished_at=message.finished_at,
+        finished_at=_sane_finish(message.finished_at, envelope.received_at),
     )
+
+
+def _sane_finish(finished_at: datetime, received_at: datetime) -> datetime:
+    """The agent's finish time, or the receive time when the store PC's clock is off:
+    a result is worth more than its timestamp, and out of the window it would break
+    the pages that show it (year 1) or sort it into the future."""
+    if finished_at < EARLIEST or finished_at - received_at > DEFAULT_MAX_FUTURE:
+        return received_at
+    return finished_at
 
 
 def _reason_of(error: MessageError) -> str:
@@ -231,12 +240,9 @@ def _reason_of(error: MessageError) -> str:
 
 def _time_rejection(record: Record, max_future: timedelta) -> Rejection | None:
     """A device's time that would go into a column, outside the sane window."""
-    if isinstance(record, TelemetryRecord | EventRecord):
-        name, ts = "ts", record.ts
-    elif isinstance(record, CommandResultRecord):
-        name, ts = "finished_at", record.finished_at
-    else:
-        return None
+    if not isinstance(record, TelemetryRecord | EventRecord):
+        return None  # a result's time is made sane instead (_command_result)
+    name, ts = "ts", record.ts
     if ts < EARLIEST:
         detail = f"{name} {ts.isoformat()} is before {EARLIEST:%Y-%m-%d}: the device clock is wrong"
         return Rejection(record.envelope, REASON_PAST_TIMESTAMP, detail)

@@ -222,6 +222,18 @@ FROM unnest(
 ON CONFLICT (kind, source_id, at) DO NOTHING
 """
 
+# What a dead letter keeps of its payload: enough to see what was wrong, never a
+# broker's whole maximum packet per row (a broker without a packet limit passed 100 MB).
+DEAD_LETTER_PAYLOAD_MAX = 64 * 1024
+
+
+def _with_size(rejection: Rejection) -> str:
+    size = len(rejection.envelope.payload)
+    if size <= DEAD_LETTER_PAYLOAD_MAX:
+        return rejection.detail
+    return f"{rejection.detail} (payload of {size} bytes; the first {DEAD_LETTER_PAYLOAD_MAX} kept)"
+
+
 SQL_INSERT_DEAD_LETTERS = """
 INSERT INTO dead_letter (received_at, topic, payload, reason, detail)
 SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::bytea[], %s::text[], %s::text[])
@@ -610,9 +622,9 @@ class IngestStore:
             (
                 r.envelope.received_at,
                 safe_text(r.envelope.topic, TOPIC_MAX),
-                r.envelope.payload,
+                r.envelope.payload[:DEAD_LETTER_PAYLOAD_MAX],
                 r.reason,
-                safe_text(r.detail, DETAIL_MAX),
+                safe_text(_with_size(r), DETAIL_MAX),
             )
             for r in rejections
         )

@@ -252,6 +252,16 @@ def test_unknown_terminal_and_malformed_payload_are_dead_lettered(
     assert count(db, "SELECT count(*) FROM telemetry") == 1
 
 
+def test_a_dead_letter_keeps_the_first_64_kib_of_a_huge_payload(
+    database_url: str, db: psycopg.Connection[Any]
+) -> None:
+    huge = b"z" * (3 * 1024 * 1024)
+    write(database_url, ("tms/v1/TC-1/telemetry", huge))
+    payload, detail = db.execute("SELECT payload, detail FROM dead_letter").fetchone()  # type: ignore[misc]
+    assert payload == huge[: 64 * 1024]
+    assert f"payload of {len(huge)} bytes; the first 65536 kept" in detail
+
+
 def test_command_results_finish_their_command(
     database_url: str, db: psycopg.Connection[Any]
 ) -> None:
