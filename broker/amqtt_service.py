@@ -169,9 +169,11 @@ async def _changed(conn: psycopg.AsyncConnection[Any]) -> bool:
 
 
 async def _follow(
-    service: AmqttService, stop: threading.Event, tracker: SyncTracker | None
+    service: AmqttService,
+    stop: threading.Event,
+    tracker: SyncTracker | None,
+    conn: psycopg.AsyncConnection[Any] | None,
 ) -> None:
-    conn: psycopg.AsyncConnection[Any] | None = await _listen(service.database_url)
     next_stats = asyncio.get_running_loop().time() + STATS_INTERVAL_S
     try:
         while not stop.is_set():
@@ -206,6 +208,9 @@ async def _serve(
     tracker: SyncTracker | None,
 ) -> None:
     service = AmqttService(settings, database_url, tls)
+    # Listening before the accounts are loaded: a change committed in between would
+    # otherwise be missed until the next one (a terminal added at start-up refused).
+    conn: psycopg.AsyncConnection[Any] | None = await _listen(database_url)
     try:
         await service.start()
         log.info(
@@ -217,8 +222,11 @@ async def _serve(
         )
         if ready is not None:
             ready.set()
-        await _follow(service, stop, tracker)
+        await _follow(service, stop, tracker, conn)
+        conn = None  # _follow closed it
     finally:
+        if conn is not None:
+            await conn.close()
         await service.stop()
 
 
