@@ -28,10 +28,12 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import psycopg
+from pydantic import ValidationError
 
 from agent.backoff import Backoff
 from shared import topics
 from shared.command_states import ResendPolicy
+from shared.errors import TopicError
 from shared.messages import Command, utcnow
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,14 @@ WHERE c.status IN ('queued', 'sent')
 """
 
 
+SQL_UNSENDABLE = """
+UPDATE command AS c SET status = 'failed', finished_at = now(), error = v.why
+FROM unnest(%s::text[], %s::text[]) AS v(id, why)
+WHERE c.id = v.id AND c.status IN ('queued', 'sent')
+RETURNING c.id, pg_notify('tms_command_done', c.id)
+"""
+
+
 class Publisher(Protocol):
     def connected(self) -> bool: ...
 
@@ -127,13 +137,31 @@ class Claimed:
     timeout_s: float
 
     def message(self) -> tuple[str, bytes]:
+        topic = topics.command(self.serial, self.id)  # its error names the bad part
         command = Command(id=self.id, name=self.name, args=self.args, expires_at=self.expires_at)
-        return topics.command(self.serial, self.id), command.to_payload()
+        return topic, command.to_payload()
 
     def wait_s(self) -> float:
         """How long to wait for the result of the send about to be recorded."""
         policy = ResendPolicy(first_timeout_s=self.timeout_s)
         return policy.timeout_after(self.attempts + 1).total_seconds()
+
+
+def _messages_of(
+    claimed: list[Claimed],
+) -> tuple[list[Claimed], list[tuple[str, bytes]], list[tuple[str, str]]]:
+    """The rows that make a message and their messages, and (id, why) for the others."""
+    good: list[Claimed] = []
+    messages: list[tuple[str, bytes]] = []
+    bad: list[tuple[str, str]] = []
+    for command in claimed:
+        try:
+            messages.append(command.message())
+        except (TopicError, ValidationError) as exc:
+            bad.append((command.id, f"cannot be sent: {str(exc).splitlines()[0]}"[:2000]))
+            continue
+        good.append(command)
+    return good, messages, bad
 
 
 @dataclass
@@ -180,7 +208,16 @@ class SendCycle:
             claimed = [Claimed(r[0], r[1], r[2], r[3] or {}, r[4], r[5], r[6]) for r in rows]
             if not claimed:
                 return result
-            messages = [c.message() for c in claimed]
+            claimed, messages, unsendable = _messages_of(claimed)
+            if unsendable:
+                # A row no message can be made of (written around the queue's checks)
+                # fails with the reason instead of stopping the sender at every claim.
+                finished = self.conn.execute(
+                    SQL_UNSENDABLE, ([i for i, _ in unsendable], [w for _, w in unsendable])
+                ).fetchall()
+                result.failed += len(finished)
+                result.finished += [row[0] for row in finished]
+                log.error("%d command(s) could not be sent: %s", len(unsendable), unsendable[:3])
             # The send's time is when it left, not when the transaction began: the round
             # trip an operator reads starts here.
             sent_at = utcnow()
@@ -197,7 +234,7 @@ class SendCycle:
                 )
         result.sent = len(sent)
         result.unacknowledged = len(claimed) - len(sent)
-        result.more = len(claimed) >= self.batch_size and not result.unacknowledged
+        result.more = len(rows) >= self.batch_size and not result.unacknowledged
         if result.unacknowledged:
             log.warning(
                 "the broker acknowledged %d of %d commands; the rest stay queued",

@@ -318,3 +318,30 @@ def test_a_bulk_goes_out_at_its_rate_per_customer(
         ]
     # One terminal of the customer every 1/4 s: the k-th went out no sooner than k/4 s.
     assert all(at >= turn * 0.25 for turn, at in enumerate(sent)), sent
+
+
+def test_a_row_no_message_can_be_made_of_fails_and_the_rest_go(
+    database_url: str,
+    session: Session,
+    link: MqttLink,
+    terminal: MqttProbe,
+    conn: psycopg.Connection[Any],
+) -> None:
+    set_status(database_url, "online")
+    good = queue.queue_command(session, OPERATOR, SERIAL, "ping")
+    # Written around the queue's checks: an id no topic can carry.
+    sql(
+        database_url,
+        "INSERT INTO command (id, terminal_id, name, status, expires_at)"
+        " SELECT 'not a topic id!', id, 'ping', 'queued', now() + interval '1 hour'"
+        " FROM terminal WHERE serial = %s",
+        SERIAL,
+    )
+    result = SendCycle(conn, link).run_once()
+    assert (result.sent, result.failed) == (1, 1)
+    assert result.finished == ["not a topic id!"]
+    assert [c.id for c in received(terminal, 1)] == [good.id]
+    state, error = sql(
+        database_url, "SELECT status, error FROM command WHERE id = 'not a topic id!'"
+    )
+    assert state == "failed" and error.startswith("cannot be sent: invalid command id")
