@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -299,8 +299,6 @@ def queue_command(
 
 
 def _json_param(name: str) -> Any:
-    from sqlalchemy import bindparam
-
     return bindparam(name, type_=JSONB)
 
 
@@ -315,6 +313,15 @@ def _by_request(session: Session, account: str, request_id: str) -> CommandView 
     return _view(row) if row is not None else None
 
 
+def _check_may_cancel(session: Session, requester: Requester, requested_by: str) -> None:
+    if not may_cancel(requester.role, own=requested_by == requester.name):
+        session.rollback()
+        raise CommandRefused(
+            f"the {requester.role} role may cancel only its own commands; "
+            f"this one was sent by {requested_by}"
+        )
+
+
 def cancel_command(session: Session, requester: Requester, command_id: str) -> CommandView:
     """Cancel a queued command: the requester's own, or anyone's for an admin."""
     row = session.execute(
@@ -324,12 +331,7 @@ def cancel_command(session: Session, requester: Requester, command_id: str) -> C
     if row is None:
         session.rollback()
         raise CommandNotFound(f"there is no command {command_id!r}")
-    if not may_cancel(requester.role, own=row.requested_by == requester.name):
-        session.rollback()
-        raise CommandRefused(
-            f"the {requester.role} role may cancel only its own commands; "
-            f"this one was sent by {row.requested_by}"
-        )
+    _check_may_cancel(session, requester, row.requested_by)
     if row.status != CommandState.QUEUED:
         session.rollback()
         if row.status == CommandState.SENT:
@@ -524,12 +526,7 @@ def cancel_bulk(session: Session, requester: Requester, bulk_id: int) -> BulkVie
     if row is None:
         session.rollback()
         raise CommandNotFound(f"there is no bulk command {bulk_id}")
-    if not may_cancel(requester.role, own=row.requested_by == requester.name):
-        session.rollback()
-        raise CommandRefused(
-            f"the {requester.role} role may cancel only its own commands; "
-            f"this one was sent by {row.requested_by}"
-        )
+    _check_may_cancel(session, requester, row.requested_by)
     cancelled = session.execute(
         text(
             "UPDATE command SET status = 'cancelled', finished_at = now(), cancelled_by = :by,"

@@ -1,13 +1,14 @@
 """A command's life as pure rules: its states, the moves between them, and when to resend.
 
 queued -> sent -> succeeded / failed / rejected, or expired / cancelled on the way.
-The sender and ingest apply these rules to the ``command`` rows; nothing here does I/O.
+The sender and ingest apply these rules (the sender's give-up and expiry, set-based,
+in its SQL: commands/sender.py) to the ``command`` rows; nothing here does I/O.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 
 from shared.messages import CommandStatus
@@ -85,20 +86,3 @@ class ResendPolicy:
         """How long to wait for a result after send number ``attempt`` (1-based)."""
         seconds = self.first_timeout_s * self.factor ** max(0, attempt - 1)
         return timedelta(seconds=min(seconds, self.max_timeout_s))
-
-
-@dataclass(frozen=True, slots=True)
-class Overdue:
-    """What the sender does with a sent command whose result is late."""
-
-    resend: bool
-    reason: str = ""
-
-
-def when_overdue(attempts: int, max_attempts: int, expires_at: datetime, now: datetime) -> Overdue:
-    """Send again, or give up: the attempts are spent or the command expired meanwhile."""
-    if now >= expires_at:
-        return Overdue(False, f"no result before it expired at {expires_at:%Y-%m-%d %H:%M:%S %Z}")
-    if attempts >= max_attempts:
-        return Overdue(False, f"no result after {attempts} attempt(s)")
-    return Overdue(True)

@@ -64,33 +64,33 @@ def final(session: Session, command_id: str) -> CommandView:
     return wait_until(done, f"command {command_id} to finish", WAIT_S)
 
 
+def account(broker: RunningBroker, username: str, secret: str) -> MqttClientSettings:
+    return MqttClientSettings(
+        host=broker.host, port=broker.port, username=username, password=SecretStr(secret)
+    )
+
+
+def start_ingest(
+    broker: RunningBroker, secret: str, client_id: str, database_url: str
+) -> IngestThread:
+    settings = IngestSettings(
+        mqtt=account(broker, "tms-ingest", secret),
+        client_id=client_id,
+        batch_interval_ms=50,
+        metrics_port=free_port(),
+    )
+    return IngestThread(settings, database_url).start()
+
+
 @pytest.fixture
 def loop(mosquitto_broker: RunningBroker, database_url: str) -> Iterator[Loop]:
     broker = mosquitto_broker
     secret = broker.provision_terminal(SERIAL, customer="Loop Test")
     console_secret = broker.service_account(AccountKind.CONSOLE, "tms-console")
     ingest_secret = broker.service_account(AccountKind.INGEST, "tms-ingest")
-    ingest = IngestThread(
-        IngestSettings(
-            mqtt=MqttClientSettings(
-                host=broker.host,
-                port=broker.port,
-                username="tms-ingest",
-                password=SecretStr(ingest_secret),
-            ),
-            client_id="tms-ingest-loop",
-            batch_interval_ms=50,
-            metrics_port=free_port(),
-        ),
-        database_url,
-    ).start()
+    ingest = start_ingest(broker, ingest_secret, "tms-ingest-loop", database_url)
     link = MqttLink(
-        MqttClientSettings(
-            host=broker.host,
-            port=broker.port,
-            username="tms-console",
-            password=SecretStr(console_secret),
-        ),
+        account(broker, "tms-console", console_secret),
         subscriptions=[topics.COMMAND_REQUEST_FILTER],
     )
     # A burst of 3 and next to no refill: the rate test's outcome does not depend on speed.
@@ -240,14 +240,7 @@ def test_a_lost_result_is_recovered_by_the_resend_without_a_second_run(
     secret = broker.provision_terminal(SERIAL, customer="Loop Test")
     console_secret = broker.service_account(AccountKind.CONSOLE, "tms-console")
     ingest_secret = broker.service_account(AccountKind.INGEST, "tms-ingest")
-    link = MqttLink(
-        MqttClientSettings(
-            host=broker.host,
-            port=broker.port,
-            username="tms-console",
-            password=SecretStr(console_secret),
-        )
-    )
+    link = MqttLink(account(broker, "tms-console", console_secret))
     link.start()
     assert link.wait_connected(WAIT_S)
     fleet = FleetThread([(SERIAL, secret)], mqtt_of(broker))
@@ -271,20 +264,7 @@ def test_a_lost_result_is_recovered_by_the_resend_without_a_second_run(
                 "the first run's result to be published",
                 WAIT_S,
             )
-            ingest = IngestThread(
-                IngestSettings(
-                    mqtt=MqttClientSettings(
-                        host=broker.host,
-                        port=broker.port,
-                        username="tms-ingest",
-                        password=SecretStr(ingest_secret),
-                    ),
-                    client_id="tms-ingest-lost",
-                    batch_interval_ms=50,
-                    metrics_port=free_port(),
-                ),
-                database_url,
-            ).start()
+            ingest = start_ingest(broker, ingest_secret, "tms-ingest-lost", database_url)
             try:
                 assert queue.get_command(session, command.id).state == "sent"  # type: ignore[union-attr]
                 scalar(database_url, "UPDATE command SET due_at = now() RETURNING id")
