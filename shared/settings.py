@@ -229,6 +229,20 @@ class CommandSettings(_Section):
     request_burst: int = Field(default=20, ge=1, le=10_000)
 
 
+class SupervisionSettings(_Section):
+    """How `tms up` restarts a part that dies (tms/supervision_policy.py)."""
+
+    # First restart after this long, doubled after each quick failure, up to the cap.
+    restart_delay_s: float = Field(default=0.5, gt=0, le=3600)
+    restart_delay_max_s: float = Field(default=30.0, gt=0, le=3600)
+    # A part that ran this long after it became ready starts again from the first delay.
+    healthy_after_s: float = Field(default=60.0, gt=0)
+    # A part that fails this many starts in a row (exits or is not ready in time)
+    # stops the platform: it cannot start at all, and restarting it would only hide why.
+    give_up_after: int = Field(default=5, ge=1, le=1000)
+    start_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+
+
 class Settings(_Section):
     """Everything, loaded once at start-up; each component takes only its own section."""
 
@@ -242,6 +256,7 @@ class Settings(_Section):
     simulate: SimulateSettings = SimulateSettings()
     alerts: AlertSettings = AlertSettings()
     notify: NotifySettings = NotifySettings()
+    supervision: SupervisionSettings = SupervisionSettings()
 
 
 ENV_PREFIX = "TMS_"
