@@ -94,6 +94,10 @@ class BrokerSettings(_Section):
     # disconnects its client before the broker buffers it (a 100 MB publish was stored
     # whole). EMQX: mqtt.max_packet_size in deploy/emqx.
     max_packet_bytes: int = Field(default=69_632, ge=1024, le=268_435_455)
+    # Mosquitto writes its persistence file (sessions, queues, retained) every this many
+    # seconds, not only at a clean exit: a SIGKILL loses at most this much, and ingest's
+    # session survives a crash soon after it was made. Each save writes the whole file.
+    autosave_s: int = Field(default=2, ge=1, le=86_400)
 
 
 class IngestSettings(_Section):
