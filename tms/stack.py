@@ -1,5 +1,5 @@
-"""The platform on one host, as `tms up` runs it: every part started in order, watched,
-and stopped in reverse order on Ctrl-C or SIGTERM."""
+"""The platform on one host, as `tms up` runs it: every part started in order, restarted
+when it dies (tms/supervision.py), and stopped in reverse order on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from shared.errors import TMSError
 from shared.models import AccountKind
 from shared.ports import PortInUseError, ensure_port_free, port_accepts
 from shared.settings import MqttClientSettings, Settings
-from tms.children import Child, child_env, http_ok
+from tms.children import Child, PostgresPart, child_env, http_ok
 from tms.platform_database import (
     HOLDER_STOPPED,
     HOLDER_UP,
@@ -31,6 +31,9 @@ from tms.platform_database import (
     record_database_kind,
 )
 from tms.postgres import EmbeddedPostgres
+from tms.supervision import Supervisor
+from tms.supervision_policy import RestartPolicy
+from tms.supervision_status import STATUS_FILE_ENV, STATUS_FILE_NAME
 
 INGEST_ACCOUNT = "tms-ingest"
 # How long `tms up` waits for a `tms` command using the stopped platform's database.
@@ -88,6 +91,8 @@ class Platform:
         self.cluster: EmbeddedPostgres | None = None
         self.postgres: EmbeddedPostgres | None = None
         self.children: list[Child] = []
+        self.supervisor: Supervisor | None = None
+        self.admin_password: str | None = None
         self.database_url = ""
         self.killed_before = False
 
@@ -163,7 +168,12 @@ class Platform:
             return
         assert self.cluster is not None
         self.cluster.password = stored["database_password"]
-        self.postgres = self.cluster
+        # The server is a second object on the same cluster: it holds no lock, so
+        # stopping it (or a restart that fails) never lets go of the data directory,
+        # which self.cluster keeps locked for as long as `tms up` runs.
+        self.postgres = EmbeddedPostgres(
+            self.cluster.root, self.cluster.port, stored["database_password"]
+        )
         self.postgres.start()
         self.database_url = self.postgres.url
 
@@ -280,6 +290,7 @@ class Platform:
                         "TMS_CONSOLE_SECRET_KEY": stored["console_secret_key"],
                         "TMS_CONSOLE_HOST": s.console.host,
                         "TMS_CONSOLE_PORT": str(s.console.port),
+                        STATUS_FILE_ENV: str(self.status_file),
                     }
                 ),
                 logs / "console.log",
@@ -299,7 +310,7 @@ class Platform:
                     }
                 ),
                 logs / "commands.log",
-                ready=_log_grows_with(logs / "commands.log", "connected to the broker"),
+                ready_log_line="connected to the broker",
             )
         )
 
@@ -338,10 +349,27 @@ class Platform:
                     self.data_dir / "logs" / "simulator.log",
                 )
             )
-        for child in self.children:
-            child.start()
-            child.wait_ready(timeout=60)
-        self._banner(admin_password)
+        self.admin_password = admin_password
+        self.supervisor = self._supervisor()
+
+    @property
+    def status_file(self) -> Path:
+        return self.data_dir / STATUS_FILE_NAME
+
+    def _supervisor(self) -> Supervisor:
+        s = self.settings.supervision
+        policy = RestartPolicy(
+            first_delay_s=s.restart_delay_s,
+            max_delay_s=max(s.restart_delay_max_s, s.restart_delay_s),
+            healthy_after_s=s.healthy_after_s,
+            give_up_after=s.give_up_after,
+        )
+        supervisor = Supervisor(
+            self.children, policy, s.start_timeout_s, self.status_file, say=self.say
+        )
+        if self.postgres is not None:
+            supervisor.adopt(PostgresPart(self.postgres))
+        return supervisor
 
     def _banner(self, admin_password: str | None) -> None:
         s = self.settings
@@ -374,6 +402,8 @@ class Platform:
             lines.append(f"  Fleet     {self.options.simulate} simulated TC-200 terminals")
         lines += [
             f"  Data      {self.data_dir} (logs in {self.data_dir / 'logs'})",
+            f'  Health    http://{s.console.host}:{s.console.port}/healthz ("platform": each '
+            f"part's state and restarts; also in {self.status_file})",
             "Press Ctrl-C to stop.",
             "",
         ]
@@ -382,16 +412,10 @@ class Platform:
     # -- running and stopping -------------------------------------------------
 
     def watch(self, stop: threading.Event) -> int:
-        """Block until asked to stop (0) or until a part dies on its own (1)."""
-        while not stop.wait(0.5):
-            if self.postgres is not None and self.postgres.exited():
-                self.say(f"tms up: PostgreSQL stopped unexpectedly:\n{self.postgres.log_tail()}")
-                return 1
-            for child in self.children:
-                if not child.alive():
-                    self.say(f"tms up: {child.name} stopped unexpectedly:\n{child.log_tail()}")
-                    return 1
-        return 0
+        """Start the parts and keep them running until asked to stop (0), or until one
+        cannot start (1); a part that dies meanwhile is restarted."""
+        assert self.supervisor is not None, "start() first"
+        return self.supervisor.run(stop, on_all_ready=lambda: self._banner(self.admin_password))
 
     def started_anything(self) -> bool:
         """Whether a process of the platform was started (and so has to be stopped)."""
@@ -399,6 +423,8 @@ class Platform:
         return owned_database or any(child.process is not None for child in self.children)
 
     def shutdown(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.mark("stopping")
         for child in reversed(self.children):
             if child.alive():
                 self.say(f"stopping {child.name}")
@@ -410,23 +436,10 @@ class Platform:
             if self.postgres.owned:
                 self.say("stopping PostgreSQL")
             self.postgres.stop()
+        if self.supervisor is not None:
+            self.supervisor.mark("stopped")
         if self.cluster is not None:
             self.cluster.unlock()
-
-
-def _log_grows_with(path: Path, text: str) -> Callable[[], bool]:
-    """Ready once ``text`` is written to the log after now (the log is appended to)."""
-    start = path.stat().st_size if path.exists() else 0
-
-    def ready() -> bool:
-        try:
-            with path.open("rb") as log:
-                log.seek(start)
-                return text.encode() in log.read()
-        except OSError:
-            return False
-
-    return ready
 
 
 def _serials_query(serials: list[str]) -> Any:
