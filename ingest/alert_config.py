@@ -98,12 +98,27 @@ class HeartbeatDefaults(_Config):
 
 
 class StormRule(_Config):
+    """More than ``max_alerts_per_minute`` new alerts within ``window_s`` open an incident
+    that groups the alerts after them; it is notified when it opens, every
+    ``summary_interval_s`` while it grows, and when it closes (see ``ingest.storm_plan``)."""
+
     max_alerts_per_minute: int = Field(default=20, ge=1)
     window_s: float = Field(default=60.0, gt=0)
-    # The incident's one notification waits this long so that its count is meaningful.
+    # The opening notification waits this long so that its first count is meaningful.
     settle_s: float = Field(default=30.0, ge=0)
-    # An incident closes after this long without a new alert.
+    # While alerts keep joining, a summary of what joined goes out this often.
+    summary_interval_s: float = Field(default=300.0, gt=0)
+    # An incident closes after this long without a new alert...
     quiet_s: float = Field(default=300.0, gt=0)
+    # ...or at this age, so that a storm that never ends is still told in bounded
+    # pieces: if it goes on, the next alerts open a new incident.
+    max_duration_s: float = Field(default=3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _lengths(self) -> StormRule:
+        if self.max_duration_s <= self.settle_s:
+            raise ValueError("max_duration_s must be longer than settle_s")
+        return self
 
 
 class Route(_Config):
@@ -113,7 +128,8 @@ class Route(_Config):
     email: list[str] = []
     webhook: str | None = Field(default=None, pattern=r"^https?://")
     secret_env: str | None = None
-    incidents: bool = True  # also receives storm incidents (which span customers)
+    # Also receives storm incidents (which span customers); false: each alert alone, always.
+    incidents: bool = True
 
     @model_validator(mode="after")
     def _target(self) -> Route:

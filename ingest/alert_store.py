@@ -1,36 +1,33 @@
-"""Apply alert actions in PostgreSQL: one open alert per scope and kind, storms, outbox.
+"""Apply alert actions in PostgreSQL: one open alert per scope and kind, and its outbox rows.
 
 Runs inside the caller's transaction (the batch's, or the sweep's), so an alert and
 its notification rows commit together with what caused them or not at all. New
-alerts are counted per minute under an advisory lock; beyond the storm limit they
-join one incident, which gets one notification instead of one per alert.
+alerts are notified alone, unless ``ingest.incident_store`` folds them into a storm
+incident: then the routes that receive incidents count them in its notifications,
+and only the routes that do not still get each alert alone.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import psycopg
 
-from ingest.alert_config import AlertConfig, Route, Severity
+from ingest.alert_config import AlertConfig, Severity
 from ingest.alert_plan import (
     AlertAction,
     OpenAlert,
     OpenAlertRow,
     OpenAlerts,
     ResolveAlert,
-    StormPlan,
-    incident_routes,
     merge_opens,
     routes_for,
-    storm_plan,
 )
-
-STORM_LOCK = 0x746D7301  # pg_advisory_xact_lock key: one storm decision at a time
+from ingest.incident_store import group_new_alerts
+from ingest.outbox import OutboxRow, enqueue, outbox_rows
 
 SQL_OPEN_ALERTS = """
 SELECT scope, kind, last_seen_at FROM alert WHERE status <> 'resolved' AND kind = ANY(%s::text[])
@@ -58,33 +55,6 @@ FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[]) AS v(scope, k
 WHERE a.scope = v.scope AND a.kind = v.kind AND a.status <> 'resolved'
 """
 
-SQL_RECENT = "SELECT count(*) FROM alert WHERE raised_at > now() - make_interval(secs => %s)"
-SQL_OPEN_INCIDENT = (
-    "SELECT id FROM incident WHERE status = 'open' ORDER BY id DESC LIMIT 1 FOR UPDATE"
-)
-SQL_NEW_INCIDENT = """
-INSERT INTO incident (status, severity, summary, alert_count, opened_at, last_alert_at)
-VALUES ('open', %s, %s, 0, now(), now()) RETURNING id
-"""
-SQL_GATHER = """
-UPDATE alert SET incident_id = %s
-WHERE incident_id IS NULL AND status <> 'resolved'
-  AND (raised_at > now() - make_interval(secs => %s) OR id = ANY(%s::int[]))
-RETURNING id
-"""
-SQL_COUNT_INCIDENT = """
-UPDATE incident SET alert_count = alert_count + %s, last_alert_at = now() WHERE id = %s
-"""
-SQL_MERGE_OUTBOX = """
-UPDATE notification_outbox SET status = 'merged'
-WHERE status = 'pending' AND alert_id = ANY(%s::int[])
-"""
-SQL_ENQUEUE = """
-INSERT INTO notification_outbox (alert_id, incident_id, route, channel, target, payload,
-                                 status, attempts, next_attempt_at)
-SELECT * FROM unnest(%s::int[], %s::int[], %s::text[], %s::text[], %s::text[], %s::jsonb[],
-                     %s::text[], %s::int[], %s::timestamptz[])
-"""
 SQL_CUSTOMERS = "SELECT id, name FROM customer WHERE id = ANY(%s::int[])"
 SQL_SERIALS = "SELECT id, serial FROM terminal WHERE id = ANY(%s::int[])"
 
@@ -123,44 +93,6 @@ async def open_alerts(conn: psycopg.AsyncConnection[Any], kinds: list[str]) -> O
     return {(scope, kind): OpenAlertRow(scope, kind, last) async for scope, kind, last in cursor}
 
 
-def _outbox_rows(
-    routes: list[Route],
-    alert_id: int | None,
-    incident_id: int | None,
-    payload: dict[str, Any],
-    due: datetime,
-) -> list[tuple[Any, ...]]:
-    rows = []
-    for route in routes:
-        body = json.dumps(payload)
-        if route.email:
-            target = ",".join(route.email)
-            rows.append(
-                (alert_id, incident_id, route.name, "email", target, body, "pending", 0, due)
-            )
-        if route.webhook:
-            rows.append(
-                (
-                    alert_id,
-                    incident_id,
-                    route.name,
-                    "webhook",
-                    route.webhook,
-                    body,
-                    "pending",
-                    0,
-                    due,
-                )
-            )
-    return rows
-
-
-async def _enqueue(conn: psycopg.AsyncConnection[Any], rows: list[tuple[Any, ...]]) -> int:
-    if rows:
-        await conn.execute(SQL_ENQUEUE, _columns(rows, 9))
-    return len(rows)
-
-
 async def _names(conn: psycopg.AsyncConnection[Any], sql: str, ids: set[int]) -> dict[int, str]:
     if not ids:
         return {}
@@ -169,11 +101,18 @@ async def _names(conn: psycopg.AsyncConnection[Any], sql: str, ids: set[int]) ->
 
 
 async def _notify_each(
-    conn: psycopg.AsyncConnection[Any], config: AlertConfig, new: list[_NewAlert], now: datetime
+    conn: psycopg.AsyncConnection[Any],
+    config: AlertConfig,
+    new: list[_NewAlert],
+    now: datetime,
+    grouped: bool,
 ) -> int:
+    """Queue each alert to its routes; once grouped, only to routes that take no incidents."""
+    if not any(not grouped or not route.incidents for route in config.routes):
+        return 0
     customers = await _names(conn, SQL_CUSTOMERS, {a.customer_id for a in new if a.customer_id})
     serials = await _names(conn, SQL_SERIALS, {a.terminal_id for a in new if a.terminal_id})
-    rows: list[tuple[Any, ...]] = []
+    rows: list[OutboxRow] = []
     for alert in new:
         customer = customers.get(alert.customer_id) if alert.customer_id else None
         payload = {
@@ -188,56 +127,10 @@ async def _notify_each(
             "first_seen_at": alert.first_seen_at.isoformat(),
         }
         routes = routes_for(config.routes, alert.severity, customer)
-        rows.extend(_outbox_rows(routes, alert.id, None, payload, now))
-    return await _enqueue(conn, rows)
-
-
-async def _storm_control(
-    conn: psycopg.AsyncConnection[Any], config: AlertConfig, new: list[_NewAlert], now: datetime
-) -> tuple[int, int | None]:
-    """Notify the new alerts, or fold them into the open incident; (notifications, incident)."""
-    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (STORM_LOCK,))
-    storm = config.storm
-    recent_row = await (await conn.execute(SQL_RECENT, (storm.window_s,))).fetchone()
-    incident_row = await (await conn.execute(SQL_OPEN_INCIDENT)).fetchone()
-    recent = recent_row[0] if recent_row else 0
-    plan = storm_plan(recent, storm.max_alerts_per_minute, incident_row is not None)
-    ids = [alert.id for alert in new]
-    if plan is StormPlan.NOTIFY_EACH:
-        return await _notify_each(conn, config, new, now), None
-    if plan is StormPlan.JOIN_INCIDENT:
-        assert incident_row is not None
-        incident_id = incident_row[0]
-        await conn.execute(
-            "UPDATE alert SET incident_id = %s WHERE id = ANY(%s)", (incident_id, ids)
-        )
-        await conn.execute(SQL_COUNT_INCIDENT, (len(ids), incident_id))
-        return 0, incident_id
-    severity = max((alert.severity for alert in new), key=lambda s: s.rank)
-    summary = (
-        f"alert storm: more than {storm.max_alerts_per_minute} alerts within {storm.window_s:g} s"
-    )
-    row = await (await conn.execute(SQL_NEW_INCIDENT, (severity.value, summary))).fetchone()
-    assert row is not None
-    incident_id = row[0]
-    gathered = [
-        r[0]
-        for r in await (
-            await conn.execute(SQL_GATHER, (incident_id, storm.window_s, ids))
-        ).fetchall()
-    ]
-    await conn.execute(SQL_COUNT_INCIDENT, (len(gathered), incident_id))
-    # Alerts notified a moment ago but not yet sent are told as part of the incident.
-    await conn.execute(SQL_MERGE_OUTBOX, (gathered,))
-    payload = {
-        "type": "incident",
-        "id": incident_id,
-        "severity": severity.value,
-        "summary": summary,
-    }
-    due = now + timedelta(seconds=storm.settle_s)
-    rows = _outbox_rows(incident_routes(config.routes, severity), None, incident_id, payload, due)
-    return await _enqueue(conn, rows), incident_id
+        if grouped:
+            routes = [route for route in routes if not route.incidents]
+        rows.extend(outbox_rows(routes, alert.id, None, payload, now))
+    return await enqueue(conn, rows)
 
 
 async def apply_actions(
@@ -294,5 +187,8 @@ async def apply_actions(
             result.repeated += 1
     result.opened = len(new)
     if new:
-        result.notifications, result.incident_id = await _storm_control(conn, config, new, now)
+        grouping = [(alert.id, alert.severity) for alert in new]
+        result.incident_id = await group_new_alerts(conn, config, grouping, now)
+        grouped = result.incident_id is not None
+        result.notifications = await _notify_each(conn, config, new, now, grouped)
     return result

@@ -89,6 +89,9 @@ async def sweep_loop(
         if result.alerts is not None:
             counters.alerts_opened += result.alerts.opened
             counters.alerts_resolved += result.alerts.resolved
+        told = result.incidents
+        if told is not None and (told.notices or told.closed):
+            log.info("storm incidents: %d notified, %d closed", told.notices, told.closed)
 
     await _every(stop, interval_s, "alert sweep", once)
 

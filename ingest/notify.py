@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 
 from ingest.alert_config import AlertConfig
+from ingest.storm_plan import DIMENSIONS, top
 from shared.settings import NotifySettings
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,51 @@ def retry_delay(attempts: int, first_s: float, max_s: float) -> float:
     return min(max_s, first_s * 2 ** max(attempts - 1, 0))
 
 
+def _breakdown_lines(counts: Mapping[str, Mapping[str, int]]) -> list[str]:
+    lines = []
+    for dimension in DIMENSIONS:
+        shown, left_out = top(counts.get(dimension, {}))
+        if shown:
+            more = f" (+{left_out} more)" if left_out else ""
+            entries = ", ".join(f"{value} {count}" for value, count in shown)
+            lines.append(f"  by {dimension}: {entries}{more}")
+    return lines
+
+
+def render_incident(payload: Mapping[str, Any]) -> Notification:
+    """An incident's notification: what joined since the previous one, and the totals."""
+    event, total, new = payload["event"], payload["alert_count"], payload["new_count"]
+    head = f"[TMS {payload['severity']}] incident #{payload['id']}"
+    subject = {
+        "opened": f"{head} opened: {total} alerts",
+        "summary": f"{head}: {new} more alerts, {total} in all",
+    }.get(event, f"{head} closed: {total} alerts in all")
+    lines = [
+        payload["summary"],
+        f"Opened {payload['opened_at']}, last alert {payload['last_alert_at']}.",
+    ]
+    if event == "closed":
+        if payload.get("close_reason") == "max-length":
+            lines.append(
+                f"Closed at {payload['at']}: it reached its maximum length; if the storm goes"
+                " on, the next alerts open a new incident."
+            )
+        else:
+            lines.append(f"Closed at {payload['at']}: no new alert since the last one.")
+    if payload.get("previous_at"):
+        lines.append(f"Since the previous notification ({payload['previous_at']}): {new} alerts")
+        lines.extend(_breakdown_lines(payload.get("new", {})))
+    lines.append(f"In all: {total} alerts")
+    lines.extend(_breakdown_lines(payload.get("totals", {})))
+    lines.append("Every alert is on the console's Alerts page.")
+    return Notification(subject, "\n".join(lines), dict(payload))
+
+
 def render(payload: Mapping[str, Any], incident: tuple[Any, ...] | None) -> Notification:
-    """The text of one notification; an incident's count is read at send time."""
+    """The text of one notification (an incident's is what was counted when it was queued)."""
+    if payload.get("type") == "incident" and "event" in payload:
+        return render_incident(payload)
+    # A row queued before incidents had summaries: its count is read at send time.
     if payload.get("type") == "incident" and incident is not None:
         count, summary, severity, opened_at = incident
         body = {**payload, "alert_count": count, "opened_at": opened_at.isoformat()}
@@ -171,7 +215,7 @@ class OutboxWorker:
             rows = await (await conn.execute(SQL_DUE, (limit,))).fetchall()
             for row in rows:
                 incident = None
-                if row[2] is not None:
+                if row[2] is not None and "event" not in (row[6] or {}):
                     incident = await (await conn.execute(SQL_INCIDENT, (row[2],))).fetchone()
                 try:
                     await asyncio.to_thread(self._deliver, row, incident)

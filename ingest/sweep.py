@@ -1,12 +1,13 @@
-"""The periodic sweep: missed heartbeats, status alerts, quiet incidents, open-alert count.
+"""The periodic sweep: missed heartbeats, status alerts, storm incidents, open-alert count.
 
 Every ``sweep_interval_s`` (1 s by default) one transaction marks terminals whose
 last heartbeat is older than N intervals offline ("heartbeat missed", with a
 status_change row), and a second one reads the terminals that are offline or in
 error with their whole store-PC groups, plans the alerts (``ingest.alert_plan``)
-and applies them. Working from the database, not from memory, keeps this right
-across restarts and with several ingest processes; an advisory lock lets one
-process at a time plan alerts.
+and applies them. A third one notifies, summarises and closes storm incidents when
+they are due (``ingest.incident_store``): their schedule is the sweep's. Working
+from the database, not from memory, keeps this right across restarts and with
+several ingest processes; advisory locks let one process at a time decide.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import psycopg
 from ingest.alert_config import KIND_ERROR, KIND_OFFLINE, KIND_PC_OFFLINE, AlertConfig
 from ingest.alert_plan import TerminalSnapshot, plan_status_alerts
 from ingest.alert_store import ApplyResult, apply_actions, open_alerts
+from ingest.incident_store import TickResult, incident_tick
 from ingest.status import REASON_HEARTBEAT_MISSED
 
 log = logging.getLogger(__name__)
@@ -71,11 +73,6 @@ WHERE t.status <> 'decommissioned' AND (
     OR (t.customer_id, t.host_name) IN (SELECT customer_id, host_name FROM hosts))
 """
 
-SQL_CLOSE_INCIDENTS = """
-UPDATE incident SET status = 'closed', closed_at = now()
-WHERE status = 'open' AND last_alert_at < now() - make_interval(secs => %s)
-"""
-
 SQL_OPEN_COUNT = "SELECT count(*) FROM alert WHERE status <> 'resolved'"
 
 
@@ -83,7 +80,7 @@ SQL_OPEN_COUNT = "SELECT count(*) FROM alert WHERE status <> 'resolved'"
 class SweepResult:
     heartbeats_missed: int = 0
     alerts: ApplyResult | None = None
-    incidents_closed: int = 0
+    incidents: TickResult | None = None
     open_alerts: int = 0
 
 
@@ -128,8 +125,7 @@ async def sweep_once(
     async with conn.transaction():
         result.alerts = await status_alerts(conn, config, now)
     async with conn.transaction():
-        cursor = await conn.execute(SQL_CLOSE_INCIDENTS, (config.storm.quiet_s,))
-        result.incidents_closed = max(cursor.rowcount, 0)
+        result.incidents = await incident_tick(conn, config, now)
         row = await (await conn.execute(SQL_OPEN_COUNT)).fetchone()
         result.open_alerts = row[0] if row else 0
     return result

@@ -136,7 +136,7 @@ def test_store_pc_down_raises_one_alert(database_url: str, db: psycopg.Connectio
     assert "4 terminals offline" in message
 
 
-def test_a_storm_becomes_one_incident_notified_once_with_the_count(
+def test_a_storm_becomes_one_incident_notified_when_it_opens(
     database_url: str, db: psycopg.Connection[Any]
 ) -> None:
     for n in range(30):
@@ -146,9 +146,13 @@ def test_a_storm_becomes_one_incident_notified_once_with_the_count(
     assert db.execute("SELECT count(*) FROM alert").fetchone() == (30,)
     incidents = db.execute("SELECT id, alert_count, status FROM incident").fetchall()
     assert [(count, status) for _, count, status in incidents] == [(30, "open")]
-    outbox = db.execute("SELECT alert_id, incident_id, status FROM notification_outbox").fetchall()
-    assert outbox == [(None, incidents[0][0], "pending")]
-    # More alerts during the storm join the incident silently.
+    # One notification instead of 30, queued by the same sweep (settle_s = 0).
+    outbox = db.execute(
+        "SELECT alert_id, incident_id, status, payload->>'event', (payload->>'alert_count')::int"
+        " FROM notification_outbox"
+    ).fetchall()
+    assert outbox == [(None, incidents[0][0], "pending", "opened", 30)]
+    # A later alert joins it; it is counted in the next summary (summary_interval_s on).
     add(db, "TC-LATE", status="offline", host="pc-late", changed_ago_s=1)
     sweep(database_url, cfg)
     assert db.execute("SELECT alert_count FROM incident").fetchone() == (31,)

@@ -107,6 +107,8 @@ def test_config_file_repeats_the_built_in_defaults() -> None:
     assert from_file.status_rules == load_alert_config(None, env={}).status_rules
     assert from_file.metric_rules == load_alert_config(None, env={}).metric_rules
     assert from_file.event_rules == load_alert_config(None, env={}).event_rules
+    assert from_file.storm == load_alert_config(None, env={}).storm
+    assert from_file.host == load_alert_config(None, env={}).host
     raw = tomllib.loads(path.read_text())
     assert raw["status"] == DEFAULT_RULES["status"]
 
