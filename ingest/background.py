@@ -151,6 +151,13 @@ def start_retention_schedule(database_url: str, settings: IngestSettings) -> Asy
 
 
 def make_outbox_worker(settings: NotifySettings, config: AlertConfig) -> OutboxWorker:
+    if not config.routes:
+        # Said once at start: otherwise an empty outbox looks like alerts that were lost.
+        log.warning(
+            "no notification routes in the alert rules: alerts and storm incidents are"
+            " raised and shown in the console, but nobody is notified; add [[route]]"
+            " entries (config/alerts.toml)"
+        )
     return OutboxWorker(settings, config, dict(os.environ))
 
 

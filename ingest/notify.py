@@ -92,6 +92,11 @@ def _breakdown_lines(counts: Mapping[str, Mapping[str, int]]) -> list[str]:
     return lines
 
 
+def _when(iso: str) -> str:
+    """A payload's ISO time for people: to the second, in UTC (lines stay short)."""
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def render_incident(payload: Mapping[str, Any]) -> Notification:
     """An incident's notification: what joined since the previous one, and the totals."""
     event, total, new = payload["event"], payload["alert_count"], payload["new_count"]
@@ -102,18 +107,17 @@ def render_incident(payload: Mapping[str, Any]) -> Notification:
     }.get(event, f"{head} closed: {total} alerts in all")
     lines = [
         payload["summary"],
-        f"Opened {payload['opened_at']}, last alert {payload['last_alert_at']}.",
+        f"Opened {_when(payload['opened_at'])}; last alert {_when(payload['last_alert_at'])}.",
     ]
     if event == "closed":
         if payload.get("close_reason") == "max-length":
-            lines.append(
-                f"Closed at {payload['at']}: it reached its maximum length; if the storm goes"
-                " on, the next alerts open a new incident."
-            )
+            lines.append(f"Closed {_when(payload['at'])}: it reached its maximum length.")
+            lines.append("If the storm goes on, the next alerts open a new incident.")
         else:
-            lines.append(f"Closed at {payload['at']}: no new alert since the last one.")
+            lines.append(f"Closed {_when(payload['at'])}: quiet since its last alert.")
     if payload.get("previous_at"):
-        lines.append(f"Since the previous notification ({payload['previous_at']}): {new} alerts")
+        previous = _when(payload["previous_at"])
+        lines.append(f"Since the previous notification ({previous}): {new} alerts")
         lines.extend(_breakdown_lines(payload.get("new", {})))
     lines.append(f"In all: {total} alerts")
     lines.extend(_breakdown_lines(payload.get("totals", {})))

@@ -17,9 +17,10 @@ from aiosmtpd.controller import Controller
 
 from ingest.alert_config import DEFAULT_RULES, AlertConfig, parse_alert_config
 from ingest.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, OutboxWorker, verify
-from ingest.sweep import sweep_once
+from ingest.sweep import SweepResult, sweep_once
 from shared.ports import free_port
 from shared.settings import NotifySettings
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +53,16 @@ class Hook(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
+def mail_server() -> Iterator[tuple[int, Inbox]]:
+    """A real SMTP server (aiosmtpd) on a free port, and what it received."""
+    port, inbox = free_port(), Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield port, inbox
+    controller.stop()
+
+
+@pytest.fixture
 def hook_server() -> Iterator[str]:
     Hook.received, Hook.fail_first = [], 1
     server = HTTPServer(("127.0.0.1", free_port()), Hook)
@@ -66,21 +77,26 @@ def rules(extra_routes: list[dict[str, Any]]) -> AlertConfig:
     return parse_alert_config({**DEFAULT_RULES, "route": extra_routes}, {"TMS_HOOK": SECRET})
 
 
-def raise_alert(database_url: str, config: AlertConfig, serial: str = "TC-N1") -> None:
+def sweep(database_url: str, config: AlertConfig) -> SweepResult:
+    async def go() -> SweepResult:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            return await sweep_once(conn, config, datetime.now(UTC))
+
+    return asyncio.run(go())
+
+
+def raise_alert(database_url: str, config: AlertConfig, *serials: str) -> None:
+    """Terminals that went offline (TC-N1 unless named), and the sweep that alerts."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("INSERT INTO customer (name) VALUES ('Acme') ON CONFLICT DO NOTHING")
-        conn.execute(
-            "INSERT INTO terminal (serial, customer_id, model, status, status_reason,"
-            " status_changed_at) SELECT %s, id, 'TC-200', 'offline', 'agent disconnected', now()"
-            " FROM customer WHERE name = 'Acme'",
-            (serial,),
-        )
-
-    async def go() -> None:
-        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-            await sweep_once(conn, config, datetime.now(UTC))
-
-    asyncio.run(go())
+        for serial in serials or ("TC-N1",):
+            conn.execute(
+                "INSERT INTO terminal (serial, customer_id, model, status, status_reason,"
+                " status_changed_at) SELECT %s, id, 'TC-200', 'offline', 'agent disconnected',"
+                " now() FROM customer WHERE name = 'Acme'",
+                (serial,),
+            )
+    sweep(database_url, config)
 
 
 def deliver(database_url: str, worker: OutboxWorker) -> int:
@@ -160,3 +176,34 @@ def test_a_notification_that_keeps_failing_is_marked_failed(database_url: str) -
     time.sleep(0.05)  # past the backoff (a lower bound: a busy machine only lengthens it)
     deliver(database_url, worker)
     assert outbox(database_url) == [("email", "failed", 2)]
+
+
+def test_a_storm_incident_is_mailed_when_it_opens_and_when_it_closes_with_its_counts(
+    database_url: str, mail_server: tuple[int, Inbox]
+) -> None:
+    port, inbox = mail_server
+    storm = {"settle_s": 0, "quiet_s": 2, "summary_interval_s": 300}
+    raw = {**DEFAULT_RULES, "storm": storm, "route": [{"name": "ops", "email": ["ops@x.org"]}]}
+    config = parse_alert_config(raw, {})
+    settings = NotifySettings(
+        smtp_host="127.0.0.1", smtp_port=port, timeout_s=30, smtp_from="tms@example.com"
+    )
+    worker = OutboxWorker(settings, config, {})
+    raise_alert(database_url, config, *(f"TC-N{n:02d}" for n in range(25)))
+    raise_alert(database_url, config, "TC-LATE1", "TC-LATE2", "TC-LATE3")
+    # The sweep, as the daemon runs it, closes the incident once it has been quiet.
+    wait_until(
+        lambda: (told := sweep(database_url, config).incidents) and told.closed,
+        "the quiet incident's close",
+    )
+    assert deliver(database_url, worker) == 2
+    subjects = [m.content.decode() for m in inbox.messages]
+    opened, closed = subjects
+    assert "Subject: [TMS critical] incident #" in opened
+    assert " opened: 25 alerts" in opened
+    assert "by kind: offline 25" in opened
+    assert " closed: 28 alerts in all" in closed
+    assert "): 3 alerts" in closed  # since the opening notification
+    assert "by customer: Acme 28" in closed
+    assert all(m.rcpt_tos == ["ops@x.org"] for m in inbox.messages)
+    assert deliver(database_url, worker) == 0

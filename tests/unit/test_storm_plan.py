@@ -160,10 +160,12 @@ def test_incident_mails_say_what_joined_and_the_totals() -> None:
     )
     note = render_incident(closed)
     assert note.subject == "[TMS critical] incident #7 closed: 33 alerts in all"
-    assert "Since the previous notification (2026-11-22T12:00:30+00:00): 8 alerts" in note.text
+    assert "Since the previous notification (2026-11-22 12:00:30 UTC): 8 alerts" in note.text
     assert "by customer: C0 1, C1 1, C2 1, C3 1, C4 1 (+3 more)" in note.text
     assert "maximum length" in note.text
     assert note.body["totals"]["kind"] == {"offline": 28, "error": 5}
+    # Plain lines a mail client shows as written (no quoted-printable folding).
+    assert max(len(line) for line in note.text.splitlines()) <= 78
 
 
 def test_an_incident_notification_from_before_summaries_still_renders() -> None:
