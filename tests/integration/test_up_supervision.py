@@ -49,15 +49,15 @@ def _part(platform: Platform, name: str) -> dict[str, Any]:
     return part
 
 
-def _back_with_restarts(platform: Platform, name: str, restarts: int) -> dict[str, Any] | None:
-    """The part's status once it runs again after ``restarts`` restarts, else None."""
+def _back_with_restarts(platform: Platform, name: str, restarts: int) -> dict[str, Any]:
+    """The part's status once it runs again after ``restarts`` restarts, else {}."""
     try:
         part = _part(platform, name)
     except OSError:
-        return None
+        return {}
     if part["state"] == "running" and part["restarts"] == restarts:
         return part
-    return None
+    return {}
 
 
 def _tree(platform: Platform) -> list[psutil.Process]:
