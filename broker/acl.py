@@ -145,6 +145,24 @@ def is_allowed(kind: AccountKind, username: str, access: Access, topic: str) -> 
     return False
 
 
+# The only topics on which a broker may keep a message (the retain flag): a terminal's
+# presence, which its last will also sets. A retained heartbeat, event or result would
+# be handed again to every new subscriber and written again by ingest, so each broker
+# refuses such a publish like one on a forbidden topic (tms_auth.c gets this filter as
+# plugin_opt_retain_filter; amqtt and EMQX are given it from here).
+RETAINABLE_FILTERS = (f"{_ROOT}/+/status",)
+
+
+def may_retain(topic: str) -> bool:
+    """May a message published to ``topic`` carry the retain flag?"""
+    try:
+        topics.check_publish_topic(topic)
+    except TopicError:
+        return False
+    levels = topic.split("/")
+    return any(_covers(f.split("/"), levels) for f in RETAINABLE_FILTERS)
+
+
 @dataclass(frozen=True, slots=True)
 class AclAccount:
     """What the ACL renderer needs to know about one broker account."""

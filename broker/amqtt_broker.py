@@ -10,6 +10,17 @@ cleans the session first and authenticates afterwards.
 ``WatchedHandler`` enforces the keepalive that amqtt ignores: a connection silent
 for 1.5x its keepalive is closed as a network failure, so its last will is sent.
 
+Two limits Mosquitto applies in its own way are added here: each connection's reader
+is a ``LimitedReader`` (``[broker] max_packet_bytes``: an over-size packet ends the
+connection before it is read), and a PUBLISH or will with the retain flag outside
+``broker.acl.RETAINABLE_FILTERS`` is refused. amqtt's topic plugins are asked with the
+topic alone, so the retain flag is looked at where the broker takes the message in.
+
+And a leak is closed: at every CONNECT amqtt hands the client the retained messages
+matching *any* filter any session subscribed to, unchecked, so a terminal connecting
+after ingest subscribed to ``tms/v1/+/status`` got every terminal's presence. Retained
+messages now go only to a session subscribed to the filter, as a subscription brings.
+
 The code below mirrors amqtt 0.12.1's private ``_initialize_client_session``; the
 service refuses other amqtt versions rather than guess at their internals.
 """
@@ -23,7 +34,7 @@ from typing import Any
 
 import amqtt
 from amqtt.adapters import ReaderAdapter, WriterAdapter
-from amqtt.broker import Broker
+from amqtt.broker import Broker, BrokerConfig
 from amqtt.contexts import Action as AmqttAction
 from amqtt.contexts import ListenerConfig
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
@@ -32,7 +43,9 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session as AmqttSession
 from amqtt.utils import gen_client_id
 
+from broker.acl import may_retain
 from broker.errors import BrokerError
+from broker.packet_limit import LimitedReader
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +77,36 @@ class WatchedHandler(BrokerProtocolHandler):
 class GuardedBroker(Broker):
     """An amqtt Broker that authenticates a CONNECT before touching any session."""
 
+    def __init__(self, config: dict[str, Any] | BrokerConfig, max_packet_bytes: int) -> None:
+        super().__init__(config)
+        self.max_packet_bytes = max_packet_bytes
+
+    async def _client_connected(
+        self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter
+    ) -> None:
+        peer = writer.get_peer_info()
+        where = f"{peer[0]}:{peer[1]}" if peer else "an unknown address"
+        limited = LimitedReader(reader, self.max_packet_bytes, where)
+        await super()._client_connected(listener_name, limited, writer)
+
+    async def _handle_message_delivery(
+        self,
+        client_session: AmqttSession,
+        handler: BrokerProtocolHandler,
+        wait_deliver: asyncio.Future[Any],
+    ) -> bool:
+        message = wait_deliver.result()
+        if message is not None and message.retain and not may_retain(message.topic):
+            # As a publish on a forbidden topic: acknowledged (3.1.1 cannot say no),
+            # neither delivered nor kept, and the client stays connected.
+            log.info(
+                "%s may not retain a message on %s: dropped",
+                client_session.client_id,
+                message.topic,
+            )
+            return True
+        return await super()._handle_message_delivery(client_session, handler, wait_deliver)
+
     async def _refuse(self, writer: WriterAdapter, session: AmqttSession, why: str) -> None:
         log.warning(
             "CONNECT refused (%s): client id %r, user %r, from %s",
@@ -82,6 +125,8 @@ class GuardedBroker(Broker):
     async def _will_allowed(self, session: AmqttSession) -> bool:
         if not session.will_flag or session.will_topic is None:
             return True
+        if session.will_retain and not may_retain(session.will_topic):
+            return False
         return await self._topic_filtering(session, session.will_topic, AmqttAction.PUBLISH)
 
     async def _initialize_client_session(
@@ -104,7 +149,9 @@ class GuardedBroker(Broker):
         if not await Broker._authenticate(self, incoming, ListenerConfig()):
             await self._refuse(writer, incoming, "bad username or secret")
         if not await self._will_allowed(incoming):
-            await self._refuse(writer, incoming, f"will topic {incoming.will_topic!r} not allowed")
+            await self._refuse(
+                writer, incoming, f"will on {incoming.will_topic!r} not allowed (topic or retain)"
+            )
 
         client_id = incoming.client_id
         existing = self._sessions.get(client_id) if client_id else None
@@ -139,6 +186,15 @@ class GuardedBroker(Broker):
         # Already done in _initialize_client_session, before the session was touched;
         # counting it twice would double the brute-force counters.
         return True
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: AmqttSession
+    ) -> None:
+        topic_filter = subscription[0]
+        subscribers = self._subscriptions.get(topic_filter, [])
+        if not any(subscriber.client_id == session.client_id for subscriber, _ in subscribers):
+            return  # a filter of someone else's, which amqtt offers every new connection
+        await super()._publish_retained_messages_for_subscription(subscription, session)
 
     def connected_sessions(self) -> list[tuple[AmqttSession, BrokerProtocolHandler]]:
         return [

@@ -88,7 +88,9 @@ class AmqttService:
 
     async def start(self) -> None:
         self.cache.replace(await asyncio.to_thread(_load, self.engine))
-        self.broker = GuardedBroker(amqtt_config(self.settings, self.tls))
+        self.broker = GuardedBroker(
+            amqtt_config(self.settings, self.tls), self.settings.max_packet_bytes
+        )
         auth = self.broker.plugins_manager.get_plugin(DatabaseAuthPlugin.__name__)
         topic = self.broker.plugins_manager.get_plugin(DatabaseTopicPlugin.__name__)
         if not isinstance(auth, DatabaseAuthPlugin) or not isinstance(topic, DatabaseTopicPlugin):

@@ -2,7 +2,9 @@
 
 The plugin adds what Mosquitto 2.0.11's password_file and acl_file cannot: a brute-force
 throttle, the rule that a client id names only its own account (a terminal's is its
-serial), and refusing ``$share/...`` subscriptions to all but ingest accounts. It only
+serial), refusing ``$share/...`` subscriptions to all but ingest accounts, and refusing
+a retained publish outside ``broker.acl.RETAINABLE_FILTERS`` (acl_file cannot see the
+retain flag). It only
 ever refuses; password_file and acl_file (rendered from ``broker.acl.GRANTS``) still
 admit, so there is one source of truth for the topic rules.
 
@@ -22,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from broker.acl import may_join_shared_group
+from broker.acl import RETAINABLE_FILTERS, may_join_shared_group
 from broker.errors import MosquittoError
 from broker.provisioning import BrokerAccount
 from shared.settings import BrokerSettings
@@ -80,6 +82,7 @@ def config_lines(
         f"plugin_opt_window_s {options.window_s}",
         f"plugin_opt_delay_step_ms {options.delay_step_ms}",
         f"plugin_opt_delay_max_ms {options.delay_max_ms}",
+        *(f"plugin_opt_retain_filter {f}" for f in RETAINABLE_FILTERS),
     ]
 
 

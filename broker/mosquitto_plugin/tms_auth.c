@@ -16,6 +16,10 @@
  *  - $share: only accounts marked for it (ingest) may SUBSCRIBE to $share/... (acl_file
  *    grants every SUBACK in 2.0.11, so anyone could join ingest's group and swallow its
  *    messages).
+ *  - retain: a PUBLISH (or a will) with the retain flag is refused unless its topic
+ *    matches a retain_filter (broker.acl.RETAINABLE_FILTERS: a terminal's status), so no
+ *    heartbeat or event is kept and replayed to every new subscriber. acl_file cannot
+ *    see the flag; the ACL check event carries it.
  *
  * Account kinds come from accounts_file ("<username> <kind> <share>" per line, rendered
  * from broker/acl.py so the rules stay in one place) and secrets from
@@ -44,6 +48,7 @@
 #define HASH_LEN 64
 #define NAME_MAX_LEN 256
 #define BUCKET_SLOTS 8
+#define RETAIN_FILTERS_MAX 8
 
 enum kind { KIND_UNKNOWN = 0, KIND_TERMINAL, KIND_SERVICE };
 
@@ -68,12 +73,14 @@ struct throttle_slot {
 
 struct counters {
 	unsigned long failures, successes, slowed, refused_locked, lockouts;
-	unsigned long client_id_refused, share_refused, reloads;
+	unsigned long client_id_refused, share_refused, retain_refused, reloads;
 };
 
 struct state {
 	mosquitto_plugin_id_t *id;
 	char *password_file, *accounts_file, *stats_file;
+	char *retain_filters[RETAIN_FILTERS_MAX];
+	int retain_filter_count;
 	struct account *accounts;
 	size_t account_count;
 	bool accounts_ok;
@@ -320,10 +327,10 @@ static void write_stats(struct state *st)
 	if (!(file = fopen(tmp, "w"))) return;
 	fprintf(file,
 		"failures %lu\nsuccesses %lu\nslowed %lu\nrefused_locked %lu\nlockouts %lu\n"
-		"client_id_refused %lu\nshare_refused %lu\nreloads %lu\naccounts %zu\n",
+		"client_id_refused %lu\nshare_refused %lu\nretain_refused %lu\nreloads %lu\naccounts %zu\n",
 		st->stats.failures, st->stats.successes, st->stats.slowed, st->stats.refused_locked,
-		st->stats.lockouts, st->stats.client_id_refused, st->stats.share_refused, st->stats.reloads,
-		st->account_count);
+		st->stats.lockouts, st->stats.client_id_refused, st->stats.share_refused,
+		st->stats.retain_refused, st->stats.reloads, st->account_count);
 	if (fclose(file) == 0) rename(tmp, st->stats_file);
 }
 
@@ -343,9 +350,10 @@ static int on_tick(int event, void *event_data, void *userdata)
 		st->stats_logged_ms = now;
 		mosquitto_log_printf(MOSQ_LOG_NOTICE,
 			"tms_auth: logins failures=%lu successes=%lu slowed=%lu refused_locked=%lu lockouts=%lu "
-			"client_id_refused=%lu share_refused=%lu",
+			"client_id_refused=%lu share_refused=%lu retain_refused=%lu",
 			st->stats.failures, st->stats.successes, st->stats.slowed, st->stats.refused_locked,
-			st->stats.lockouts, st->stats.client_id_refused, st->stats.share_refused);
+			st->stats.lockouts, st->stats.client_id_refused, st->stats.share_refused,
+			st->stats.retain_refused);
 	}
 	return MOSQ_ERR_SUCCESS;
 }
@@ -423,22 +431,40 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	return MOSQ_ERR_PLUGIN_DEFER;
 }
 
+static bool may_retain(const struct state *st, const char *topic)
+{
+	for (int i = 0; i < st->retain_filter_count; i++) {
+		bool match = false;
+		if (mosquitto_topic_matches_sub(st->retain_filters[i], topic, &match) == MOSQ_ERR_SUCCESS && match) {
+			return true;
+		}
+	}
+	return false;
+}
+
 static int on_acl_check(int event, void *event_data, void *userdata)
 {
 	struct state *st = userdata;
 	struct mosquitto_evt_acl_check *ed = event_data;
 	const struct account *account;
+	const char *username = mosquitto_client_username(ed->client);
 	(void)event;
+	if (ed->access == MOSQ_ACL_WRITE && ed->retain && !may_retain(st, ed->topic)) {
+		st->stats.retain_refused++;
+		st->stats_dirty = true;
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, "tms_auth: %s may not retain a message on %s",
+			username ? username : "(anonymous)", ed->topic);
+		return MOSQ_ERR_ACL_DENIED;
+	}
 	if (ed->access != MOSQ_ACL_SUBSCRIBE || strncmp(ed->topic, "$share/", 7) != 0) {
 		return MOSQ_ERR_PLUGIN_DEFER; /* acl_file decides */
 	}
-	account = find_account(st, mosquitto_client_username(ed->client));
+	account = find_account(st, username);
 	if (account && account->may_share) return MOSQ_ERR_PLUGIN_DEFER;
 	st->stats.share_refused++;
 	st->stats_dirty = true;
 	mosquitto_log_printf(MOSQ_LOG_NOTICE, "tms_auth: %s may not subscribe to %s",
-		mosquitto_client_username(ed->client) ? mosquitto_client_username(ed->client) : "(anonymous)",
-		ed->topic);
+		username ? username : "(anonymous)", ed->topic);
 	return MOSQ_ERR_ACL_DENIED;
 }
 
@@ -475,6 +501,11 @@ static int read_options(struct state *st, struct mosquitto_opt *opts, int count)
 		if (!strcmp(key, "password_file")) st->password_file = strdup(value);
 		else if (!strcmp(key, "accounts_file")) st->accounts_file = strdup(value);
 		else if (!strcmp(key, "stats_file")) st->stats_file = strdup(value);
+		else if (!strcmp(key, "retain_filter")) {
+			ok = st->retain_filter_count < RETAIN_FILTERS_MAX
+				&& mosquitto_sub_topic_check(value) == MOSQ_ERR_SUCCESS;
+			if (ok) st->retain_filters[st->retain_filter_count++] = strdup(value);
+		}
 		else if (!strcmp(key, "delay_after")) ok = option_int(value, 1, 1000000, &delay_after);
 		else if (!strcmp(key, "lockout_after")) ok = option_int(value, 2, 1000000, &lockout_after);
 		else if (!strcmp(key, "window_s")) ok = option_int(value, 1, 86400, &window_s);
@@ -489,8 +520,9 @@ static int read_options(struct state *st, struct mosquitto_opt *opts, int count)
 			return MOSQ_ERR_INVAL;
 		}
 	}
-	if (!st->password_file || !st->accounts_file) {
-		mosquitto_log_printf(MOSQ_LOG_ERR, "tms_auth: plugin_opt_password_file and plugin_opt_accounts_file are required");
+	if (!st->password_file || !st->accounts_file || !st->retain_filter_count) {
+		mosquitto_log_printf(MOSQ_LOG_ERR, "tms_auth: plugin_opt_password_file, plugin_opt_accounts_file "
+			"and plugin_opt_retain_filter are required");
 		return MOSQ_ERR_INVAL;
 	}
 	st->delay_after = (int)delay_after;
@@ -512,6 +544,7 @@ static void free_state(struct state *st)
 	free(st->password_file);
 	free(st->accounts_file);
 	free(st->stats_file);
+	for (int i = 0; i < st->retain_filter_count; i++) free(st->retain_filters[i]);
 	free(st);
 }
 

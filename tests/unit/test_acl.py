@@ -2,7 +2,15 @@
 
 import pytest
 
-from broker.acl import GRANTS, OWN, Access, AclAccount, is_allowed, mosquitto_acl_text
+from broker.acl import (
+    GRANTS,
+    OWN,
+    Access,
+    AclAccount,
+    is_allowed,
+    may_retain,
+    mosquitto_acl_text,
+)
 from shared import topics
 from shared.models import AccountKind
 from shared.topics import COMMAND_REQUEST_FILTER, INGEST_FILTERS
@@ -220,3 +228,39 @@ def test_every_grant_that_names_the_account_is_a_whole_level() -> None:
 def test_acl_file_leaves_out_unusable_service_names() -> None:
     text = mosquitto_acl_text([AclAccount("bad/name", ING), AclAccount("#", CON)])
     assert "user" not in text
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["tms/v1/TC1/status", "tms/v1/a.b-c_1/status", topics.status("TC-9")],
+)
+def test_presence_may_be_retained(topic: str) -> None:
+    assert may_retain(topic)
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "tms/v1/TC1/telemetry",
+        "tms/v1/TC1/event",
+        "tms/v1/TC1/cmd-result/c-1",
+        "tms/v1/TC1/cmd/c-1",
+        "tms/requests/support/cmd/r-1",
+        "tms/requests/support/reply/r-1",
+        "tms/v1/TC1/status/extra",
+        "tms/v1/status",
+        "tms/v2/TC1/status",
+        "tms/v1/+/status",
+        "tms/v1/#",
+        "$SYS/broker/status",
+        "",
+    ],
+)
+def test_nothing_else_may_be_retained(topic: str) -> None:
+    assert not may_retain(topic)
+
+
+def test_every_topic_a_terminal_publishes_but_status_is_refused_retained() -> None:
+    published = [g.topic_filter for g in GRANTS[TERM] if g.access is PUB]
+    retained = [f for f in published if may_retain(f.replace(OWN, "TC1").replace("+", "c-1"))]
+    assert retained == ["tms/v1/%u/status"]
