@@ -105,6 +105,7 @@ def _tls_lines(tls: TlsListener | None, files: MosquittoFiles) -> list[str]:
 
 DEFAULT_MAX_QUEUED = BrokerSettings.model_fields["max_queued_messages"].default
 DEFAULT_MAX_PACKET = BrokerSettings.model_fields["max_packet_bytes"].default
+DEFAULT_AUTOSAVE_S = BrokerSettings.model_fields["autosave_s"].default
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +124,7 @@ def render_config(
     tls: TlsListener | None = None,
     max_queued_messages: int = DEFAULT_MAX_QUEUED,
     max_packet_bytes: int = DEFAULT_MAX_PACKET,
+    autosave_s: int = DEFAULT_AUTOSAVE_S,
 ) -> str:
     return "\n".join(
         [
@@ -140,6 +142,11 @@ def render_config(
             f"acl_file {files.acl}",
             "persistence true",
             f"persistence_location {files.persistence}/",
+            # Without it the state is written only at a clean exit (and every 30 min): a
+            # SIGKILL lost every queued message and ingest's session with them. In
+            # seconds (autosave_on_changes stays false, which would make it a count of
+            # changes); each save writes the whole file, so a large backlog costs more.
+            f"autosave_interval {autosave_s}",
             # Ingest acknowledges only after its batch is committed, so a burst must wait
             # in its session queue rather than be dropped at Mosquitto's default of 1000,
             # and enough messages must be in flight to cover a worker's receive-to-commit
@@ -250,8 +257,10 @@ class MosquittoProcess:
         plugin_dir: Path | None = None,
         max_queued_messages: int = DEFAULT_MAX_QUEUED,
         max_packet_bytes: int = DEFAULT_MAX_PACKET,
+        autosave_s: int = DEFAULT_AUTOSAVE_S,
     ) -> None:
         self.binary = binary
+        self.autosave_s = autosave_s
         self.max_queued_messages = max_queued_messages
         self.max_packet_bytes = max_packet_bytes
         self.files = files
@@ -296,6 +305,7 @@ class MosquittoProcess:
             self.tls,
             self.max_queued_messages,
             self.max_packet_bytes,
+            self.autosave_s,
         )
         write_atomically(self.files.config, config, 0o644, self._owner)
 
@@ -423,6 +433,7 @@ def write_operator_config(
         settings.mosquitto_plugin_dir,
         settings.max_queued_messages,
         settings.max_packet_bytes,
+        settings.autosave_s,
     )
     process.prepare(check_binary=False)
     process.write_accounts(accounts)

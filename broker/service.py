@@ -193,6 +193,7 @@ def run_broker_service(
         settings.mosquitto_plugin_dir,
         settings.max_queued_messages,
         settings.max_packet_bytes,
+        settings.autosave_s,
     )
     mosquitto.prepare()
     engine = make_engine(database_url, pool_size=1)

@@ -77,3 +77,32 @@ def test_the_session_queue_limit_reaches_mosquittos_configuration(tmp_path: Path
     lines = render_config("127.0.0.1", 1883, files, plugin, None, limit).splitlines()
     assert "max_queued_messages 250000" in lines
     assert "max_inflight_messages 20000" in lines
+
+
+def test_mosquitto_saves_its_state_every_autosave_s(tmp_path: Path) -> None:
+    from broker.mosquitto import MosquittoFiles, PluginConfig, render_config
+
+    plugin = PluginConfig(tmp_path / "tms_auth.so", PluginOptions.from_settings(BrokerSettings()))
+    files = MosquittoFiles(tmp_path)
+    default = render_config("127.0.0.1", 1883, files, plugin).splitlines()
+    assert "persistence true" in default
+    assert f"autosave_interval {BrokerSettings().autosave_s}" in default
+    # In seconds: autosave_on_changes would turn the interval into a count of changes.
+    assert not [line for line in default if line.startswith("autosave_on_changes")]
+    lines = render_config(
+        "127.0.0.1", 1883, files, plugin, autosave_s=BrokerSettings(autosave_s=7).autosave_s
+    ).splitlines()
+    assert "autosave_interval 7" in lines
+
+
+def test_the_plugin_is_told_which_topics_may_be_retained(tmp_path: Path) -> None:
+    from broker.acl import RETAINABLE_FILTERS
+    from broker.auth_plugin import config_lines
+
+    options = PluginOptions.from_settings(BrokerSettings())
+    lines = config_lines(
+        tmp_path / "p.so", tmp_path / "pw", tmp_path / "acc", tmp_path / "s", options
+    )
+    assert [line for line in lines if "retain" in line] == [
+        f"plugin_opt_retain_filter {f}" for f in RETAINABLE_FILTERS
+    ]
