@@ -19,28 +19,32 @@ LIMIT 1;
 -- Console (the command sender): commands out, results in, support scripts' requests in,
 -- replies out. Support scripts: read what terminals publish; ask for commands only on
 -- their own request topic and read only their own replies, never publish on cmd/.
-SELECT 'allow' AS permission, a.action, replace(a.topic, '%u', c.username) AS topic
+-- retain (EMQX 5 rule field): 'false' makes a publish row match only messages without
+-- the retain flag, so a retained heartbeat, event, result, command or reply matches no
+-- row and is denied; only status (presence and last will, broker/acl.py
+-- RETAINABLE_FILTERS) may be retained ('all'). Subscribe rows ignore it.
+SELECT 'allow' AS permission, a.action, replace(a.topic, '%u', c.username) AS topic, a.retain
 FROM credential c
 JOIN (VALUES
-    ('terminal',       'publish',   'tms/v1/%u/telemetry'),
-    ('terminal',       'publish',   'tms/v1/%u/status'),
-    ('terminal',       'publish',   'tms/v1/%u/event'),
-    ('terminal',       'publish',   'tms/v1/%u/cmd-result/+'),
-    ('terminal',       'subscribe', 'tms/v1/%u/cmd/+'),
-    ('ingest',         'subscribe', 'tms/v1/+/telemetry'),
-    ('ingest',         'subscribe', 'tms/v1/+/status'),
-    ('ingest',         'subscribe', 'tms/v1/+/event'),
-    ('ingest',         'subscribe', 'tms/v1/+/cmd-result/+'),
-    ('console',        'publish',   'tms/v1/+/cmd/+'),
-    ('console',        'subscribe', 'tms/v1/+/cmd-result/+'),
-    ('console',        'subscribe', 'tms/requests/+/cmd/+'),
-    ('console',        'publish',   'tms/requests/+/reply/+'),
-    ('support-script', 'subscribe', 'tms/v1/+/telemetry'),
-    ('support-script', 'subscribe', 'tms/v1/+/status'),
-    ('support-script', 'subscribe', 'tms/v1/+/event'),
-    ('support-script', 'subscribe', 'tms/v1/+/cmd-result/+'),
-    ('support-script', 'publish',   'tms/requests/%u/cmd/+'),
-    ('support-script', 'subscribe', 'tms/requests/%u/reply/+')
-) AS a(kind, action, topic) ON a.kind = c.kind
+    ('terminal',       'publish',   'tms/v1/%u/telemetry',       'false'),
+    ('terminal',       'publish',   'tms/v1/%u/status',          'all'),
+    ('terminal',       'publish',   'tms/v1/%u/event',           'false'),
+    ('terminal',       'publish',   'tms/v1/%u/cmd-result/+',    'false'),
+    ('terminal',       'subscribe', 'tms/v1/%u/cmd/+',           'all'),
+    ('ingest',         'subscribe', 'tms/v1/+/telemetry',        'all'),
+    ('ingest',         'subscribe', 'tms/v1/+/status',           'all'),
+    ('ingest',         'subscribe', 'tms/v1/+/event',            'all'),
+    ('ingest',         'subscribe', 'tms/v1/+/cmd-result/+',     'all'),
+    ('console',        'publish',   'tms/v1/+/cmd/+',            'false'),
+    ('console',        'subscribe', 'tms/v1/+/cmd-result/+',     'all'),
+    ('console',        'subscribe', 'tms/requests/+/cmd/+',      'all'),
+    ('console',        'publish',   'tms/requests/+/reply/+',    'false'),
+    ('support-script', 'subscribe', 'tms/v1/+/telemetry',        'all'),
+    ('support-script', 'subscribe', 'tms/v1/+/status',           'all'),
+    ('support-script', 'subscribe', 'tms/v1/+/event',            'all'),
+    ('support-script', 'subscribe', 'tms/v1/+/cmd-result/+',     'all'),
+    ('support-script', 'publish',   'tms/requests/%u/cmd/+',     'false'),
+    ('support-script', 'subscribe', 'tms/requests/%u/reply/+',   'all')
+) AS a(kind, action, topic, retain) ON a.kind = c.kind
 WHERE c.username = ${username} AND c.revoked_at IS NULL
   AND (strpos(a.topic, '%u') = 0 OR c.username ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$');

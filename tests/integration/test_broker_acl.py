@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from broker import provisioning
-from broker.acl import GRANTS, OWN, Access, is_allowed, may_join_shared_group
+from broker.acl import GRANTS, OWN, Access, Grant, is_allowed, may_join_shared_group, may_retain
 from shared.db import make_engine
 from shared.models import AccountKind, Credential
 from shared.topics import is_valid_account
@@ -178,6 +178,13 @@ def test_delivery_matches_is_allowed(
 EMQX_SQL = Path(__file__).resolve().parents[2] / "deploy" / "emqx" / "authn-authz.sql"
 
 
+def _emqx_retain(grant: Grant) -> str:
+    """What the query's retain column should say: 'false' (retained refused) or 'all'."""
+    example = grant.topic_filter.replace(OWN, "TC1").replace("+", "x")
+    retainable = grant.access is Access.SUBSCRIBE or may_retain(example)
+    return "all" if retainable else "false"
+
+
 def _emqx_authorization_query() -> str:
     """The query as EMQX sends it: each ${username} a bind parameter."""
     sql = EMQX_SQL.read_text()
@@ -204,12 +211,12 @@ def test_emqx_authorization_query_grants_what_broker_acl_does(
                 provisioning.ensure_service_account(session, kind, username)
             session.commit()
             rows = session.execute(text(_emqx_authorization_query()), {"username": username})
-            got = {(row.action, row.topic) for row in rows}
+            got = {(row.action, row.topic, row.retain) for row in rows}
     finally:
         engine.dispose()
     fits = is_valid_account(username)
     wanted = {
-        (grant.access.value, grant.topic_filter.replace(OWN, username))
+        (grant.access.value, grant.topic_filter.replace(OWN, username), _emqx_retain(grant))
         for grant in GRANTS[kind]
         if fits or OWN not in grant.topic_filter
     }

@@ -5,16 +5,24 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from broker.acl import GRANTS, OWN
+from broker.acl import GRANTS, OWN, Access, Grant, may_retain
 from shared.topics import ACCOUNT_PATTERN
 
 EMQX = Path(__file__).resolve().parents[2] / "deploy" / "emqx"
-_ROW = re.compile(r"\('([a-z-]+)',\s*'(publish|subscribe)',\s*'([^']+)'\)")
+_ROW = re.compile(r"\('([a-z-]+)',\s*'(publish|subscribe)',\s*'([^']+)',\s*'(false|all)'\)")
 
 
-def _expected() -> set[tuple[str, str, str]]:
+def emqx_retain(grant: Grant) -> str:
+    """The rule's retain field: 'all' where a message may be retained, else 'false'."""
+    if grant.access is Access.SUBSCRIBE:
+        return "all"
+    example = grant.topic_filter.replace(OWN, "TC1").replace("+", "x")
+    return "all" if may_retain(example) else "false"
+
+
+def _expected() -> set[tuple[str, str, str, str]]:
     return {
-        (kind.value, grant.access.value, grant.topic_filter)
+        (kind.value, grant.access.value, grant.topic_filter, emqx_retain(grant))
         for kind, grants in GRANTS.items()
         for grant in grants
     }
@@ -24,6 +32,14 @@ def test_sql_and_hocon_match_the_grants() -> None:
     for name in ("authn-authz.sql", "emqx-tms.hocon"):
         rows = set(_ROW.findall((EMQX / name).read_text()))
         assert rows == _expected(), name
+
+
+def test_only_status_may_be_published_retained_on_emqx() -> None:
+    retained = {row[2] for row in _expected() if row[1] == "publish" and row[3] == "all"}
+    assert retained == {"tms/v1/%u/status"}
+    for name in ("authn-authz.sql", "emqx-tms.hocon"):
+        queries = _queries(name)
+        assert "AS topic, a.retain" in queries and "a(kind, action, topic, retain)" in queries
 
 
 def _queries(name: str) -> str:
