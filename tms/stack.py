@@ -9,7 +9,6 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,37 +20,36 @@ from shared import schema
 from shared.db import make_engine
 from shared.errors import TMSError
 from shared.models import AccountKind
-from shared.ports import PortInUseError, ensure_port_free, port_accepts
+from shared.ports import PortInUseError, ensure_port_free
 from shared.settings import MqttClientSettings, Settings
-from tms.children import Child, PostgresPart, child_env, http_ok
+from tms.children import Child, PostgresPart
 from tms.platform_database import (
     HOLDER_STOPPED,
     HOLDER_UP,
     HOLDER_UP_STARTING,
     record_database_kind,
 )
+from tms.platform_parts import (
+    CONSOLE_ACCOUNT,
+    INGEST_ACCOUNT,
+    ServiceSecrets,
+    UpOptions,
+    service_children,
+    simulator_child,
+)
 from tms.postgres import EmbeddedPostgres
 from tms.supervision import Supervisor
 from tms.supervision_policy import RestartPolicy
-from tms.supervision_status import STATUS_FILE_ENV, STATUS_FILE_NAME
+from tms.supervision_status import STATUS_FILE_NAME
 
-INGEST_ACCOUNT = "tms-ingest"
 # How long `tms up` waits for a `tms` command using the stopped platform's database.
 LOCK_WAIT_S = 30.0
 # How long a port may stay taken: a platform killed a moment ago is still letting go.
 PORT_SETTLE_S = 30.0
-CONSOLE_ACCOUNT = "tms-console"
 
 
 class PlatformError(TMSError):
     pass
-
-
-@dataclass(frozen=True)
-class UpOptions:
-    simulate: int = 0
-    heartbeat_s: float = 10.0
-    fault_rate: float = 0.0
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -232,88 +230,6 @@ class Platform:
         )
         return path
 
-    def _children(self, ingest_secret: str, console_secret: str, stored: dict[str, Any]) -> None:
-        s = self.settings
-        logs = self.data_dir / "logs"
-        mqtt = {"HOST": s.broker.host, "PORT": str(s.broker.port)}
-        common = {"TMS_DATABASE_URL": self.database_url, "TMS_DATA_DIR": str(self.data_dir)}
-        self.children.append(
-            Child(
-                "broker",
-                ["broker"],
-                child_env(
-                    {
-                        **common,
-                        "TMS_BROKER_PORT": str(s.broker.port),
-                        "TMS_BROKER_HOST": s.broker.host,
-                    }
-                ),
-                logs / "broker.log",
-                ready=lambda: port_accepts(s.broker.host, s.broker.port),
-            )
-        )
-        metrics = f"http://{s.ingest.metrics_host}:{s.ingest.metrics_port}/healthz"
-
-        def metrics_ready() -> bool:
-            # /healthz answers 200 once ingest is subscribed and PostgreSQL answers.
-            return not s.ingest.metrics_port or http_ok(metrics)
-
-        self.children.append(
-            Child(
-                "ingest",
-                ["ingest"],
-                child_env(
-                    {
-                        **common,
-                        **{f"TMS_INGEST_MQTT_{k}": v for k, v in mqtt.items()},
-                        "TMS_INGEST_MQTT_USERNAME": INGEST_ACCOUNT,
-                        "TMS_INGEST_MQTT_PASSWORD": ingest_secret,
-                        "TMS_INGEST_METRICS_HOST": s.ingest.metrics_host,
-                        "TMS_INGEST_METRICS_PORT": str(s.ingest.metrics_port),
-                    }
-                ),
-                logs / "ingest.log",
-                ready=metrics_ready,
-            )
-        )
-        console_url = f"http://{s.console.host}:{s.console.port}/healthz"
-        self.children.append(
-            Child(
-                "console",
-                ["console"],
-                child_env(
-                    {
-                        **common,
-                        **{f"TMS_CONSOLE_MQTT_{k}": v for k, v in mqtt.items()},
-                        "TMS_CONSOLE_MQTT_USERNAME": CONSOLE_ACCOUNT,
-                        "TMS_CONSOLE_MQTT_PASSWORD": console_secret,
-                        "TMS_CONSOLE_SECRET_KEY": stored["console_secret_key"],
-                        "TMS_CONSOLE_HOST": s.console.host,
-                        "TMS_CONSOLE_PORT": str(s.console.port),
-                        STATUS_FILE_ENV: str(self.status_file),
-                    }
-                ),
-                logs / "console.log",
-                ready=lambda: http_ok(console_url),
-            )
-        )
-        self.children.append(
-            Child(
-                "commands",
-                ["commands"],
-                child_env(
-                    {
-                        **common,
-                        **{f"TMS_CONSOLE_MQTT_{k}": v for k, v in mqtt.items()},
-                        "TMS_CONSOLE_MQTT_USERNAME": CONSOLE_ACCOUNT,
-                        "TMS_CONSOLE_MQTT_PASSWORD": console_secret,
-                    }
-                ),
-                logs / "commands.log",
-                ready_log_line="connected to the broker",
-            )
-        )
-
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
@@ -328,26 +244,15 @@ class Platform:
         admin_password, ingest_secret, console_secret = self._prepare_database()
         # Migrated and provisioned: `tms` commands in other shells may use it now.
         self.cluster.set_holder(HOLDER_UP)
-        self._children(ingest_secret, console_secret, stored)
+        self.children = service_children(
+            self.settings,
+            self.database_url,
+            ServiceSecrets(ingest_secret, console_secret, stored["console_secret_key"]),
+            self.status_file,
+        )
         if self.options.simulate:
-            credentials = self._fleet_credentials()
             self.children.append(
-                Child(
-                    "simulator",
-                    [
-                        "simulate",
-                        "--terminals",
-                        str(self.options.simulate),
-                        "--credentials-file",
-                        str(credentials),
-                        "--heartbeat",
-                        str(self.options.heartbeat_s),
-                        "--fault-rate",
-                        str(self.options.fault_rate),
-                    ],
-                    child_env({"TMS_DATA_DIR": str(self.data_dir)}),
-                    self.data_dir / "logs" / "simulator.log",
-                )
+                simulator_child(self.data_dir, self.options, self._fleet_credentials())
             )
         self.admin_password = admin_password
         self.supervisor = self._supervisor()

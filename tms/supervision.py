@@ -86,6 +86,7 @@ class Supervisor:
         self.say = say
         self._tracked = [_Tracked(part) for part in parts]
         self._written: dict[str, object] | None = None
+        self._write_failed = False
         self.gave_up: str | None = None
 
     def adopt(self, part: Part) -> None:
@@ -196,8 +197,15 @@ class Supervisor:
         key: dict[str, object] = {"state": state, "parts": parts}
         if key == self._written:
             return
-        write_status_file(self.status_file, status_document(state, parts, datetime.now(UTC)))
-        self._written = key
+        try:
+            write_status_file(self.status_file, status_document(state, parts, datetime.now(UTC)))
+        except OSError as exc:
+            # A full disk must not take the platform down: the parts matter more.
+            if not self._write_failed:
+                self.say(f"tms up: cannot write {self.status_file}: {exc.strerror}")
+            self._write_failed = True
+            return
+        self._written, self._write_failed = key, False
 
     def mark(self, state: PlatformState) -> None:
         """Say the platform is stopping or stopped (parts as they are now)."""

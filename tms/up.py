@@ -66,7 +66,8 @@ def up(
 ) -> None:
     """Start PostgreSQL, the broker, ingest, the console and a simulated fleet."""
     from tms.cli import configure_logging, remember_database_url, settings_of
-    from tms.stack import Platform, UpOptions
+    from tms.platform_parts import UpOptions
+    from tms.stack import Platform
 
     configure_logging("WARNING")
     settings = settings_of(ctx)
