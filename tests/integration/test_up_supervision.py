@@ -110,7 +110,8 @@ class ConsoleWatch:
 
 @pytest.fixture
 def platform() -> Iterator[Platform]:
-    with running_platform(extra_env=FAST) as running:
+    # One simulated terminal: the simulator is a part too, and must ride out the kills.
+    with running_platform(simulate=1, extra_env=FAST) as running:
         wait_until(
             lambda: _health(running)[1]["platform"]["state"] == "ok",
             "every part of the platform running",
@@ -173,7 +174,7 @@ def test_ingest_and_mosquitto_killed_come_back_while_the_console_answers(
 
     after = _health(platform)[1]["platform"]
     assert after["state"] == "ok"
-    for name in ("postgres", "console", "commands"):
+    for name in ("postgres", "console", "commands", "simulator"):
         assert after["parts"][name]["restarts"] == 0, after
         assert after["parts"][name]["pid"] == before[name]["pid"], name
     assert after["parts"]["ingest"]["restarts"] == 1
