@@ -178,7 +178,7 @@ def agent(ctx: click.Context, config_file: Path | None, simulated_device: bool |
     queue_path = settings.queue_path or (
         state_dir_of(settings, all_settings.paths.data_dir) / "queue.sqlite3"
     )
-    store = AgentStore(queue_path, settings.outbox_max)
+    store = AgentStore(queue_path, settings.outbox_max, keep_sent=settings.resend_keep)
     terminal = build_terminal(settings, serial)
     terminal_agent = TerminalAgent(
         serial,

@@ -1,12 +1,13 @@
 """The commands a TC-200 agent runs: every one of ``shared.command_catalog.CATALOG``.
 
-ping, diagnostics, fetch_logs, reboot, restart_agent, reset_usb, set_config, and the
-firmware stub. Each handler takes a parsed ``Command`` and returns the result's output;
-arguments are checked with the catalogue's models (a refusal is answered "rejected"
-with the reason), a terminal that cannot do it raises ``CommandFailed`` (answered
-"error"). Driver calls run in a worker thread when the terminal's reads block, so a
-slow USB answer never stalls the MQTT loop. This module gathers the facts a diagnostics
-report needs (USB, host, DNS, TLS, broker); agent/diagnostics.py judges them.
+ping, diagnostics, fetch_logs, reboot, restart_agent, reset_usb, set_config, resend
+(asked by ingest, not by people), and the firmware stub. Each handler takes a parsed
+``Command`` and returns the result's output; arguments are checked with the
+catalogue's models (a refusal is answered "rejected" with the reason), a terminal that
+cannot do it raises ``CommandFailed`` (answered "error"). Driver calls run in a worker
+thread when the terminal's reads block, so a slow USB answer never stalls the MQTT
+loop. This module gathers the facts a diagnostics report needs (USB, host, DNS, TLS,
+broker); agent/diagnostics.py judges them.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from agent.outbox import MessageQueue
 from agent.tc200_protocol import DeviceInfo, DeviceMetrics, StatusReport
 from agent.terminal import UsbTerminal
 from agent.usb_driver import TC200Driver
-from shared.command_catalog import CommandRefused, TerminalConfig, check_args
+from shared.command_catalog import CommandRefused, ResendArgs, TerminalConfig, check_args
 from shared.messages import MAX_PAYLOAD_BYTES, Command, HostMetrics, utcnow
 from shared.settings import MqttClientSettings
 
@@ -166,6 +167,7 @@ class TerminalCommands:
             "reset_usb": self.reset_usb,
             "set_config": self.set_config,
             "firmware": self.firmware,
+            "resend": self.resend,
         }
 
     async def _blocking(self, operation: Callable[[], T]) -> T:
@@ -244,6 +246,29 @@ class TerminalCommands:
         await self._on_device(lambda: self._terminal.call(lambda d: d.write_config(config)))
         self._config_written.update(config)
         return {"written": config}
+
+    async def resend(self, command: Command) -> dict[str, Any]:
+        """Queue again the numbered messages ingest never received (ingest.gap_repair).
+
+        They go out with their first number, id and time, before this result (the queue
+        is FIFO), so ingest has them when it reads which numbers are gone.
+        """
+        args = ResendArgs.model_validate(_checked(command))
+        # On the loop, not in a thread: the queue's SQLite connection is the loop's.
+        outcome = self._runtime.outbox.resend(args.stream, args.ranges)
+        log.info(
+            "%s: resending %d message(s) of stream %s; %d range(s) no longer held (command %s)",
+            self._runtime.serial,
+            outcome.resent,
+            args.stream,
+            len(outcome.missing),
+            command.id,
+        )
+        return {
+            "stream": outcome.stream,
+            "resent": outcome.resent,
+            "missing": [list(r) for r in outcome.missing],
+        }
 
     async def firmware(self, command: Command) -> dict[str, Any]:
         raise CommandFailed(

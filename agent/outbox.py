@@ -11,10 +11,22 @@ fleet simulator uses ``Outbox``, which loses its content with the process.
 
 from __future__ import annotations
 
+import secrets
+import time
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Protocol
+
+from shared.messages import stamp_sequence
+
+# How many sent messages a queue keeps to publish again on request: the real agent's
+# default (settings: [agent] resend_keep) holds days of heartbeats; the simulator's is
+# smaller, since it holds thousands of terminals in one process.
+DEFAULT_KEEP_SENT = 10_000
+# The most ranges one resend answer lists as no longer held (the rest stay missing and
+# are asked for again): keeps the answer well inside one MQTT message.
+MAX_MISSING_RANGES = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +37,51 @@ class OutgoingMessage:
     retain: bool = False
     # Heartbeats may be thinned when the queue is full; events and results may not.
     droppable: bool = True
+    # Set by the queue when it numbers the message (the payload then carries it too).
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResendOutcome:
+    """What a queue did with a resend request: how many it queued again, and the ranges
+    it no longer holds (thinned, or sent longer ago than it keeps)."""
+
+    stream: str
+    resent: int
+    missing: list[tuple[int, int]]
+
+
+def new_stream() -> str:
+    """A stream name that sorts after every earlier one: the start time, then randomness."""
+    return f"{int(time.time()):010x}{secrets.token_hex(3)}"
+
+
+def numbered(message: OutgoingMessage, stream: str, seq: int) -> OutgoingMessage:
+    """``message`` with its number in the payload; a payload not made by ``to_payload``
+    (only tests make such) goes unnumbered."""
+    try:
+        payload = stamp_sequence(message.payload, stream, seq)
+    except ValueError:
+        return message
+    return replace(message, payload=payload, seq=seq)
+
+
+def missing_ranges(ranges: Iterable[tuple[int, int]], held: set[int]) -> list[tuple[int, int]]:
+    """The numbers of ``ranges`` not in ``held``, as ranges, at most MAX_MISSING_RANGES."""
+    missing: list[tuple[int, int]] = []
+    for first, last in ranges:
+        # A range may be far larger than what is held: walk only the held numbers in it.
+        inside = sorted(n for n in held if first <= n <= last)
+        cursor = first
+        for number in inside:
+            if number > cursor:
+                missing.append((cursor, number - 1))
+            cursor = number + 1
+        if cursor <= last:
+            missing.append((cursor, last))
+        if len(missing) >= MAX_MISSING_RANGES:
+            return missing[:MAX_MISSING_RANGES]
+    return missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +93,12 @@ class QueuedMessage:
 
 
 class MessageQueue(Protocol):
+    """FIFO of what is to be published; numbers each message as it takes it (in its
+    ``stream``), and keeps what was sent to publish again on request."""
+
     max_messages: int
     dropped: int
+    stream: str
 
     def __len__(self) -> int: ...
 
@@ -46,6 +107,8 @@ class MessageQueue(Protocol):
     def peek(self) -> QueuedMessage | None: ...
 
     def done(self, queued: QueuedMessage) -> None: ...
+
+    def resend(self, stream: str, ranges: Sequence[tuple[int, int]]) -> ResendOutcome: ...
 
 
 class RecentCommands(Protocol):
@@ -72,18 +135,26 @@ def thinning_victims(droppable_ids: Sequence[int]) -> list[int]:
 class Outbox:
     """The in-memory queue: same rules as the SQLite one, nothing survives a restart."""
 
-    def __init__(self, max_messages: int) -> None:
+    def __init__(self, max_messages: int, keep_sent: int = DEFAULT_KEEP_SENT) -> None:
         if max_messages < 1:
             raise ValueError("an outbox must hold at least one message")
         self.max_messages = max_messages
+        self.keep_sent = keep_sent
+        self.stream = new_stream()
         self._messages: OrderedDict[int, OutgoingMessage] = OrderedDict()
+        self._sent: OrderedDict[int, OutgoingMessage] = OrderedDict()  # by number
         self._next_id = 1
+        self._next_seq = 1
         self.dropped = 0
 
     def __len__(self) -> int:
         return len(self._messages)
 
     def put(self, message: OutgoingMessage) -> None:
+        if message.seq is None:
+            message = numbered(message, self.stream, self._next_seq)
+            if message.seq is not None:
+                self._next_seq += 1
         self._messages[self._next_id] = message
         self._next_id += 1
         if len(self._messages) > self.max_messages:
@@ -100,7 +171,28 @@ class Outbox:
 
     def done(self, queued: QueuedMessage) -> None:
         """Remove ``queued`` once acknowledged; thinning may already have dropped it."""
-        self._messages.pop(queued.id, None)
+        message = self._messages.pop(queued.id, None)
+        if message is None or message.seq is None or self.keep_sent < 1:
+            return
+        self._sent[message.seq] = message
+        self._sent.move_to_end(message.seq)
+        while len(self._sent) > self.keep_sent:
+            self._sent.popitem(last=False)
+
+    def resend(self, stream: str, ranges: Sequence[tuple[int, int]]) -> ResendOutcome:
+        """Queue again the sent messages of ``ranges``; say which numbers are gone."""
+        if stream != self.stream:  # an earlier install's numbers: none is held
+            return ResendOutcome(stream, 0, list(ranges)[:MAX_MISSING_RANGES])
+        queued = {m.seq for m in self._messages.values() if m.seq is not None}
+        again = [
+            self._sent[n]
+            for n in sorted(self._sent)
+            if any(first <= n <= last for first, last in ranges) and n not in queued
+        ]
+        for message in again:
+            self.put(message)
+        held = queued.union(m.seq for m in again if m.seq is not None)
+        return ResendOutcome(stream, len(again), missing_ranges(ranges, held))
 
 
 class MemoryRecentCommands:

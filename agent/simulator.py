@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 # Simulated terminals keep less telemetry during an outage than a real agent does:
 # a thousand of them share one process's memory.
 FLEET_OUTBOX_MAX = 100
+# Sent messages each keeps to resend (ingest.gap_repair): minutes of heartbeats, enough
+# for a broker crash to be found and repaired, and ~30 KB per terminal.
+FLEET_KEEP_SENT = 64
 DEFAULT_STATUS_POLL_S = 5.0
 
 
@@ -91,6 +94,7 @@ def build_fleet(
     status_poll_s: float = DEFAULT_STATUS_POLL_S,
     usb_glitch_rate: float = 0.0,
     rng: random.Random | None = None,
+    keep_sent: int = FLEET_KEEP_SENT,
 ) -> list[TerminalAgent]:
     """One agent per (serial, secret), each over its own simulated terminal and store PC."""
     serials = [serial for serial, _ in terminals]
@@ -121,6 +125,7 @@ def build_fleet(
             tls_context,
             random.Random(rng.random()),
             log_ring,
+            keep_sent,
         )
         for serial, secret in terminals
     ]
@@ -135,10 +140,11 @@ def _simulated_agent(
     tls_context: ssl.SSLContext | None,
     rng: random.Random,
     log_ring: LogRing,
+    keep_sent: int,
 ) -> TerminalAgent:
     terminal = SimulatedUsbTerminal(lambda: open_terminal(backend=backend), rng=rng)
     host_metrics = SimulatedHostMetrics(serial)
-    outbox = Outbox(options.outbox_max)
+    outbox = Outbox(options.outbox_max, keep_sent=keep_sent)
 
     def log_tail(count: int) -> list[str]:
         return log_ring.tail(count, containing=serial)

@@ -35,6 +35,9 @@ class Batch(Generic[R]):
     events: list[EventRecord] = field(default_factory=list)
     command_results: list[CommandResultRecord] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    # (serial, stream, number) of every numbered message, dead letters and repeats too:
+    # each arrived, so none is a gap (ingest.sequence).
+    sequenced: list[tuple[str, str, int]] = field(default_factory=list)
     receipts: list[R] = field(default_factory=list)
     _message_ids: set[str] = field(default_factory=set, repr=False)
 
@@ -52,6 +55,11 @@ class Batch(Generic[R]):
     def add(self, decoded: Decoded, receipt: R) -> None:
         self.receipts.append(receipt)
         self.decoded.append(decoded)
+        if isinstance(decoded, Rejection):
+            if decoded.sequence is not None:
+                self.sequenced.append(decoded.sequence)
+        elif not isinstance(decoded, PresenceRecord) and decoded.seq is not None:
+            self.sequenced.append((decoded.serial, *decoded.seq))
         match decoded:
             case TelemetryRecord():
                 self._add_telemetry(decoded)

@@ -54,6 +54,14 @@ class IngestCounters:
     # Results for a command already final: a resend's second answer, or a late one.
     command_duplicates: int = 0
     events: int = 0
+    # Message numbering (ingest.sequence): gaps found, and the numbers in them that
+    # came back, that the agent no longer had, and resend commands asked.
+    seq_gaps_found: int = 0
+    seq_missing: int = 0
+    seq_recovered: int = 0
+    seq_gaps_repaired: int = 0
+    seq_lost: int = 0
+    seq_resends: int = 0
     dead_lettered: Counter[str] = field(default_factory=Counter)
     database_retries: int = 0
     broker_reconnects: int = 0
@@ -81,6 +89,10 @@ class IngestCounters:
         self.commands_finished += result.commands_finished
         self.command_duplicates += result.command_duplicates
         self.events += result.events
+        self.seq_gaps_found += result.sequence.gaps_found
+        self.seq_missing += result.sequence.missing
+        self.seq_recovered += result.sequence.recovered
+        self.seq_gaps_repaired += result.sequence.gaps_closed
         self.alerts_opened += result.alerts_opened
         self.alerts_resolved += result.alerts_resolved
         self.dead_lettered.update(result.dead_letters)
@@ -95,6 +107,8 @@ class IngestCounters:
             f" status_changes={self.status_changes} commands={self.commands_finished}"
             f" command_duplicates={self.command_duplicates}"
             f" events={self.events} dead_letters=[{dead}]"
+            f" gaps={self.seq_gaps_found} missing={self.seq_missing}"
+            f" recovered={self.seq_recovered} lost={self.seq_lost}"
             f" database_retries={self.database_retries}"
             f" broker_reconnects={self.broker_reconnects} acks_dropped={self.acks_dropped}"
             f" read_pauses={self.read_pauses}"

@@ -9,6 +9,7 @@ daemon can count it, log it and keep it as a dead letter.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -18,6 +19,7 @@ from pydantic import BaseModel
 from shared import topics
 from shared.errors import MessageError, TopicError
 from shared.messages import (
+    SEQ_MAX,
     CommandResult,
     DeviceStatus,
     Event,
@@ -35,6 +37,9 @@ REASON_UNKNOWN_COMMAND = "unknown-command"  # decided by the store, not here
 REASON_STORE_ERROR = "store-error"  # a record the database refused on its own
 REASON_FUTURE_TIMESTAMP = "future-timestamp"
 REASON_PAST_TIMESTAMP = "past-timestamp"
+# Kept by the broker and replayed at each subscription: only presence (the last will)
+# may be; a retained heartbeat would be written again at every reconnect of ingest.
+REASON_RETAINED = "retained"
 
 # A clock this far ahead of ours is wrong, and would put the heartbeat's status above
 # every real one that follows (and the row beyond the created partitions).
@@ -50,6 +55,7 @@ MODEL_MAX = 64
 UPTIME_MAX = 2**63 - 1  # bigint
 DETAIL_MAX = 2000
 TOPIC_MAX = 1024
+_STREAM = re.compile(r"[0-9a-z]{1,32}")
 
 
 # Envelope and TelemetryRecord are NamedTuples, the other records frozen dataclasses:
@@ -80,6 +86,7 @@ class TelemetryRecord(NamedTuple):
     errors_json: str | None  # JSON array of {code, message}, or None when there are none
     model: str | None = None
     uptime_s: int | None = None
+    seq: tuple[str, int] | None = None  # (stream, number): ingest.sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +105,7 @@ class EventRecord:
     message_id: str
     ts: datetime
     event: Event
+    seq: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +117,7 @@ class CommandResultRecord:
     output_json: str
     error: str | None
     finished_at: datetime
+    seq: tuple[str, int] | None = None
 
 
 Record = TelemetryRecord | PresenceRecord | EventRecord | CommandResultRecord
@@ -121,6 +130,9 @@ class Rejection:
     envelope: Envelope
     reason: str
     detail: str
+    # (serial, stream, number) when the message was numbered: a dead letter still
+    # arrived, and must not look like a gap to repair (ingest.sequence).
+    sequence: tuple[str, str, int] | None = None
 
 
 Decoded = Record | Rejection
@@ -192,6 +204,7 @@ def _telemetry(serial: str, envelope: Envelope) -> TelemetryRecord:
         errors_json=json.dumps(errors) if errors else None,
         model=message.model,
         uptime_s=message.uptime_s,
+        seq=message.sequence,
     )
 
 
@@ -204,7 +217,7 @@ def _presence(serial: str, envelope: Envelope) -> PresenceRecord:
 def _event(serial: str, envelope: Envelope) -> EventRecord:
     message = parse_message(Event, envelope.payload)
     _check_storable(message, "event", envelope.payload)
-    return EventRecord(serial, envelope, message.id, message.ts, message)
+    return EventRecord(serial, envelope, message.id, message.ts, message, message.sequence)
 
 
 def _command_result(serial: str, command_id: str, envelope: Envelope) -> CommandResultRecord:
@@ -222,6 +235,7 @@ def _command_result(serial: str, command_id: str, envelope: Envelope) -> Command
         output_json=json.dumps(message.output),
         error=message.error,
         finished_at=_sane_finish(message.finished_at, envelope.received_at),
+        seq=message.sequence,
     )
 
 
@@ -243,23 +257,36 @@ def _time_rejection(record: Record, max_future: timedelta) -> Rejection | None:
     if not isinstance(record, TelemetryRecord | EventRecord):
         return None  # a result's time is made sane instead (_command_result)
     name, ts = "ts", record.ts
+    sequence = None if record.seq is None else (record.serial, *record.seq)
     if ts < EARLIEST:
         detail = f"{name} {ts.isoformat()} is before {EARLIEST:%Y-%m-%d}: the device clock is wrong"
-        return Rejection(record.envelope, REASON_PAST_TIMESTAMP, detail)
+        return Rejection(record.envelope, REASON_PAST_TIMESTAMP, detail, sequence)
     if ts - record.envelope.received_at <= max_future:
         return None
     ahead = (ts - record.envelope.received_at).total_seconds()
     detail = f"{name} {ts.isoformat()} is {ahead:.0f} s ahead of the receive time"
-    return Rejection(record.envelope, REASON_FUTURE_TIMESTAMP, detail)
+    return Rejection(record.envelope, REASON_FUTURE_TIMESTAMP, detail, sequence)
 
 
 def decode(
-    topic: str, payload: bytes, received_at: datetime, max_future: timedelta = DEFAULT_MAX_FUTURE
+    topic: str,
+    payload: bytes,
+    received_at: datetime,
+    max_future: timedelta = DEFAULT_MAX_FUTURE,
+    *,
+    retained: bool = False,
 ) -> Decoded:
-    """The one entry point: a record for a usable message, else a Rejection saying why."""
+    """The one entry point: a record for a usable message, else a Rejection saying why.
+
+    ``retained``: the broker delivered a stored retained message (MQTT sets the flag
+    only then), which is refused on every topic but status.
+    """
     decoded = _decode(topic, payload, received_at)
     if isinstance(decoded, Rejection):
         return decoded
+    if retained and not isinstance(decoded, PresenceRecord):
+        detail = "a retained message: only status (the last will) may be retained"
+        return Rejection(decoded.envelope, REASON_RETAINED, detail)
     return _time_rejection(decoded, max_future) or decoded
 
 
@@ -286,4 +313,21 @@ def _decode(topic: str, payload: bytes, received_at: datetime) -> Decoded:
                     envelope, REASON_BAD_TOPIC, f"ingest does not take {parsed.kind.value} topics"
                 )
     except MessageError as exc:
-        return Rejection(envelope, _reason_of(exc), safe_text(str(exc), DETAIL_MAX))
+        detail = safe_text(str(exc), DETAIL_MAX)
+        return Rejection(envelope, _reason_of(exc), detail, _sequence_of(parsed.serial, payload))
+
+
+def _sequence_of(serial: str, payload: bytes) -> tuple[str, str, int] | None:
+    """The number of a message refused for its content, if it has a well-formed one."""
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    stream, seq = data.get("stream"), data.get("seq")
+    if not isinstance(stream, str) or not _STREAM.fullmatch(stream):
+        return None
+    if type(seq) is not int or not 1 <= seq <= SEQ_MAX:
+        return None
+    return (serial, stream, seq)

@@ -62,7 +62,8 @@ def enable_manual_ack(client: aiomqtt.Client) -> None:
 
 
 # handler(topic, payload, mid, qos) for each PUBLISH; runs on the event loop thread.
-PublishHandler = Callable[[str, bytes, int, int], None]
+# (topic, payload, packet id, QoS, retain flag)
+PublishHandler = Callable[[str, bytes, int, int, bool], None]
 
 PUBLISH = 0x30
 
@@ -187,7 +188,7 @@ class PublishTap:
             payload_start = topic_end + 2
         else:
             mid, payload_start = 0, topic_end
-        self._handler(topic, data[payload_start:end], mid, qos)
+        self._handler(topic, data[payload_start:end], mid, qos, bool(header & 0x01))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
@@ -257,7 +258,8 @@ def set_message_handler(client: aiomqtt.Client, handler: PublishHandler) -> None
     """
 
     def on_message(_client: Any, _userdata: Any, message: Any) -> None:
-        handler(message.topic, _payload_bytes(message.payload), message.mid, message.qos)
+        payload = _payload_bytes(message.payload)
+        handler(message.topic, payload, message.mid, message.qos, bool(message.retain))
 
     client._client.on_message = on_message  # noqa: SLF001
 

@@ -41,6 +41,7 @@ from ingest.batch import Batch, BatchBuilder
 from ingest.counters import IngestCounters
 from ingest.decode import Decoded, Envelope, Rejection, decode, safe_text
 from ingest.errors import BatchRefusedError, DatabaseUnavailableError
+from ingest.gap_repair import gap_repair_loop
 from ingest.metrics import Health, MetricsServer, make_registry
 from ingest.mqtt import (
     PublishHandler,
@@ -238,9 +239,9 @@ class IngestDaemon:
         per message.
         """
 
-        def on_message(topic: str, payload: bytes, mid: int, qos: int) -> None:
+        def on_message(topic: str, payload: bytes, mid: int, qos: int, retain: bool) -> None:
             receipt = Receipt(connection, mid, qos)
-            decoded = self.handle(topic, payload)
+            decoded = self.handle(topic, payload, retain)
             self.counters.received += 1
             self._pending.append((decoded, receipt))
             self._wake.set()
@@ -253,11 +254,11 @@ class IngestDaemon:
         async for _ in client.messages:  # never yields: the handler takes every message
             pass
 
-    def handle(self, topic: str, payload: bytes) -> Decoded:
+    def handle(self, topic: str, payload: bytes, retained: bool = False) -> Decoded:
         """Decode one message; whatever happens, the result can be queued and acknowledged."""
         received_at = datetime.now(UTC)
         try:
-            decoded = decode(topic, payload, received_at, self._max_future)
+            decoded = decode(topic, payload, received_at, self._max_future, retained=retained)
         except Exception as exc:  # the guard: one bad message never stops the loop
             log.exception("could not decode a message on %r", topic[:200])
             envelope = Envelope(topic, payload, received_at)
@@ -421,10 +422,11 @@ async def run_ingest(
     """Run ingest until ``stop`` is set; the last batch is committed before returning.
 
     Besides the broker-to-PostgreSQL path it runs the alert sweep, the notification
-    outbox, the daily retention job (only when ``primary``: one of several workers
-    runs it) and the /metrics endpoint. ``ready`` is set once
-    the first subscription is in place; ``counters`` lets the caller watch the totals;
-    ``on_commit(batch, monotonic_time)`` is called after each commit (the benchmark).
+    outbox, the daily retention job and the repair of gaps in terminals' message
+    numbers (only when ``primary``: one of several workers runs those) and the
+    /metrics endpoint. ``ready`` is set once the first subscription is in place;
+    ``counters`` lets the caller watch the totals; ``on_commit(batch, monotonic_time)``
+    is called after each commit (the benchmark).
     """
     alert_settings = alert_settings or AlertSettings()
     notify_settings = notify_settings or NotifySettings()
@@ -452,6 +454,12 @@ async def run_ingest(
             name="ingest-outbox",
         ),
     ]
+    if primary:
+        side_tasks.append(
+            asyncio.create_task(
+                gap_repair_loop(side_pool, settings, counters, side_stop), name="ingest-gaps"
+            )
+        )
     sessions = asyncio.create_task(
         _upkeep_sessions(settings, database_url, side_pool, primary), name="ingest-sessions"
     )

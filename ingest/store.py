@@ -29,6 +29,7 @@ from ingest.alert_engine import BatchAlerts, Staged
 from ingest.alert_plan import AlertAction
 from ingest.alert_store import apply_actions
 from ingest.batch import Batch, StatusSignal, split
+from ingest.columns import as_columns
 from ingest.decode import (
     DETAIL_MAX,
     REASON_STORE_ERROR,
@@ -42,6 +43,8 @@ from ingest.decode import (
     safe_text,
 )
 from ingest.errors import BatchRefusedError, DatabaseUnavailableError
+from ingest.sequence import StreamMark
+from ingest.sequence_store import SequenceOutcome, arrivals_by_terminal, record_sequences
 from ingest.status import StatusTransition, TerminalState, status_transitions
 from shared.command_states import FINAL, CommandState, state_after_result
 from shared.db import libpq_url
@@ -58,8 +61,11 @@ SELECT t.serial, t.id, t.customer_id FROM unnest(%s::text[]) AS s(serial)
 JOIN terminal AS t ON t.serial = s.serial
 """
 
+# Every terminal the batch signals or numbers, in one statement in id order: two
+# workers then never hold one of each other's rows while waiting for another.
 SQL_LOCK_TERMINALS = """
-SELECT t.id, t.status, t.last_heartbeat_at FROM unnest(%b::int[]) AS v(id)
+SELECT t.id, t.status, t.last_heartbeat_at, t.seq_stream, t.seq_high
+FROM unnest(%b::int[]) AS v(id)
 JOIN terminal AS t ON t.id = v.id ORDER BY t.id FOR UPDATE OF t
 """
 
@@ -253,6 +259,7 @@ class WriteResult:
     alerts_opened: int = 0
     alerts_resolved: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
+    sequence: SequenceOutcome = field(default_factory=SequenceOutcome)
 
     def add(self, other: WriteResult) -> None:
         self.alerts_opened += other.alerts_opened
@@ -264,6 +271,7 @@ class WriteResult:
         self.command_duplicates += other.command_duplicates
         self.events += other.events
         self.dead_letters.update(other.dead_letters)
+        self.sequence.add(other.sequence)
 
 
 class CommandOutcome(NamedTuple):
@@ -279,15 +287,6 @@ def command_target(status: str) -> CommandState:
     target = state_after_result(CommandState.SENT, CommandStatus(status))
     assert target is not None  # from sent, every result is a move (shared.command_states)
     return target
-
-
-def _columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    """Rows to one list per column, the shape ``unnest`` takes."""
-    columns: list[list[Any]] = [[] for _ in range(width)]
-    for row in rows:
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
-    return columns
 
 
 def latest_per_terminal(
@@ -402,6 +401,13 @@ class IngestStore:
                 rejection = Rejection(decoded.envelope, REASON_STORE_ERROR, str(exc))
                 async with self._transaction() as conn:
                     await self._insert_dead_letters(conn, [rejection])
+                    # Numbered, it arrived: not a gap to ask the agent for again.
+                    ids = await self._resolve(conn, {s for s, _, _ in single.sequenced})
+                    arrivals = arrivals_by_terminal(single.sequenced, ids)
+                    if arrivals:
+                        _, marks = await self._lock_terminals(conn, single, {}, arrivals.keys())
+                        now = datetime.now(UTC)
+                        total.sequence.add(await record_sequences(conn, arrivals, marks, now))
                 total.dead_letters[REASON_STORE_ERROR] += 1
         return total
 
@@ -434,7 +440,11 @@ class IngestStore:
         # the broker meanwhile (each await would otherwise let the reader decode a
         # whole chunk before the writer resumes, with the other workers waiting).
         self.locking = True
-        transitions = await self._transitions(conn, batch, ids)
+        arrivals = arrivals_by_terminal(batch.sequenced, ids)
+        states, marks = await self._lock_terminals(conn, batch, ids, arrivals.keys())
+        transitions = self._transitions(batch, ids, states)
+        if arrivals:
+            result.sequence = await record_sequences(conn, arrivals, marks, datetime.now(UTC))
         if staged:
             await conn.execute(SQL_UPSERT_LATEST)
         await self._apply_transitions(conn, transitions)
@@ -493,15 +503,33 @@ class IngestStore:
         return max(cursor.rowcount, 0)
 
     @staticmethod
-    async def _transitions(
-        conn: psycopg.AsyncConnection[Any], batch: Batch[Any], ids: dict[str, int]
+    async def _lock_terminals(
+        conn: psycopg.AsyncConnection[Any],
+        batch: Batch[Any],
+        ids: dict[str, int],
+        numbered: Iterable[int],
+    ) -> tuple[dict[int, TerminalState], dict[int, StreamMark | None]]:
+        """Lock the terminals the batch signals or numbers; their status and stream marks."""
+        signalled = {ids[s.serial] for s in batch.signals if s.serial in ids}
+        locked = sorted(signalled.union(numbered))
+        if not locked:
+            return {}, {}
+        cursor = await conn.execute(SQL_LOCK_TERMINALS, (locked,))
+        states: dict[int, TerminalState] = {}
+        marks: dict[int, StreamMark | None] = {}
+        for terminal_id, status, last_heartbeat_at, stream, high in await cursor.fetchall():
+            if terminal_id in signalled:
+                states[terminal_id] = TerminalState(terminal_id, status, last_heartbeat_at)
+            marks[terminal_id] = None if stream is None else StreamMark(stream, high or 0)
+        return states, marks
+
+    @staticmethod
+    def _transitions(
+        batch: Batch[Any], ids: dict[str, int], states: dict[int, TerminalState]
     ) -> list[StatusTransition]:
-        """Lock the signalled terminals, read their state, and fold the signals over it."""
-        signalled = sorted({ids[s.serial] for s in batch.signals if s.serial in ids})
-        if not signalled:
+        """Fold each locked terminal's signals, in arrival order, over its state."""
+        if not states:
             return []
-        cursor = await conn.execute(SQL_LOCK_TERMINALS, (signalled,))
-        states = {row[0]: TerminalState(*row) for row in await cursor.fetchall()}
         by_terminal: dict[int, list[StatusSignal]] = {}  # arrival order kept per terminal
         for signal in batch.signals:
             terminal_id = ids.get(signal.serial)
@@ -540,10 +568,10 @@ class IngestStore:
         final = {t.terminal_id: t for t in transitions}  # the last change per terminal wins
         await conn.execute(
             SQL_SET_STATUS,
-            _columns(((t.terminal_id, t.new_status, t.reason, t.at) for t in final.values()), 4),
+            as_columns(((t.terminal_id, t.new_status, t.reason, t.at) for t in final.values()), 4),
         )
         changes = ((t.terminal_id, t.old_status, t.new_status, t.reason, t.at) for t in transitions)
-        await conn.execute(SQL_INSERT_STATUS_CHANGES, _columns(changes, 5))
+        await conn.execute(SQL_INSERT_STATUS_CHANGES, as_columns(changes, 5))
 
     @staticmethod
     async def _finish_commands(
@@ -566,7 +594,7 @@ class IngestStore:
             for (_, terminal_id), r in first.items()
         )  # fmt: skip
         params: dict[str, Any] = dict(
-            zip(FINISH_COMMAND_COLUMNS, _columns(rows, len(FINISH_COMMAND_COLUMNS)), strict=True)
+            zip(FINISH_COMMAND_COLUMNS, as_columns(rows, len(FINISH_COMMAND_COLUMNS)), strict=True)
         )
         params["live"] = LIVE_COMMAND_STATES
         cursor = await conn.execute(SQL_FINISH_COMMANDS, params)
@@ -609,7 +637,7 @@ class IngestStore:
                 event.message[:200],
             )
         if rows:
-            await conn.execute(SQL_INSERT_EVENT_LOG, _columns(rows, 8))
+            await conn.execute(SQL_INSERT_EVENT_LOG, as_columns(rows, 8))
         return len(rows)
 
     @staticmethod
@@ -628,4 +656,4 @@ class IngestStore:
             )
             for r in rejections
         )
-        await conn.execute(SQL_INSERT_DEAD_LETTERS, _columns(rows, 5))
+        await conn.execute(SQL_INSERT_DEAD_LETTERS, as_columns(rows, 5))

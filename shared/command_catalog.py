@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared.errors import TMSError
 from shared.models import Role
@@ -49,6 +49,22 @@ class TerminalConfig(_Args):
         return {key: str(value) for key, value in self.model_dump(exclude_none=True).items()}
 
 
+class ResendArgs(_Args):
+    """Numbered messages to publish again (ingest.sequence): ranges of one stream."""
+
+    stream: str = Field(pattern=r"^[0-9a-z]{1,32}$")
+    ranges: list[tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]] = Field(
+        min_length=1, max_length=50
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ResendArgs:
+        for first, last in self.ranges:
+            if first > last:
+                raise ValueError(f"range {first}-{last} ends before it starts")
+        return self
+
+
 @dataclass(frozen=True, slots=True)
 class CommandSpec:
     """One command: its arguments, the least role that may send it, and its timing.
@@ -65,6 +81,8 @@ class CommandSpec:
     timeout_s: float
     max_attempts: int
     expires_in_s: float
+    # Asked only by TMS itself (ingest's gap repair): offered to no role and no script.
+    system: bool = False
 
 
 _SPECS = (
@@ -82,6 +100,16 @@ _SPECS = (
     ),
     CommandSpec(
         "set_config", "Write TC-200 settings", TerminalConfig, Role.OPERATOR, 30, 3, 86_400
+    ),
+    CommandSpec(
+        "resend",
+        "Publish numbered messages again",
+        ResendArgs,
+        Role.ADMIN,
+        60,
+        3,
+        86_400,
+        system=True,
     ),
 )
 CATALOG: Mapping[str, CommandSpec] = {spec.name: spec for spec in _SPECS}
@@ -142,7 +170,7 @@ def may_send(role: str, name: str) -> bool:
     """Viewers send nothing; support pings, runs diagnostics and fetches logs; operators
     and admins send every command."""
     spec = CATALOG.get(name)
-    return spec is not None and _rank(role) >= _rank(spec.minimum_role)
+    return spec is not None and not spec.system and _rank(role) >= _rank(spec.minimum_role)
 
 
 def may_cancel(role: str, *, own: bool) -> bool:

@@ -26,6 +26,11 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 Percent = Annotated[float, Field(ge=0, le=100)]
 ShortText = Annotated[str, Field(max_length=200)]
 MessageId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+# An agent's message numbering (agent/outbox.py, ingest/sequence.py): the stream's name
+# sorts by its start, and the numbers count from 1 within it.
+SEQ_MAX = 2**63 - 1
+SeqNumber = Annotated[int, Field(ge=1, le=SEQ_MAX)]
+StreamName = Annotated[str, Field(pattern=r"^[0-9a-z]{1,32}$")]
 
 
 def new_message_id() -> str:
@@ -43,6 +48,31 @@ class _Message(BaseModel):
 
     def to_payload(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
+
+
+class _Sequenced(_Message):
+    """A message an agent numbers: ``seq`` within ``stream``, both or neither."""
+
+    seq: SeqNumber | None = None
+    stream: StreamName | None = None
+
+    @property
+    def sequence(self) -> tuple[str, int] | None:
+        if self.seq is None or self.stream is None:
+            return None
+        return (self.stream, self.seq)
+
+
+def stamp_sequence(payload: bytes, stream: str, seq: int) -> bytes:
+    """``payload`` (as ``to_payload`` makes it) with its stream and number, still canonical.
+
+    The queue numbers a message when it takes it, after the payload was made; splicing
+    the two fields in after ``{"v":1,`` costs nothing next to parsing and dumping again.
+    """
+    if not payload.startswith(_CANONICAL_PREFIX) or b'"seq"' in payload:
+        raise ValueError("only an unnumbered payload made by to_payload can be numbered")
+    fields = f'"seq":{seq},"stream":"{stream}",'.encode()
+    return _CANONICAL_PREFIX + fields + payload[len(_CANONICAL_PREFIX) :]
 
 
 class DeviceStatus(StrEnum):
@@ -76,7 +106,7 @@ class DeviceError(BaseModel):
     message: Annotated[str, Field(max_length=1000)] = ""
 
 
-class Telemetry(_Message):
+class Telemetry(_Sequenced):
     """A heartbeat: the terminal's status and metrics, sent every interval and on change."""
 
     id: MessageId = Field(default_factory=new_message_id)
@@ -111,7 +141,7 @@ class EventSeverity(StrEnum):
     CRITICAL = "critical"
 
 
-class Event(_Message):
+class Event(_Sequenced):
     id: MessageId = Field(default_factory=new_message_id)
     ts: AwareDatetime = Field(default_factory=utcnow)
     kind: ShortText
@@ -136,7 +166,7 @@ class CommandStatus(StrEnum):
     REJECTED = "rejected"
 
 
-class CommandResult(_Message):
+class CommandResult(_Sequenced):
     id: MessageId
     status: CommandStatus
     output: dict[str, Any] = Field(default_factory=dict)

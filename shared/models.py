@@ -10,7 +10,19 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, LargeBinary, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -29,6 +41,10 @@ def _ts(*, nullable: bool = True, index: bool = False, server_now: bool = False)
             server_default=text("now()") if server_now else None,
         ),
     )
+
+
+def _counter() -> Any:
+    return Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
 
 
 def _json() -> Any:
@@ -109,6 +125,14 @@ class Terminal(SQLModel, table=True):
     uptime_s: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     created_at: datetime | None = _ts(nullable=False, server_now=True)
     decommissioned_at: datetime | None = _ts()
+    # Message sequence (migration 0006): the agent's newest stream, the highest number
+    # written of it, and counts of numbers found missing, got back, and given up on.
+    seq_stream: str | None = Field(default=None, max_length=32)
+    seq_high: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    seq_gaps_found: int = _counter()
+    seq_missing: int = _counter()
+    seq_recovered: int = _counter()
+    seq_lost: int = _counter()
 
 
 class Credential(SQLModel, table=True):
@@ -343,6 +367,28 @@ class StatusChange(SQLModel, table=True):
     old_status: str | None = Field(default=None, max_length=32)
     new_status: str = Field(max_length=32)
     reason: str = Field(default="", max_length=200)
+
+
+class SeqGap(SQLModel, table=True):
+    """A range of a terminal's message numbers that ingest has not received (yet)."""
+
+    __tablename__ = "seq_gap"
+    __table_args__ = (
+        Index("ix_seq_gap_terminal", "terminal_id", "stream", "first_seq"),
+        CheckConstraint("first_seq >= 1 AND first_seq <= last_seq", name="seq_gap_range"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
+    terminal_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("terminal.id", ondelete="CASCADE"), nullable=False)
+    )
+    stream: str = Field(max_length=32)
+    first_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    last_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    found_at: datetime | None = _ts(nullable=False, index=True)
+    requested_at: datetime | None = _ts()
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    command_id: str | None = Field(default=None, max_length=64)  # the last resend asked
 
 
 class DeadLetter(SQLModel, table=True):

@@ -133,6 +133,14 @@ class IngestSettings(_Section):
     partitions_ahead_months: int = Field(default=3, ge=1, le=24)
     # How often the retention job runs inside ingest (apscheduler), hours.
     retention_interval_h: float = Field(default=24.0, gt=0)
+    # Gaps in a terminal's message numbers (docs/ingest.md, "Nothing lost"): a gap this
+    # old is asked for again with a resend command (another worker may still be
+    # committing the numbers); after resend_attempts answered requests, what is still
+    # missing is counted lost. Resend commands wait this long for an offline terminal.
+    gap_grace_s: float = Field(default=10.0, gt=0, le=3600)
+    gap_check_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    resend_attempts: int = Field(default=3, ge=1, le=100)
+    resend_expires_s: float = Field(default=86_400.0, ge=60, le=30 * 86_400)
 
 
 class ConsoleSettings(_Section):
@@ -161,6 +169,9 @@ class AgentSettings(_Section):
     status_poll_interval_s: float = Field(default=1.0, gt=0, le=3600)
     # Messages queued while the broker is unreachable; beyond it old heartbeats are thinned.
     outbox_max: int = Field(default=10_000, ge=1, le=1_000_000)
+    # Sent messages kept to publish again when ingest finds them missing (a broker that
+    # crashed after acknowledging them): at a 300 s heartbeat, 10,000 is a month.
+    resend_keep: int = Field(default=10_000, ge=0, le=1_000_000)
     # Upper bound of the reconnect delay (exponential backoff with full jitter).
     reconnect_max_s: float = Field(default=60.0, ge=1, le=3600)
     # The TC-200 on USB: ids, per-transfer timeout, and the longest wait between reopens.

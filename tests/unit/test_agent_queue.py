@@ -18,6 +18,7 @@ from agent.outbox import (
     thinning_victims,
 )
 from agent.store import AgentStore
+from shared.messages import DeviceStatus, Telemetry, parse_message
 
 QueueFactory = Callable[[int], MessageQueue]
 
@@ -220,3 +221,87 @@ def test_unwritable_queue_path_is_explained(tmp_path: Path) -> None:
 
     with pytest.raises(AgentError, match="queue_path"):
         AgentStore(blocker / "queue.sqlite3", 10)
+
+
+# Numbering and resending (ingest.sequence, ingest.gap_repair).
+
+
+def numbered_heartbeat(n: int) -> OutgoingMessage:
+    payload = Telemetry(id=f"m{n}", status=DeviceStatus.OK).to_payload()
+    return OutgoingMessage("tms/v1/T/telemetry", payload)
+
+
+def numbers_of(payloads: list[bytes]) -> list[tuple[str, int]]:
+    found = []
+    for payload in payloads:
+        sequence = parse_message(Telemetry, payload).sequence
+        assert sequence is not None
+        found.append(sequence)
+    return found
+
+
+def test_each_message_is_numbered_in_order_in_the_queues_stream(make_queue: QueueFactory) -> None:
+    queue = make_queue(100)
+    for n in range(5):
+        queue.put(numbered_heartbeat(n))
+    assert numbers_of(drain(queue)) == [(queue.stream, n) for n in range(1, 6)]
+
+
+def test_a_payload_not_made_by_to_payload_goes_unnumbered(make_queue: QueueFactory) -> None:
+    queue = make_queue(100)
+    queue.put(heartbeat(1))
+    queue.put(numbered_heartbeat(2))
+    head = queue.peek()
+    assert head is not None and head.message.seq is None
+    assert drain(queue)[0] == b"1"
+
+
+def test_sent_messages_are_queued_again_with_their_numbers(make_queue: QueueFactory) -> None:
+    queue = make_queue(100)
+    for n in range(10):
+        queue.put(numbered_heartbeat(n))
+    first = drain(queue)
+    outcome = queue.resend(queue.stream, [(3, 5), (9, 9)])
+    assert outcome.resent == 4 and outcome.missing == []
+    assert drain(queue) == [first[2], first[3], first[4], first[8]]  # the same bytes
+    queue.put(numbered_heartbeat(99))
+    assert numbers_of(drain(queue)) == [(queue.stream, 11)]  # numbering goes on
+
+
+def test_a_resend_names_what_is_no_longer_held(tmp_path: Path) -> None:
+    for queue in (Outbox(100, keep_sent=3), AgentStore(tmp_path / "q.sqlite3", 100, keep_sent=3)):
+        for n in range(10):
+            queue.put(numbered_heartbeat(n))
+        drain(queue)  # numbers 1-10 sent; the last three (8-10) are kept
+        outcome = queue.resend(queue.stream, [(1, 9), (20, 10**12)])
+        assert outcome.resent == 2
+        assert outcome.missing == [(1, 7), (20, 10**12)]
+        assert queue.resend("0000000000000000", [(1, 2)]).missing == [(1, 2)]
+
+
+def test_a_message_still_queued_is_not_queued_twice(make_queue: QueueFactory) -> None:
+    queue = make_queue(100)
+    for n in range(3):
+        queue.put(numbered_heartbeat(n))
+    outcome = queue.resend(queue.stream, [(1, 3)])
+    assert outcome.resent == 0 and outcome.missing == []
+    assert len(queue) == 3
+
+
+def test_the_stream_and_its_numbers_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "queue.sqlite3"
+    store = AgentStore(path, 100)
+    stream = store.stream
+    for n in range(3):
+        store.put(numbered_heartbeat(n))
+    drain(store)
+    store.close()
+    reopened = AgentStore(path, 100)
+    assert reopened.stream == stream
+    reopened.put(numbered_heartbeat(3))
+    assert numbers_of(drain(reopened)) == [(stream, 4)]
+    assert reopened.resend(stream, [(1, 4)]).resent == 4
+    reopened.close()
+    fresh = AgentStore(tmp_path / "other.sqlite3", 100)
+    assert fresh.stream > stream or fresh.stream[:10] == stream[:10]  # sorts by its start
+    fresh.close()

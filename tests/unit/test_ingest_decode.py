@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from ingest.decode import (
     REASON_BAD_PAYLOAD,
     REASON_BAD_TOPIC,
+    REASON_PAST_TIMESTAMP,
+    REASON_RETAINED,
     REASON_UNSUPPORTED_VERSION,
     CommandResultRecord,
     EventRecord,
@@ -21,7 +23,7 @@ from ingest.decode import (
     decode,
     safe_text,
 )
-from shared.messages import DeviceStatus, PresenceState
+from shared.messages import DeviceStatus, PresenceState, stamp_sequence
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -228,3 +230,31 @@ def test_a_result_from_a_wrong_clock_is_kept_with_its_receive_time(finished_at: 
         "tms/v1/TC-1/cmd-result/c1", _json(id="c1", status="ok", finished_at=finished_at), NOW
     )
     assert isinstance(result, CommandResultRecord) and result.finished_at == NOW
+
+
+def test_a_retained_message_is_refused_except_presence() -> None:
+    refused = decode("tms/v1/T-1/telemetry", TELEMETRY, NOW, retained=True)
+    assert isinstance(refused, Rejection) and refused.reason == REASON_RETAINED
+    presence = decode("tms/v1/T-1/status", _json(state="offline"), NOW, retained=True)
+    assert isinstance(presence, PresenceRecord)
+
+
+def test_numbers_are_kept_on_records_and_on_refused_messages() -> None:
+    body = {"v": 1, "id": "m1", "status": "ok", "ts": "2026-11-22T11:59:00Z"}
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    record = decode("tms/v1/T-1/telemetry", stamp_sequence(payload, "abc", 7), NOW)
+    assert isinstance(record, TelemetryRecord) and record.seq == ("abc", 7)
+    stale = _json(seq=8, stream="abc", id="m2", status="ok", ts="1970-01-01T00:00:00Z")
+    refused = decode("tms/v1/T-1/telemetry", stale, NOW)
+    assert isinstance(refused, Rejection) and refused.reason == REASON_PAST_TIMESTAMP
+    assert refused.sequence == ("T-1", "abc", 8)
+    broken = _json(seq=9, stream="abc", id="m3", status="no-such-status")
+    refused = decode("tms/v1/T-1/telemetry", broken, NOW)
+    assert isinstance(refused, Rejection) and refused.sequence == ("T-1", "abc", 9)
+    for odd in (
+        _json(seq=0, stream="abc"),
+        _json(seq="9", stream="abc"),
+        _json(seq=9, stream="A B"),
+    ):
+        refused = decode("tms/v1/T-1/telemetry", odd, NOW)
+        assert isinstance(refused, Rejection) and refused.sequence is None

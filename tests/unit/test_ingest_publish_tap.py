@@ -30,12 +30,14 @@ def remaining_length(n: int) -> bytes:
             return bytes(out)
 
 
-def publish(topic: str, payload: bytes, qos: int, mid: int = 0, dup: bool = False) -> bytes:
+def publish(
+    topic: str, payload: bytes, qos: int, mid: int = 0, dup: bool = False, retain: bool = False
+) -> bytes:
     body = struct.pack("!H", len(topic.encode())) + topic.encode()
     if qos:
         body += struct.pack("!H", mid)
     body += payload
-    header = 0x30 | (qos << 1) | (0x08 if dup else 0)
+    header = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
     return bytes([header]) + remaining_length(len(body)) + body
 
 
@@ -43,11 +45,11 @@ PINGRESP = b"\xd0\x00"
 SUBACK = b"\x90\x03\x00\x01\x01"
 
 STREAM = [
-    ("tap", publish("tms/v1/A/telemetry", b"{}", 1, 7), ("tms/v1/A/telemetry", b"{}", 7, 1)),
+    ("tap", publish("tms/v1/A/telemetry", b"{}", 1, 7), ("tms/v1/A/telemetry", b"{}", 7, 1, False)),
     ("paho", SUBACK, None),
-    ("tap", publish("tms/v1/B/status", b"", 0), ("tms/v1/B/status", b"", 0, 0)),
+    ("tap", publish("tms/v1/B/status", b"", 0, retain=True), ("tms/v1/B/status", b"", 0, 0, True)),
     ("paho", publish("tms/v1/C/telemetry", b"q2", 2, 9), None),  # QoS 2: paho's flow
-    ("tap", publish("t", b"x" * 20_000, 1, 65535, dup=True), ("t", b"x" * 20_000, 65535, 1)),
+    ("tap", publish("t", b"x" * 20_000, 1, 65535, dup=True), ("t", b"x" * 20_000, 65535, 1, False)),
     ("paho", PINGRESP, None),
 ]  # fmt: skip
 
