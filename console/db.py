@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
+from console import stored_values
 from console.errors import ConsoleError
 from shared.db import database_error_message, make_engine
 
@@ -25,7 +27,14 @@ class Database:
 
     def init_app(self, app: Flask, engine: Engine) -> None:
         app.extensions[EXTENSION] = engine
+        # Every connection reads what the columns allow but Python cannot hold (a
+        # year-1-BC heartbeat, a 3,000-level JSON result) without raising.
+        event.listen(engine, "connect", _read_stored_values)
         app.teardown_appcontext(_close_session)
+
+
+def _read_stored_values(connection: Any, _record: Any) -> None:
+    stored_values.register(getattr(connection, "driver_connection", connection))
 
 
 def engine_of(app: Flask) -> Engine:
