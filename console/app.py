@@ -24,6 +24,7 @@ from console import (
 )
 from console.db import database
 from console.errors import ConsoleConfigError
+from console.strict_json import StrictJSONProvider
 from shared.db import make_engine
 from shared.settings import ConsoleSettings
 
@@ -90,6 +91,8 @@ def _refuse_bad_input() -> None:
 def create_app(settings: ConsoleSettings, database_url: str) -> Flask:
     """Build the console for ``settings`` against the PostgreSQL at ``database_url``."""
     app = Flask(__name__)
+    # Before anything builds the Jinja environment, which takes its tojson from here.
+    app.json = StrictJSONProvider(app)
     app.config.update(
         SECRET_KEY=checked_secret_key(settings),
         SESSION_COOKIE_NAME="tms_session",
