@@ -5,6 +5,7 @@ results of the history table. No Flask and no database: tested alone.
 
 from __future__ import annotations
 
+import json
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,9 +16,8 @@ from pydantic import ValidationError
 from commands.queue import CommandView, Target
 from console import fleet
 from console.access import ConsoleUser
-from console.formatting import diagnostics_summary, log_text, milliseconds
+from console.formatting import diagnostics_report, diagnostics_summary, log_text, milliseconds
 from shared.command_catalog import CATALOG, CommandSpec, TerminalConfig, may_cancel, may_send
-from shared.diagnostics import report_of
 
 # Commands that stop a till for a while: the page asks before it sends them.
 CONFIRM = {
@@ -182,11 +182,12 @@ def result_line(command: CommandView) -> str:
         return "waiting for the agent's answer"
     if command.state != "succeeded":
         return ""
-    output = command.result or {}
+    # Whatever JSON the agent sent: only an object has the fields read below.
+    output = command.result if isinstance(command.result, dict) else {}
     if command.name == "ping" and command.round_trip_ms is not None:
         return f"round trip {milliseconds(command.round_trip_ms)}"
     if command.name == "diagnostics":
-        report = report_of(output)
+        report = diagnostics_report(output)
         return diagnostics_summary(report) if report else "report in an older format"
     if command.name == "fetch_logs":
         text = log_text(output)
@@ -197,8 +198,14 @@ def result_line(command: CommandView) -> str:
     return "done"
 
 
-def args_line(args: Mapping[str, Any]) -> str:
-    return ", ".join(f"{LABELS.get(key, key).lower()} {value}" for key, value in args.items())
+def args_line(args: Any) -> str:
+    """The arguments in words; arguments that are not an object (a row written past the
+    queue's checks) as their JSON."""
+    if not isinstance(args, Mapping):
+        return "" if args is None else json.dumps(args, ensure_ascii=False)
+    return ", ".join(
+        f"{LABELS.get(str(key), str(key)).lower()} {value}" for key, value in args.items()
+    )
 
 
 def bulk_summary(wanted: fleet.TerminalFilter, count: int) -> str:

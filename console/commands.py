@@ -56,12 +56,12 @@ from console.command_forms import (
 from console.db import request_session
 from console.formatting import (
     checks_by_attention,
+    diagnostics_report,
     diagnostics_summary,
     log_text,
 )
 from console.terminals import ListQuery, render_detail
 from shared.command_catalog import CATALOG, may_cancel, may_send
-from shared.diagnostics import report_of
 from shared.models import Role, TerminalStatus
 
 bp = Blueprint("commands", __name__)
@@ -173,7 +173,7 @@ def _command_or_404(command_id: str) -> CommandView:
 @requires_role(Role.VIEWER)
 def detail(command_id: str) -> str:
     view = _command_or_404(command_id)
-    report = report_of(view.result) if view.name == "diagnostics" else None
+    report = diagnostics_report(view.result) if view.name == "diagnostics" else None
     return render_template(
         "command.html",
         command=view,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.diagnostics import Check, DiagnosticsReport, Outcome
+from shared.diagnostics import Check, DiagnosticsReport, Outcome, report_of
 
 
 def ago(moment: datetime | None, now: datetime) -> str:
@@ -30,16 +31,23 @@ def utc_text(moment: datetime | None) -> str:
     """An exact UTC timestamp for tooltips and detail pages."""
     if moment is None:
         return "—"
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except OverflowError:
+        # A time near year 1 or 9999 with an offset (a report's "+23:59") that UTC
+        # would move out of the years Python holds.
+        offset = moment.utcoffset()
+        early = offset is not None and offset.total_seconds() > 0
+        return "before 0001-01-01 UTC" if early else "after 9999-12-31 UTC"
 
 
 def percent(value: float | None) -> str:
-    return "—" if value is None else f"{value:.0f}%"
+    return "—" if value is None or not math.isfinite(value) else f"{value:.0f}%"
 
 
 def load_level(value: float | None) -> str:
     """A CSS class for a resource gauge: calm below 70 %, warn below 90 %, hot above."""
-    if value is None:
+    if value is None or not math.isfinite(value):
         return "gauge-none"
     if value >= 90:
         return "gauge-hot"
@@ -87,9 +95,10 @@ def pretty_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True)
 
 
-def log_text(output: Mapping[str, Any] | None) -> str | None:
-    """The log lines in a ``fetch_logs`` result, one per line, or None if it holds none."""
-    if not output:
+def log_text(output: Any) -> str | None:
+    """The log lines in a ``fetch_logs`` result, one per line, or None if it holds none
+    (a result is whatever JSON the agent sent, not always an object)."""
+    if not output or not isinstance(output, Mapping):
         return None
     for key in ("lines", "log_tail", "log"):
         lines = output.get(key)
@@ -98,6 +107,12 @@ def log_text(output: Mapping[str, Any] | None) -> str | None:
         if isinstance(lines, str):
             return lines
     return None
+
+
+def diagnostics_report(output: Any) -> DiagnosticsReport | None:
+    """The report in a diagnostics result, or None: the result column holds any JSON
+    (an array, a number), and only an object can be a report."""
+    return report_of(output) if isinstance(output, dict) else None
 
 
 def diagnostics_summary(report: DiagnosticsReport) -> str:
