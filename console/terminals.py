@@ -18,6 +18,9 @@ from shared.models import Role, TerminalStatus
 bp = Blueprint("terminals", __name__)
 
 PAGE_SIZE = 100
+# Far past any fleet's last page, and small enough that the row offset it makes fits
+# PostgreSQL's bigint (page=10**30 was a 500).
+MAX_PAGE = 2**31 - 1
 COMMAND_HISTORY = 20
 LOG_LINES = 50
 _STATUSES = frozenset(status.value for status in TerminalStatus)
@@ -44,7 +47,7 @@ class ListQuery:
     def parse(cls, args: MultiDict[str, str]) -> ListQuery:
         status = args.get("status", "").strip().lower()
         try:
-            page = max(1, int(args.get("page", "1")))
+            page = min(MAX_PAGE, max(1, int(args.get("page", "1"))))
         except ValueError:
             page = 1
         return cls(
