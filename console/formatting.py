@@ -32,13 +32,15 @@ def utc_text(moment: datetime | None) -> str:
     if moment is None:
         return "—"
     try:
-        return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        utc = moment.astimezone(UTC)
     except OverflowError:
         # A time near year 1 or 9999 with an offset (a report's "+23:59") that UTC
         # would move out of the years Python holds.
         offset = moment.utcoffset()
         early = offset is not None and offset.total_seconds() > 0
         return "before 0001-01-01 UTC" if early else "after 9999-12-31 UTC"
+    # The year by hand: glibc's %Y writes year 1 as "1", not "0001".
+    return f"{utc.year:04d}-{utc:%m-%d %H:%M:%S} UTC"
 
 
 def percent(value: float | None) -> str:
