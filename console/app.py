@@ -120,6 +120,7 @@ def create_app(settings: ConsoleSettings, database_url: str) -> Flask:
         milliseconds=formatting.milliseconds,
         data_value=formatting.data_value,
         pretty_json=formatting.pretty_json,
+        json_preview=formatting.json_preview,
     )
     commands.init_app(app)
     app.context_processor(_template_context)

@@ -93,6 +93,16 @@ def data_value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
+# An audit event's detail as one line of the log page; the row keeps all of it.
+JSON_PREVIEW_CHARS = 500
+
+
+def json_preview(value: Any, limit: int = JSON_PREVIEW_CHARS) -> str:
+    """Compact JSON cut at ``limit`` characters (a 5 MB detail made a 12 MB page)."""
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def pretty_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True)
 
