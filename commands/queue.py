@@ -85,7 +85,7 @@ class CommandView:
 
     @property
     def final(self) -> bool:
-        return CommandState(self.state) in FINAL
+        return self.state in FINAL  # a status outside the states (a bad row) is not final
 
     @property
     def round_trip_ms(self) -> float | None:
@@ -136,7 +136,7 @@ class BulkView:
 
     @property
     def done(self) -> int:
-        return sum(n for state, n in self.counts.items() if CommandState(state) in FINAL)
+        return sum(n for state, n in self.counts.items() if state in FINAL)
 
     def to_json(self) -> dict[str, Any]:
         return {

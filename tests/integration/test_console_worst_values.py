@@ -909,13 +909,6 @@ def test_what_python_cannot_hold_reads_at_its_nearest_end(
 
 
 @pytest.mark.parametrize("visitor", ["admin"], indirect=True)
-@pytest.mark.xfail(
-    strict=True,
-    reason="commands/queue.py: BulkView.done and CommandView.final call CommandState(state),"
-    " which raises ValueError for a status outside the catalogue; the command table needs"
-    " CHECK (status IN ('queued', 'sent', 'succeeded', 'failed', 'rejected', 'expired',"
-    " 'cancelled')) or the queue must count an unknown state as not final",
-)
 def test_a_command_state_no_release_writes_is_shown_not_a_500(
     console_app: Flask, database_url: str, visitor: tuple[FlaskClient, str | None]
 ) -> None:
