@@ -163,7 +163,11 @@ def test_outages_and_a_sigkill_lose_no_command_and_record_none_twice(
     assert len(queued) == 4 * PER_PHASE
     # Each row went out once as far as the queue knows; the terminal saw each at least once
     # (a PUBACK lost to a cut may mean a second delivery, which the agent answers once).
+    # On a slow machine the test can outlast a result timeout (60 s): a resend then is
+    # the rule at work, recorded no sooner than the timeout after the first send.
     assert scalar(
-        database_url, "SELECT count(*) FROM command WHERE status = 'sent' AND attempts = 1"
+        database_url,
+        "SELECT count(*) FROM command WHERE status = 'sent' AND (attempts = 1"
+        " OR last_sent_at >= sent_at + make_interval(secs => timeout_s))",
     ) == len(queued)
     assert set(delivered) == set(queued)
