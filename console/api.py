@@ -83,4 +83,4 @@ def get_terminal(serial: str) -> dict[str, Any]:
     terminal = fleet.get_terminal(request_session(), serial)
     if terminal is None:
         abort(404, description=f"no terminal with serial {serial!r}")
-    return terminal.to_json()
+    return terminal.to_detail_json()

@@ -65,6 +65,25 @@ class TerminalFilter:
 
 
 @dataclass(frozen=True)
+class DeliveryView:
+    """What ingest found of the terminal's message numbers (ingest.sequence): how far
+    they go, and the numbers found missing, got back, given up on, and still open."""
+
+    numbered_up_to: int | None
+    gaps_found: int
+    missing: int
+    recovered: int
+    lost: int
+
+    @property
+    def still_open(self) -> int:
+        return max(0, self.missing - self.recovered - self.lost)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self) | {"still_open": self.still_open}
+
+
+@dataclass(frozen=True)
 class TerminalView:
     """One terminal as the console shows it."""
 
@@ -82,6 +101,7 @@ class TerminalView:
     disk: float | None
     host_name: str | None
     uptime_s: int | None = None
+    delivery: DeliveryView | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The API form: the fields support scripts rely on, timestamps in ISO 8601."""
@@ -97,6 +117,11 @@ class TerminalView:
             "memory": self.memory,
             "disk": self.disk,
         }
+
+    def to_detail_json(self) -> dict[str, Any]:
+        """One terminal's API form: the list's fields and its message delivery."""
+        delivery = self.delivery.to_json() if self.delivery is not None else None
+        return self.to_json() | {"delivery": delivery}
 
 
 @dataclass(frozen=True)
@@ -155,6 +180,13 @@ def _view(row: Any) -> TerminalView:
         disk=terminal.disk_pct,
         host_name=terminal.host_name,
         uptime_s=terminal.uptime_s,
+        delivery=DeliveryView(
+            numbered_up_to=terminal.seq_high,
+            gaps_found=terminal.seq_gaps_found or 0,
+            missing=terminal.seq_missing or 0,
+            recovered=terminal.seq_recovered or 0,
+            lost=terminal.seq_lost or 0,
+        ),
     )
 
 

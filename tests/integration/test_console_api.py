@@ -151,6 +151,10 @@ def test_single_terminal(api: Callable[[str], tuple[int, dict]], fleet: Fleet) -
     status, body = api("/api/v1/terminals/TC-0042")
     assert status == 200
     assert body["serial"] == "TC-0042" and body["store"] is None and body["firmware"] is None
+    assert body["delivery"] == {
+        "numbered_up_to": None, "gaps_found": 0, "missing": 0, "recovered": 0, "lost": 0,
+        "still_open": 0,
+    }  # fmt: skip
     status, body = api("/api/v1/terminals/TC-9999")
     assert status == 404
     assert body == {"error": "not_found", "message": "no terminal with serial 'TC-9999'"}

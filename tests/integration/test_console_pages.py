@@ -67,6 +67,21 @@ def test_terminal_detail_shows_history(viewer: FlaskClient, fleet: Fleet) -> Non
     assert "TC-0001" in page and "last will" in page and "Status history" in page
 
 
+def test_terminal_detail_shows_its_message_delivery(viewer: FlaskClient, fleet: Fleet) -> None:
+    fleet.add_terminal("TC-0001", status="online")
+    page = viewer.get("/terminals/TC-0001").get_data(as_text=True)
+    assert "No numbered message yet" in page
+    with fleet.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE terminal SET seq_stream = 'abc', seq_high = 5120, seq_gaps_found = 3,"
+            " seq_missing = 40, seq_recovered = 31, seq_lost = 2 WHERE serial = 'TC-0001'"
+        )
+    page = viewer.get("/terminals/TC-0001").get_data(as_text=True)
+    delivery = page[page.index('id="delivery"') :]
+    for fact in ("#5120", "3 (40 messages)", "<dd>31</dd>", ">2</dd>", ">7</dd>"):
+        assert fact in delivery, fact
+
+
 def test_unknown_terminal_is_a_404_page(viewer: FlaskClient) -> None:
     response = viewer.get("/terminals/NOPE")
     assert response.status_code == 404
