@@ -113,11 +113,14 @@ def open_session(host: str, port: int, frame: bytes) -> socket.socket:
 FULL_LOAD_RATE = 12_500  # per generator process: 25,000 msg/s offered with two
 
 
-def heartbeat(phase: str, serial: str, n: int, ts: float, host: str) -> bytes:
+def heartbeat(phase: str, serial: str, n: int, ts: float, host: str, stream: str) -> bytes:
+    """One heartbeat numbered as an agent numbers it: ingest tracks every number."""
     stamp = datetime.fromtimestamp(ts, UTC).isoformat()
     return json.dumps(
         {
             "v": 1,
+            "seq": n + 1,
+            "stream": stream,
             "id": f"{phase}-{serial}-{n}",
             "ts": stamp,
             "status": "ok",
@@ -148,6 +151,8 @@ def generator(
     frames: list[tuple[int, bytes]] = []  # (socket index, frame), in send order
     step = 1.0 / (rate or FULL_LOAD_RATE)
     n_total = per_terminal * len(accounts)
+    # A stream per phase, later phases sorting after earlier ones (agent.outbox.new_stream).
+    stream = f"{int(start_at * 1000):014x}"
     for i in range(n_total):
         index = i % len(accounts)
         serial = accounts[index][0]
@@ -158,7 +163,7 @@ def generator(
                 index,
                 publish_frame(
                     f"tms/v1/{serial}/telemetry",
-                    heartbeat(phase, serial, n, ts, f"pc-{serial}"),
+                    heartbeat(phase, serial, n, ts, f"pc-{serial}", stream),
                     n % 65535 + 1,
                 ),
             )
@@ -463,6 +468,23 @@ def db_count(url: str, phase: str) -> int:
     return int(row[0]) if row else 0
 
 
+def numbering(url: str) -> str:
+    """What ingest's tracking of the heartbeats' numbers found (every one is numbered)."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE seq_high IS NOT NULL), sum(seq_high),"
+            " sum(seq_gaps_found), sum(seq_missing), sum(seq_recovered),"
+            " (SELECT count(*) FROM seq_gap) FROM terminal"
+        ).fetchone()
+    assert row is not None
+    tracked, high, gaps, missing, recovered, still_open = row
+    return (
+        f"message numbers: {tracked} terminals tracked up to {high or 0:,} in all;"
+        f" gaps found {gaps or 0} ({missing or 0} numbers, {recovered or 0} came back),"
+        f" {still_open} open"
+    )
+
+
 def wait_committed(
     url: str, phase: str, expected: int, timeout: float, committed: dict[str, Any]
 ) -> float:
@@ -678,6 +700,7 @@ def main() -> None:
                 f" p50 {statistics.median(delays) * 1000:.0f} ms,"
                 f" p99 {percentile(delays, 0.99) * 1000:.0f} ms"
             )
+        print(numbering(url))
         amqtt_phase(url, load, ingest_secret, settings, args)
     finally:
         stop_broker.set()
