@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from console import fleet
 from console.db import request_session
-from tms.supervision_status import STATUS_FILE_ENV, read_status_file
+from shared.platform_status import STATUS_FILE_ENV, read_status_file
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)

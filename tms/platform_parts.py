@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.platform_status import STATUS_FILE_ENV
 from shared.ports import port_accepts
 from shared.settings import Settings
 from tms.children import Child, child_env, http_ok
-from tms.supervision_status import STATUS_FILE_ENV
 
 INGEST_ACCOUNT = "tms-ingest"
 CONSOLE_ACCOUNT = "tms-console"

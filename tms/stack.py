@@ -20,6 +20,7 @@ from shared import schema
 from shared.db import make_engine
 from shared.errors import TMSError
 from shared.models import AccountKind
+from shared.platform_status import STATUS_FILE_NAME
 from shared.ports import PortInUseError, ensure_port_free
 from shared.settings import MqttClientSettings, Settings
 from tms.children import Child, PostgresPart
@@ -40,7 +41,6 @@ from tms.platform_parts import (
 from tms.postgres import EmbeddedPostgres
 from tms.supervision import Supervisor
 from tms.supervision_policy import RestartPolicy
-from tms.supervision_status import STATUS_FILE_NAME
 
 # How long `tms up` waits for a `tms` command using the stopped platform's database.
 LOCK_WAIT_S = 30.0

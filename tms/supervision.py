@@ -5,7 +5,7 @@ parts start one after another, each once the one before is ready. After that eac
 part lives on its own: one that ends is logged (one line), counted and restarted after
 the delay tms/supervision_policy.py gives, while the others keep running. Only a part
 that keeps failing to start stops the platform, with the reason. Every change of
-state is written to the status file (tms/supervision_status.py).
+state is written to the status file (shared/platform_status.py).
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from shared.errors import TMSError
-from tms.children import Part
-from tms.supervision_policy import GiveUp, RestartPolicy, Run, describe_exit, next_step
-from tms.supervision_status import (
+from shared.platform_status import (
     LastExit,
     PartState,
     PartStatus,
@@ -31,6 +29,8 @@ from tms.supervision_status import (
     utc_text,
     write_status_file,
 )
+from tms.children import Part
+from tms.supervision_policy import GiveUp, RestartPolicy, Run, describe_exit, next_step
 
 TICK_S = 0.2
 # Runs remembered per part: enough for the policy (it looks at the latest streak only).
