@@ -183,6 +183,8 @@ def may_cancel(role: str, *, own: bool) -> bool:
 def check_request(role: str, name: str, args: Mapping[str, Any] | None) -> dict[str, Any]:
     """Everything checked before a command is queued: the name, the role, the arguments."""
     spec = spec_of(name)
+    if spec.system:
+        raise CommandRefused(f"{name} is sent by TMS itself, not by people or scripts")
     if not may_send(role, name):
         raise CommandRefused(
             f"the {role} role may not send {name} (it needs {spec.minimum_role.value} or above)"

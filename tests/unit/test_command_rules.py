@@ -48,6 +48,12 @@ def test_the_catalogue_has_the_commands_operators_need() -> None:
 SENDABLE = {name for name, spec in CATALOG.items() if not spec.system}
 
 
+def test_a_system_command_is_refused_to_every_role_with_why() -> None:
+    for role in ("viewer", "support", "operator", "admin"):
+        with pytest.raises(CommandRefused, match="sent by TMS itself"):
+            check_request(role, "resend", {"stream": "abc", "ranges": [[1, 2]]})
+
+
 @pytest.mark.parametrize(
     ("role", "allowed"),
     [
