@@ -16,16 +16,16 @@ import click
 
 from agent.agent_log import LOG_FORMAT, install_log_ring
 from agent.errors import AgentError
-from agent.fleet_file import load_fleet_file
-from agent.fleet_processes import run_in_processes, worker_count
 from agent.handlers import terminal_handlers
 from agent.host_metrics import read_host_metrics
 from agent.runtime import AgentOptions, RunOutcome, TerminalAgent
-from agent.simulator import FleetSummary, run_fleet
+from agent.sim.fleet import FleetSummary, run_fleet
+from agent.sim.fleet_file import load_fleet_file
+from agent.sim.fleet_processes import run_in_processes, worker_count
+from agent.sim.usb_backend import SimulatedUsbBackend, SimulatedUsbTerminal
 from agent.store import AgentStore
-from agent.terminal import SimulatedUsbTerminal, UsbTerminal
+from agent.terminal import UsbTerminal
 from agent.usb_driver import open_terminal
-from agent.usb_sim import SimulatedUsbBackend
 from shared import topics
 from shared.settings import AgentSettings, Settings, load_settings
 

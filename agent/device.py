@@ -2,9 +2,10 @@
 
 The runtime only calls ``read_state()`` and ``take_events()``; ``agent.terminal.UsbTerminal``
 implements them over the pyusb driver (on a real or a simulated USB bus), and
-``SimulatedTC200`` in memory for runtime tests that do not need USB. A driver whose reads
-block on I/O sets ``reads_block = True`` and the runtime calls it from a worker thread,
-so the event loop (and every other terminal in a simulated fleet) never waits on USB.
+``agent.sim.device.SimulatedTC200`` in memory for runtime tests that do not need USB. A
+driver whose reads block on I/O sets ``reads_block = True`` and the runtime calls it from
+a worker thread, so the event loop (and every other terminal in a simulated fleet) never
+waits on USB.
 """
 
 from __future__ import annotations

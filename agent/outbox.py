@@ -6,7 +6,8 @@ messages are sent in order with the timestamps they were made with. When the que
 full, the oldest heartbeats are thinned (every second one of the oldest half goes, so the
 history of an outage gets coarser instead of losing its start); events and command
 results are never dropped. The real agent uses the SQLite queue (agent/store.py); the
-fleet simulator uses ``Outbox``, which loses its content with the process.
+fleet simulator (agent/sim/fleet.py) uses ``Outbox``, which loses its content with the
+process.
 """
 
 from __future__ import annotations

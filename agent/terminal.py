@@ -6,8 +6,8 @@ published status plus one event per change of fault, then retries opening it wit
 exponential backoff and full jitter. Commands borrow the open driver through ``call``.
 
 The real agent reads a USB terminal from a worker thread (``reads_block``); the fleet
-simulator uses ``SimulatedUsbTerminal``, whose backend never blocks, inline, because ten
-thousand terminals cannot each have a thread.
+simulator's subclass (``agent.sim.usb_backend.SimulatedUsbTerminal``), whose backend never
+blocks, is read inline, because ten thousand terminals cannot each have a thread.
 """
 
 from __future__ import annotations
@@ -189,9 +189,3 @@ class UsbTerminal:
 
     def _event(self, kind: str, severity: EventSeverity, code: str, message: str) -> None:
         self._events.append(Event(kind=kind, severity=severity, code=code, message=message[:2000]))
-
-
-class SimulatedUsbTerminal(UsbTerminal):
-    """Over ``agent.usb_sim``: every call returns at once, so the runtime reads it inline."""
-
-    reads_block: ClassVar[bool] = False

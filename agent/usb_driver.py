@@ -3,9 +3,9 @@
 It finds the terminal by vendor/product id, claims its vendor interface and speaks the
 framed request/response protocol (agent/frame.py, agent/tc200_protocol.py) over the two
 bulk endpoints. The pyusb device is injected (``open_terminal`` takes a pyusb backend),
-so tests and the fleet simulator run this very code over ``agent.usb_sim``'s simulated
-terminal. Every pyusb error is translated here into a ``TerminalFault`` that carries
-the status to publish; nothing above this module sees a USB exception.
+so tests and the fleet simulator run this very code over the simulated terminal of
+``agent.sim.usb_backend``. Every pyusb error is translated here into a ``TerminalFault``
+that carries the status to publish; nothing above this module sees a USB exception.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import pytest
 from paho.mqtt.client import MQTTProtocolVersion
 
 from agent.runtime import TerminalAgent
-from agent.simulator import run_fleet
+from agent.sim.fleet import run_fleet
 from shared import topics
 from shared.diagnostics import DiagnosticsReport, Outcome, report_of
 from shared.messages import (

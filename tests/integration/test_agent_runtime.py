@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from agent.runtime import AgentOptions, TerminalAgent
-from agent.simulated_device import SimulatedTC200
+from agent.sim.device import SimulatedTC200
 from shared import topics
 from shared.messages import (
     Command,

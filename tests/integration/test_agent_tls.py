@@ -9,7 +9,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from agent.runtime import TerminalAgent
-from agent.simulated_device import SimulatedTC200
+from agent.sim.device import SimulatedTC200
 from shared import topics
 from shared.messages import PresenceState
 from shared.models import AccountKind

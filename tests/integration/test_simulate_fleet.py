@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
-from agent.fleet_file import write_fleet_file
 from agent.runtime import TerminalAgent
-from agent.simulator import FleetSummary, run_fleet, summarise
-from broker import provisioning
+from agent.sim.fleet import FleetSummary, run_fleet, summarise
+from agent.sim.fleet_file import write_fleet_file
+from registry import provisioning
 from shared import topics
 from shared.messages import Presence, PresenceState, parse_message
 from shared.models import AccountKind

@@ -21,12 +21,11 @@ import pytest
 from sqlmodel import Session
 
 from agent.runtime import AgentOptions, TerminalAgent
+from agent.sim.usb_backend import SimulatedUsbBackend, SimulatedUsbTerminal
 from agent.store import AgentStore
-from agent.terminal import SimulatedUsbTerminal
 from agent.usb_driver import open_terminal
-from agent.usb_sim import SimulatedUsbBackend
-from broker import provisioning
 from broker.service import SyncTracker, run_broker_service
+from registry import provisioning
 from shared import topics
 from shared.db import make_engine
 from shared.messages import (

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from agent.cli import agent_credentials
 from agent.errors import AgentError
-from agent.fleet_file import load_fleet_file, parse_fleet_file, write_fleet_file
+from agent.sim.fleet_file import load_fleet_file, parse_fleet_file, write_fleet_file
 from shared.settings import AgentSettings, MqttClientSettings, load_settings
 from tms.cli import main
 

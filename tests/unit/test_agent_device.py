@@ -7,7 +7,7 @@ import pytest
 from agent.device import DeviceState
 from agent.heartbeat import telemetry_from
 from agent.host_metrics import read_host_metrics
-from agent.simulated_device import SimulatedHostMetrics, SimulatedTC200
+from agent.sim.device import SimulatedHostMetrics, SimulatedTC200
 from shared.messages import DeviceStatus, Telemetry, parse_message
 
 

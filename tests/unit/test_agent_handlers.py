@@ -19,10 +19,9 @@ from agent.commands import CommandProcessor
 from agent.errors import AgentError
 from agent.handlers import terminal_handlers
 from agent.outbox import Outbox, OutgoingMessage
-from agent.simulated_device import SimulatedHostMetrics
-from agent.terminal import SimulatedUsbTerminal
+from agent.sim.device import SimulatedHostMetrics
+from agent.sim.usb_backend import SimulatedUsbBackend, SimulatedUsbTerminal
 from agent.usb_driver import open_terminal
-from agent.usb_sim import SimulatedUsbBackend
 from shared import topics
 from shared.command_catalog import CATALOG
 from shared.diagnostics import DiagnosticsReport, Outcome

@@ -7,8 +7,8 @@ import signal
 
 import pytest
 
-from agent.fleet_processes import run_in_processes
-from agent.simulator import FleetSummary
+from agent.sim.fleet import FleetSummary
+from agent.sim.fleet_processes import run_in_processes
 
 
 def _slice(terminals: list[tuple[str, str]]) -> FleetSummary:

@@ -14,6 +14,8 @@ from agent.errors import (
     TerminalTimeout,
     TerminalUnplugged,
 )
+from agent.sim.firmware import firmware_image
+from agent.sim.usb_backend import RESTART_S, SimulatedUsbBackend, SimulatedUsbTerminal
 from agent.tc200_protocol import (
     InfoFlags,
     Opcode,
@@ -21,10 +23,7 @@ from agent.tc200_protocol import (
     encode_firmware_begin,
     encode_firmware_chunk,
 )
-from agent.tc200_sim import firmware_image
-from agent.terminal import SimulatedUsbTerminal
 from agent.usb_driver import TC200Driver, open_terminal
-from agent.usb_sim import RESTART_S, SimulatedUsbBackend
 from shared.messages import DeviceStatus, EventSeverity
 
 

@@ -1,6 +1,6 @@
 """What runs inside a simulated TC-200: it answers request frames from ``SimulatedTC200`` state.
 
-No USB here: ``agent.usb_sim`` carries these frames over a pyusb backend. The firmware
+No USB here: ``agent.sim.usb_backend`` carries these frames over a pyusb backend. The firmware
 update path is complete: an image is staged (size and SHA-256 announced first, chunks at
 offsets), verified on commit, and booted; an image whose header is not a TC-200 image,
 or any image after ``fail_next_boot()``, fails to boot and the terminal rolls back.
@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Callable
 
 from agent.frame import Frame, FrameError, decode_frame, encode_frame, response_opcode
-from agent.simulated_device import MODEL, SimulatedTC200
+from agent.sim.device import MODEL, SimulatedTC200
 from agent.tc200_protocol import (
     DeviceInfo,
     DeviceMetrics,

@@ -1,7 +1,7 @@
 """The physics of a simulated TC-200 (and its store PC): drifting metrics and random faults.
 
-``agent.tc200_sim`` answers USB frames from this state, and ``agent.usb_sim`` serves
-those frames through a pyusb backend, so the real driver reads it. It also still
+``agent.sim.firmware`` answers USB frames from this state, and ``agent.sim.usb_backend``
+serves those frames through a pyusb backend, so the real driver reads it. It also still
 implements ``TerminalDevice`` directly, for tests of the runtime that do not need USB.
 Each simulated terminal is seeded from its serial, so a fleet
 looks the same on every run; metrics drift slowly, and faults (error, unplugged) start

@@ -3,7 +3,7 @@
 Every simulated terminal has its own MQTT connection and credentials, exactly like a
 real store PC, so the broker, its ACLs and ingest see a real fleet; and its own TC-200
 on a simulated USB bus, read by the real driver (agent/usb_driver.py over
-agent/usb_sim.py) inline, since the simulated bus never blocks. Queues are in memory
+agent/sim/usb_backend.py) inline, since the simulated bus never blocks. Queues are in memory
 (agent/outbox.py): a SQLite file per simulated terminal would cost ten thousand files
 and fsyncs for nothing a demo needs. Connects are spread
 over ``connect_spread_s`` and first heartbeats over one interval, so a thousand
@@ -38,10 +38,10 @@ from agent.runtime import (
     cancel_and_wait,
     tls_context_for,
 )
-from agent.simulated_device import SimulatedHostMetrics
-from agent.terminal import SimulatedUsbTerminal, UsbTerminal
+from agent.sim.device import SimulatedHostMetrics
+from agent.sim.usb_backend import SimulatedUsbBackend, SimulatedUsbTerminal
+from agent.terminal import UsbTerminal
 from agent.usb_driver import open_terminal
-from agent.usb_sim import SimulatedUsbBackend
 from shared.settings import MqttClientSettings
 
 log = logging.getLogger(__name__)

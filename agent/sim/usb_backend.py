@@ -20,12 +20,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import usb.backend
 import usb.core
 
-from agent.simulated_device import SimulatedTC200
-from agent.tc200_sim import TC200Firmware
+from agent.sim.device import SimulatedTC200
+from agent.sim.firmware import TC200Firmware
+from agent.terminal import UsbTerminal
 from agent.usb_driver import (
     CONFIGURATION,
     ENDPOINT_IN,
@@ -252,3 +254,9 @@ class SimulatedUsbBackend(usb.backend.IBackend):  # type: ignore[misc]
         size = min(len(answer), len(buff))
         buff[:size] = array.array("B", answer[:size])
         return size
+
+
+class SimulatedUsbTerminal(UsbTerminal):
+    """Over ``SimulatedUsbBackend``: every call returns at once, so the runtime reads it inline."""
+
+    reads_block: ClassVar[bool] = False

@@ -18,7 +18,7 @@ from dataclasses import fields
 from multiprocessing.queues import Queue
 from typing import Any
 
-from agent.simulator import FleetSummary
+from agent.sim.fleet import FleetSummary
 from shared.lifetime import die_with_parent
 
 log = logging.getLogger(__name__)
