@@ -34,7 +34,7 @@ import pytest
 
 from agent.outbox import Outbox, QueuedMessage
 from agent.runtime import TerminalAgent
-from agent.simulator import build_fleet
+from agent.sim.fleet import build_fleet
 from shared import topics
 from shared.settings import MqttClientSettings
 from tests.integration.platform import Platform, running_platform, tms
