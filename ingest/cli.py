@@ -12,7 +12,7 @@ from multiprocessing.process import BaseProcess
 import click
 import psycopg
 
-from ingest.alert_config import load_alert_config
+from ingest.alerts.config import load_alert_config
 from ingest.background import retention_job
 from ingest.errors import IngestConfigError
 from ingest.service import run_ingest, tune_gc
