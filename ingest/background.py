@@ -20,10 +20,10 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from psycopg_pool import AsyncConnectionPool
 
-from ingest.alert_config import AlertConfig
-from ingest.alert_engine import BatchAlerts
+from ingest.alerts.config import AlertConfig
+from ingest.alerts.notify import OutboxWorker
+from ingest.alerts.rules import BatchAlerts
 from ingest.counters import IngestCounters
-from ingest.notify import OutboxWorker
 from ingest.retention import RetentionReport, run_retention
 from ingest.sweep import sweep_once
 from shared.db import libpq_url

@@ -27,8 +27,8 @@ import aiomqtt
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from ingest.alert_config import load_alert_config
-from ingest.alert_engine import BatchAlerts
+from ingest.alerts.config import load_alert_config
+from ingest.alerts.rules import BatchAlerts
 from ingest.background import (
     make_outbox_worker,
     make_side_pool,

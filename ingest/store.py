@@ -25,9 +25,9 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from ingest.alert_engine import BatchAlerts, Staged
-from ingest.alert_plan import AlertAction
-from ingest.alert_store import apply_actions
+from ingest.alerts.plan import AlertAction
+from ingest.alerts.rules import BatchAlerts, Staged
+from ingest.alerts.store import apply_actions
 from ingest.batch import Batch, StatusSignal, split
 from ingest.columns import as_columns
 from ingest.decode import (

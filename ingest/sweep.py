@@ -3,9 +3,9 @@
 Every ``sweep_interval_s`` (1 s by default) one transaction marks terminals whose
 last heartbeat is older than N intervals offline ("heartbeat missed", with a
 status_change row), and a second one reads the terminals that are offline or in
-error with their whole store-PC groups, plans the alerts (``ingest.alert_plan``)
+error with their whole store-PC groups, plans the alerts (``ingest.alerts.plan``)
 and applies them. A third one notifies, summarises and closes storm incidents when
-they are due (``ingest.incident_store``): their schedule is the sweep's. Working
+they are due (``ingest.alerts.incidents``): their schedule is the sweep's. Working
 from the database, not from memory, keeps this right across restarts and with
 several ingest processes; advisory locks let one process at a time decide.
 """
@@ -19,10 +19,10 @@ from typing import Any
 
 import psycopg
 
-from ingest.alert_config import KIND_ERROR, KIND_OFFLINE, KIND_PC_OFFLINE, AlertConfig
-from ingest.alert_plan import TerminalSnapshot, plan_status_alerts
-from ingest.alert_store import ApplyResult, apply_actions, open_alerts
-from ingest.incident_store import TickResult, incident_tick
+from ingest.alerts.config import KIND_ERROR, KIND_OFFLINE, KIND_PC_OFFLINE, AlertConfig
+from ingest.alerts.incidents import TickResult, incident_tick
+from ingest.alerts.plan import TerminalSnapshot, plan_status_alerts
+from ingest.alerts.store import ApplyResult, apply_actions, open_alerts
 from ingest.status import REASON_HEARTBEAT_MISSED
 
 log = logging.getLogger(__name__)

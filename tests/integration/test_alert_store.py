@@ -11,8 +11,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from ingest.alert_config import AlertConfig, parse_alert_config
-from ingest.alert_engine import BatchAlerts
+from ingest.alerts.config import AlertConfig, parse_alert_config
+from ingest.alerts.rules import BatchAlerts
 from ingest.batch import Batch
 from ingest.decode import decode
 from ingest.store import IngestStore
@@ -24,7 +24,7 @@ ROUTES = {"route": [{"name": "ops", "min_severity": "warning", "email": ["ops@ex
 
 
 def config(**extra: Any) -> AlertConfig:
-    from ingest.alert_config import DEFAULT_RULES
+    from ingest.alerts.config import DEFAULT_RULES
 
     return parse_alert_config({**DEFAULT_RULES, **ROUTES, **extra}, {})
 

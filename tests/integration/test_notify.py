@@ -15,8 +15,8 @@ import psycopg
 import pytest
 from aiosmtpd.controller import Controller
 
-from ingest.alert_config import DEFAULT_RULES, AlertConfig, parse_alert_config
-from ingest.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, OutboxWorker, verify
+from ingest.alerts.config import DEFAULT_RULES, AlertConfig, parse_alert_config
+from ingest.alerts.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, OutboxWorker, verify
 from ingest.sweep import SweepResult, sweep_once
 from shared.ports import free_port
 from shared.settings import NotifySettings

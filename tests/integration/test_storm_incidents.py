@@ -15,8 +15,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from ingest.alert_config import DEFAULT_RULES, AlertConfig, parse_alert_config
-from ingest.incident_store import TickResult, incident_tick
+from ingest.alerts.config import DEFAULT_RULES, AlertConfig, parse_alert_config
+from ingest.alerts.incidents import TickResult, incident_tick
 from ingest.sweep import sweep_once
 
 pytestmark = pytest.mark.integration

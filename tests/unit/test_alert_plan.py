@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ingest.alert_config import AlertConfig, Route, Severity, load_alert_config
-from ingest.alert_plan import (
+from ingest.alerts.config import AlertConfig, Route, Severity, load_alert_config
+from ingest.alerts.plan import (
     NOTE_MERGED,
     OpenAlert,
     OpenAlertRow,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ingest.alert_config import DEFAULT_RULES, MetricRule, load_alert_config, parse_alert_config
+from ingest.alerts.config import DEFAULT_RULES, MetricRule, load_alert_config, parse_alert_config
+from ingest.alerts.thresholds import FIRING, ThresholdState, Verdict, fold
 from ingest.errors import IngestConfigError
-from ingest.thresholds import FIRING, ThresholdState, Verdict, fold
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 CPU = MetricRule(

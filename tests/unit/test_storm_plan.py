@@ -6,10 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ingest.alert_config import StormRule, parse_alert_config
-from ingest.errors import IngestConfigError
-from ingest.notify import render, render_incident
-from ingest.storm_plan import (
+from ingest.alerts.config import StormRule, parse_alert_config
+from ingest.alerts.notify import render, render_incident
+from ingest.alerts.storm import (
     NO_CUSTOMER,
     IncidentStep,
     LastNotice,
@@ -21,6 +20,7 @@ from ingest.storm_plan import (
     since,
     top,
 )
+from ingest.errors import IngestConfigError
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 STORM = StormRule(settle_s=30, summary_interval_s=300, quiet_s=300, max_duration_s=3600)

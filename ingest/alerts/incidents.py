@@ -4,7 +4,7 @@ Both halves run under one transaction-scoped advisory lock: a batch or sweep tha
 raises alerts (``group_new_alerts``) and the sweep's ``incident_tick``. So an alert
 joins an incident and a notification counts the incident's alerts in one serial
 order, and no alert can join between an incident's final count and its close. The
-decisions are ``ingest.storm_plan``'s; an incident's notification state is the payload
+decisions are ``ingest.alerts.storm``'s; an incident's notification state is the payload
 of its latest outbox row (no column of its own).
 """
 
@@ -17,10 +17,10 @@ from typing import Any
 
 import psycopg
 
-from ingest.alert_config import AlertConfig, Severity
-from ingest.alert_plan import StormPlan, incident_routes, storm_plan
-from ingest.outbox import enqueue, outbox_rows
-from ingest.storm_plan import (
+from ingest.alerts.config import AlertConfig, Severity
+from ingest.alerts.outbox import enqueue, outbox_rows
+from ingest.alerts.plan import StormPlan, incident_routes, storm_plan
+from ingest.alerts.storm import (
     IncidentStep,
     LastNotice,
     OpenIncident,

@@ -1,7 +1,7 @@
 """Queue notifications: one ``notification_outbox`` row per route and channel.
 
 Written inside the caller's transaction, so a notification is queued together with
-the alert or incident change that caused it, or not at all; ``ingest.notify``
+the alert or incident change that caused it, or not at all; ``ingest.alerts.notify``
 delivers the rows.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from ingest.alert_config import Route
+from ingest.alerts.config import Route
 
 SQL_ENQUEUE = """
 INSERT INTO notification_outbox (alert_id, incident_id, route, channel, target, payload,

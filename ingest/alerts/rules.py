@@ -14,11 +14,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingest.alert_config import AlertConfig, MetricRule
-from ingest.alert_plan import AlertAction, OpenAlert, ResolveAlert, terminal_scope
+from ingest.alerts.config import AlertConfig, MetricRule
+from ingest.alerts.plan import AlertAction, OpenAlert, ResolveAlert, terminal_scope
+from ingest.alerts.thresholds import FIRING, ThresholdState, Verdict, evaluate
 from ingest.batch import Batch
 from ingest.decode import TelemetryRecord
-from ingest.thresholds import FIRING, ThresholdState, Verdict, evaluate
 from shared.messages import EventSeverity
 
 _EVENT_RANK = {severity: rank for rank, severity in enumerate(EventSeverity)}

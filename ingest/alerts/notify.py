@@ -27,8 +27,8 @@ from typing import Any
 
 import psycopg
 
-from ingest.alert_config import AlertConfig
-from ingest.storm_plan import DIMENSIONS, top
+from ingest.alerts.config import AlertConfig
+from ingest.alerts.storm import DIMENSIONS, top
 from shared.settings import NotifySettings
 
 log = logging.getLogger(__name__)

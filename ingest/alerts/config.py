@@ -100,7 +100,7 @@ class HeartbeatDefaults(_Config):
 class StormRule(_Config):
     """More than ``max_alerts_per_minute`` new alerts within ``window_s`` open an incident
     that groups the alerts after them; it is notified when it opens, every
-    ``summary_interval_s`` while it grows, and when it closes (see ``ingest.storm_plan``)."""
+    ``summary_interval_s`` while it grows, and when it closes (see ``ingest.alerts.storm``)."""
 
     max_alerts_per_minute: int = Field(default=20, ge=1)
     window_s: float = Field(default=60.0, gt=0)

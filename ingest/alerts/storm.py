@@ -4,7 +4,7 @@ An incident is told when it opens (``settle_s`` after, so the first count means
 something), then every ``summary_interval_s`` while alerts keep joining it, and a last
 time when it closes: after ``quiet_s`` without an alert, or at ``max_duration_s``. Each
 notification carries the incident's running totals by kind, severity and customer; the
-difference from the previous one is what joined since. ``ingest.incident_store`` keeps
+difference from the previous one is what joined since. ``ingest.alerts.incidents`` keeps
 nothing else: the previous notification's payload in ``notification_outbox`` is the
 incident's notification state.
 """
@@ -17,7 +17,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from ingest.alert_config import StormRule
+from ingest.alerts.config import StormRule
 
 DIMENSIONS = ("kind", "severity", "customer")
 NO_CUSTOMER = "(no customer)"

@@ -2,7 +2,7 @@
 
 Runs inside the caller's transaction (the batch's, or the sweep's), so an alert and
 its notification rows commit together with what caused them or not at all. New
-alerts are notified alone, unless ``ingest.incident_store`` folds them into a storm
+alerts are notified alone, unless ``ingest.alerts.incidents`` folds them into a storm
 incident: then the routes that receive incidents count them in its notifications,
 and only the routes that do not still get each alert alone.
 """
@@ -16,8 +16,10 @@ from typing import Any
 
 import psycopg
 
-from ingest.alert_config import AlertConfig, Severity
-from ingest.alert_plan import (
+from ingest.alerts.config import AlertConfig, Severity
+from ingest.alerts.incidents import group_new_alerts
+from ingest.alerts.outbox import OutboxRow, enqueue, outbox_rows
+from ingest.alerts.plan import (
     AlertAction,
     OpenAlert,
     OpenAlertRow,
@@ -26,8 +28,6 @@ from ingest.alert_plan import (
     merge_opens,
     routes_for,
 )
-from ingest.incident_store import group_new_alerts
-from ingest.outbox import OutboxRow, enqueue, outbox_rows
 
 SQL_OPEN_ALERTS = """
 SELECT scope, kind, last_seen_at FROM alert WHERE status <> 'resolved' AND kind = ANY(%s::text[])

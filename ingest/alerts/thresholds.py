@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
 
-from ingest.alert_config import MetricRule
+from ingest.alerts.config import MetricRule
 
 
 class Verdict(Enum):

@@ -3,7 +3,7 @@
 ``plan_status_alerts`` turns the terminals that are offline or in error (and the
 alerts already open) into actions: one alert per terminal and kind, or one
 "pc-offline" alert when every terminal of a store PC is offline together. The
-storm decision and the notification routing are here too; ``ingest.alert_store``
+storm decision and the notification routing are here too; ``ingest.alerts.store``
 applies the results in PostgreSQL.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
-from ingest.alert_config import (
+from ingest.alerts.config import (
     KIND_ERROR,
     KIND_OFFLINE,
     KIND_PC_OFFLINE,
