@@ -10,10 +10,10 @@ from __future__ import annotations
 from flask import Blueprint, flash, make_response, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from broker import lifecycle
-from broker.errors import ProvisioningError
 from console.access import acting_user, client_address, requires_role
 from console.db import request_session
+from registry import lifecycle
+from registry.errors import ProvisioningError
 from shared.models import Role
 
 bp = Blueprint("terminal_actions", __name__)

@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlmodel import Session, col, select
 
-from broker import lifecycle
 from broker.cli import account, broker, certs, terminal
-from broker.lifecycle import Actor
+from registry import lifecycle
+from registry.lifecycle import Actor
 from shared.db import make_engine
 from shared.models import AuditEvent, Credential, StatusChange, Store, Terminal
 from tests.fixtures.broker import MqttProbe, RunningBroker

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker.terminal_import import parse_terminal_csv
+from registry.terminal_import import parse_terminal_csv
 
 
 def test_good_file() -> None:

@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from broker import provisioning
-from broker.errors import ProvisioningError
-from broker.terminal_import import ImportRow, RowProblem, clashes, parse_terminal_csv
+from registry import provisioning
+from registry.errors import ProvisioningError
+from registry.terminal_import import ImportRow, RowProblem, clashes, parse_terminal_csv
 from shared.models import (
     AccountKind,
     AuditEvent,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from broker.errors import ProvisioningError
+from registry.errors import ProvisioningError
 from shared import topics
 from shared.credentials import StoredSecret, generate_secret, hash_secret
 from shared.errors import TopicError
