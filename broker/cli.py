@@ -13,7 +13,7 @@ import click
 from sqlmodel import Session
 
 from broker.certs import TlsFiles
-from broker.lifecycle import SERVICE_KINDS, Actor
+from registry.lifecycle import SERVICE_KINDS, Actor
 from shared.db import make_engine
 from shared.models import AccountKind
 from shared.settings import BrokerSettings
@@ -103,7 +103,7 @@ def mosquitto_config(
     plugin, for an operator-run Mosquitto. Run it again after credential changes, then
     reload Mosquitto (SIGHUP)."""
     from broker.mosquitto import MosquittoFiles, write_operator_config
-    from broker.provisioning import active_accounts
+    from registry.provisioning import active_accounts
     from tms.cli import settings_of
 
     settings = settings_of(ctx)
@@ -169,7 +169,7 @@ def _actor() -> Actor:
 @click.pass_context
 def add_terminal(ctx: click.Context, serial: str, customer: str, store_code: str | None) -> None:
     """Register terminal SERIAL and print its broker secret (shown only once)."""
-    from broker.lifecycle import add_terminal as add
+    from registry.lifecycle import add_terminal as add
 
     secret = _in_session(ctx, lambda s: add(s, _actor(), serial, customer, store_code))
     click.echo(f"Terminal {serial} added for customer {customer!r}.")
@@ -185,7 +185,7 @@ def import_terminals(ctx: click.Context, csv_file: TextIO) -> None:
     The whole file is checked first; every bad row is reported with its line number.
     Prints serial,secret for each terminal as CSV: the secrets are shown only once.
     """
-    from broker.lifecycle import import_terminals as run_import
+    from registry.lifecycle import import_terminals as run_import
 
     text = csv_file.read()
     created = _in_session(ctx, lambda s: run_import(s, _actor(), text))
@@ -204,7 +204,7 @@ def import_terminals(ctx: click.Context, csv_file: TextIO) -> None:
 @click.pass_context
 def rotate_terminal(ctx: click.Context, serial: str) -> None:
     """Give terminal SERIAL a new broker secret; the old one stops working at once."""
-    from broker.lifecycle import rotate_terminal as rotate
+    from registry.lifecycle import rotate_terminal as rotate
 
     secret = _in_session(ctx, lambda s: rotate(s, _actor(), serial))
     click.echo(f"New secret for {serial}; a session using the old one is closed.")
@@ -216,7 +216,7 @@ def rotate_terminal(ctx: click.Context, serial: str) -> None:
 @click.pass_context
 def revoke_terminal(ctx: click.Context, serial: str) -> None:
     """Refuse terminal SERIAL at the broker; a live session is dropped within seconds."""
-    from broker.lifecycle import revoke_terminal as revoke
+    from registry.lifecycle import revoke_terminal as revoke
 
     _in_session(ctx, lambda s: revoke(s, _actor(), serial))
     click.echo(f"Broker access of {serial} revoked (`tms terminal rotate {serial}` re-admits it).")
@@ -228,7 +228,7 @@ def revoke_terminal(ctx: click.Context, serial: str) -> None:
 @click.pass_context
 def decommission_terminal(ctx: click.Context, serial: str, reason: str) -> None:
     """Take terminal SERIAL out of service for good; its live session is dropped."""
-    from broker.lifecycle import decommission_terminal as decommission
+    from registry.lifecycle import decommission_terminal as decommission
 
     _in_session(ctx, lambda s: decommission(s, _actor(), serial, reason))
     click.echo(f"Terminal {serial} decommissioned.")
@@ -240,7 +240,7 @@ def decommission_terminal(ctx: click.Context, serial: str, reason: str) -> None:
 @click.pass_context
 def swap_terminal(ctx: click.Context, old_serial: str, new_serial: str) -> None:
     """Replace OLD_SERIAL by NEW_SERIAL in its customer and store; OLD is decommissioned."""
-    from broker.lifecycle import swap_terminal as swap
+    from registry.lifecycle import swap_terminal as swap
 
     secret = _in_session(ctx, lambda s: swap(s, _actor(), old_serial, new_serial))
     click.echo(f"Terminal {new_serial} replaces {old_serial}, which is decommissioned.")
@@ -261,7 +261,7 @@ def account() -> None:
 @click.pass_context
 def add_account(ctx: click.Context, name: str, role: str) -> None:
     """Create broker account NAME with the ACL of ROLE; prints its secret once."""
-    from broker.lifecycle import add_account as add
+    from registry.lifecycle import add_account as add
 
     secret = _in_session(ctx, lambda s: add(s, _actor(), name, AccountKind(role)))
     click.echo(f"Account {name} ({role}) added.")
@@ -273,7 +273,7 @@ def add_account(ctx: click.Context, name: str, role: str) -> None:
 @click.pass_context
 def list_accounts(ctx: click.Context, include_terminals: bool) -> None:
     """List broker accounts: name, role, created, revoked."""
-    from broker.lifecycle import list_accounts as listing
+    from registry.lifecycle import list_accounts as listing
 
     rows = _in_session(ctx, lambda s: listing(s, include_terminals))
     for row in rows:
@@ -287,7 +287,7 @@ def list_accounts(ctx: click.Context, include_terminals: bool) -> None:
 @click.pass_context
 def rotate_account(ctx: click.Context, name: str) -> None:
     """Give account NAME a new secret; the old one stops working at once."""
-    from broker.lifecycle import rotate_account as rotate
+    from registry.lifecycle import rotate_account as rotate
 
     secret = _in_session(ctx, lambda s: rotate(s, _actor(), name))
     _show_secret(name, secret, terminal=False)
@@ -298,7 +298,7 @@ def rotate_account(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def revoke_account(ctx: click.Context, name: str) -> None:
     """Refuse account NAME at the broker; its live sessions are dropped."""
-    from broker.lifecycle import revoke_account as revoke
+    from registry.lifecycle import revoke_account as revoke
 
     _in_session(ctx, lambda s: revoke(s, _actor(), name))
     click.echo(f"Account {name} revoked.")
