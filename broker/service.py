@@ -23,7 +23,7 @@ from broker.auth_plugin import PluginOptions
 from broker.certs import TlsFiles
 from broker.errors import BrokerError, MosquittoError
 from broker.mosquitto import MosquittoFiles, MosquittoProcess, TlsListener
-from broker.provisioning import active_accounts
+from registry.provisioning import active_accounts
 from shared.db import libpq_url, make_engine
 from shared.settings import BrokerSettings
 
