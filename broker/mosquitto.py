@@ -25,7 +25,7 @@ from broker.acl import AclAccount, mosquitto_acl_text
 from broker.auth_plugin import PluginOptions
 from broker.certs import TlsFiles
 from broker.errors import MosquittoError
-from broker.provisioning import BrokerAccount
+from registry.provisioning import BrokerAccount
 from shared.credentials import mosquitto_password_entry
 from shared.lifetime import preexec_die_with_parent
 from shared.ports import port_accepts
