@@ -18,7 +18,7 @@ from amqtt.session import Session as AmqttSession
 
 from broker.acl import Access, client_id_allowed, is_allowed
 from broker.login_throttle import LoginThrottle, login_keys
-from broker.provisioning import BrokerAccount
+from registry.provisioning import BrokerAccount
 from shared.credentials import verify_secret
 
 log = logging.getLogger(__name__)
