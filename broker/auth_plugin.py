@@ -26,7 +26,7 @@ from pathlib import Path
 
 from broker.acl import RETAINABLE_FILTERS, may_join_shared_group
 from broker.errors import MosquittoError
-from broker.provisioning import BrokerAccount
+from registry.provisioning import BrokerAccount
 from shared.settings import BrokerSettings
 
 SOURCE_DIR = Path(__file__).with_name("mosquitto_plugin")
