@@ -49,8 +49,8 @@ import psutil
 import psycopg
 from sqlmodel import Session
 
-from broker import provisioning
 from broker.service import SyncTracker, run_broker_service
+from registry import provisioning
 from shared import schema
 from shared.db import make_engine
 from shared.models import AccountKind
