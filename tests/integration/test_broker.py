@@ -98,7 +98,7 @@ def test_revoked_credential_drops_live_session(mosquitto_broker: RunningBroker) 
 def test_rotated_secret_replaces_the_old_one(mosquitto_broker: RunningBroker) -> None:
     from sqlmodel import Session
 
-    from broker.provisioning import rotate_secret
+    from registry.provisioning import rotate_secret
 
     old = mosquitto_broker.provision_terminal("TC-0001")
     with Session(mosquitto_broker.engine) as session:
