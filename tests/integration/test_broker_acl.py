@@ -20,8 +20,8 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import Session
 
-from broker import provisioning
 from broker.acl import GRANTS, OWN, Access, Grant, is_allowed, may_join_shared_group, may_retain
+from registry import provisioning
 from shared.db import make_engine
 from shared.models import AccountKind, Credential
 from shared.topics import is_valid_account
