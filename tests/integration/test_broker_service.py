@@ -17,9 +17,10 @@ import pytest
 from click.testing import CliRunner
 from sqlmodel import Session, select
 
-from broker import provisioning
-from broker.errors import BrokerError, MosquittoError, ProvisioningError
+from broker.errors import BrokerError, MosquittoError
 from broker.service import run_broker_service
+from registry import provisioning
+from registry.errors import ProvisioningError
 from shared.db import make_engine
 from shared.models import AccountKind, Credential, Store, Terminal
 from shared.ports import free_port, port_accepts
