@@ -8,7 +8,7 @@ import pytest
 
 from broker.acl import client_id_allowed, may_join_shared_group
 from broker.auth_plugin import PluginOptions, read_stats, render_accounts_file
-from broker.provisioning import BrokerAccount
+from registry.provisioning import BrokerAccount
 from shared.credentials import hash_secret
 from shared.models import AccountKind
 from shared.settings import BrokerSettings
