@@ -29,6 +29,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ingest.alerts.config import load_alert_config
 from ingest.alerts.rules import BatchAlerts
+from ingest.alerts.step import BatchAlertStep
 from ingest.background import (
     make_outbox_worker,
     make_side_pool,
@@ -53,7 +54,7 @@ from ingest.mqtt import (
     tap_publishes,
 )
 from ingest.sessions import register_session, retire_sessions
-from ingest.store import IngestStore
+from ingest.store import CommitStep, IngestStore
 from ingest.workers import DEFAULT_SHARED_GROUP
 from shared.settings import AlertSettings, IngestSettings, NotifySettings
 from shared.topics import INGEST_FILTERS
@@ -105,9 +106,12 @@ class IngestDaemon:
         counters: IngestCounters,
         on_commit: OnCommit | None = None,
         *,
+        alert_step: CommitStep | None = None,
         retiring_session: bool = False,
     ) -> None:
         self.settings = settings
+        # Part of every batch's transaction: alerts commit with the batch that raised them.
+        self._alert_step = alert_step
         # A retired worker's session (ingest.sessions): subscribe to nothing, drop every
         # filter, and only write what the broker still holds for it.
         self._retiring = retiring_session
@@ -305,10 +309,10 @@ class IngestDaemon:
             started = time.monotonic()
             try:
                 try:
-                    result = await self.store.write(batch)
+                    result = await self.store.write(batch, self._alert_step)
                 except BatchRefusedError as exc:
                     log.error("%s; writing the batch message by message", exc)
-                    result = await self.store.write_isolated(batch)
+                    result = await self.store.write_isolated(batch, self._alert_step)
                 break
             except DatabaseUnavailableError as exc:
                 self._resume_reading()  # paused for the terminal locks, which are gone
@@ -436,12 +440,12 @@ async def run_ingest(
     # A write waits for a connection no longer than a retry pause, so that a stop
     # during an outage is noticed within seconds.
     timeout_s = min(settings.retry_max_s, 10.0)
-    store = IngestStore.create(database_url, connect_timeout_s=timeout_s, alerts=alerts)
+    store = IngestStore.create(database_url, connect_timeout_s=timeout_s)
     side_pool = make_side_pool(database_url, timeout_s)
     await store.open()
     await side_pool.open(wait=False)
     await seed_alerts(side_pool, alerts)
-    daemon = IngestDaemon(settings, store, counters, on_commit)
+    daemon = IngestDaemon(settings, store, counters, on_commit, alert_step=BatchAlertStep(alerts))
     worker = make_outbox_worker(notify_settings, config)
     side_stop = asyncio.Event()
     side_tasks = [

@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from ingest.alerts.plan import AlertAction
-from ingest.alerts.rules import BatchAlerts, Staged
-from ingest.alerts.store import apply_actions
 from ingest.batch import Batch, StatusSignal, split
 from ingest.columns import as_columns
 from ingest.decode import (
@@ -274,6 +271,33 @@ class WriteResult:
         self.sequence.add(other.sequence)
 
 
+class AlertCounts(Protocol):
+    """What a commit step reports: the alerts it opened and resolved."""
+
+    @property
+    def opened(self) -> int: ...
+
+    @property
+    def resolved(self) -> int: ...
+
+
+class CommitStep(Protocol):
+    """Work of another room inside a batch's transaction: the daemon's alert step.
+
+    The store calls it at three points of each write and knows nothing else about it
+    (``ingest.alerts.step`` is the one there is).
+    """
+
+    def plan(self, batch: Batch[Any], ids: Mapping[str, int], customers: Mapping[int, int]) -> None:
+        """Before the terminal rows are locked: pure work the other workers need not wait for."""
+
+    async def apply(self, conn: psycopg.AsyncConnection[Any]) -> AlertCounts:
+        """Last in the transaction, under the terminal locks: commits with the batch."""
+
+    def committed(self) -> None:
+        """After the commit: what the step keeps in memory may change only now."""
+
+
 class CommandOutcome(NamedTuple):
     """What a batch's command results did: moved, changed nothing, or found no command."""
 
@@ -326,21 +350,14 @@ async def _create_staging_tables(conn: psycopg.AsyncConnection[Any]) -> None:
 class IngestStore:
     """Batches into PostgreSQL through a small pool; keeps a serial -> terminal id cache."""
 
-    def __init__(self, pool: AsyncConnectionPool, alerts: BatchAlerts | None = None) -> None:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
         self._pool = pool
         self._terminal_ids: dict[str, int] = {}
         self._customers: dict[int, int] = {}  # terminal id -> customer id
-        self._alerts = alerts
-        self._staged: Staged | None = None  # threshold states of the batch being written
         self.locking = False  # True from locking the batch's terminals to the commit
 
     @classmethod
-    def create(
-        cls,
-        database_url: str,
-        connect_timeout_s: float = 10.0,
-        alerts: BatchAlerts | None = None,
-    ) -> IngestStore:
+    def create(cls, database_url: str, connect_timeout_s: float = 10.0) -> IngestStore:
         """A store whose write waits at most ``connect_timeout_s`` for a connection."""
         # One writer needs one connection; the second serves a retry while a broken
         # one is being replaced. check= tests each connection before it is handed out.
@@ -354,7 +371,7 @@ class IngestStore:
             configure=_create_staging_tables,
             name="ingest",
         )
-        return cls(pool, alerts)
+        return cls(pool)
 
     async def open(self) -> None:
         # wait=False: the daemon starts (and keeps messages unacknowledged at the
@@ -378,24 +395,29 @@ class IngestStore:
             self._terminal_ids.clear()
             raise BatchRefusedError(f"PostgreSQL refused the batch: {exc}") from exc
 
-    async def write(self, batch: Batch[Any]) -> WriteResult:
-        """Write one batch in one transaction, or raise and leave the database unchanged."""
-        self._staged = None
+    async def write(self, batch: Batch[Any], step: CommitStep | None = None) -> WriteResult:
+        """Write one batch in one transaction, or raise and leave the database unchanged.
+
+        ``step`` (the daemon's alert step) runs inside the same transaction, and hears
+        of the commit once it has happened.
+        """
         try:
             async with self._transaction() as conn:
-                result = await self._write(conn, batch)
+                result = await self._write(conn, batch, step)
         finally:
             self.locking = False
-        if self._alerts is not None and self._staged is not None:
-            self._alerts.adopt(self._staged)  # only now: the batch is committed
+        if step is not None:
+            step.committed()
         return result
 
-    async def write_isolated(self, batch: Batch[Any]) -> WriteResult:
+    async def write_isolated(
+        self, batch: Batch[Any], step: CommitStep | None = None
+    ) -> WriteResult:
         """Write a refused batch message by message; a message refused alone is dead-lettered."""
         total = WriteResult()
         for single in split(batch):
             try:
-                total.add(await self.write(single))
+                total.add(await self.write(single, step))
             except BatchRefusedError as exc:
                 (decoded,) = single.decoded
                 rejection = Rejection(decoded.envelope, REASON_STORE_ERROR, str(exc))
@@ -411,7 +433,9 @@ class IngestStore:
                 total.dead_letters[REASON_STORE_ERROR] += 1
         return total
 
-    async def _write(self, conn: psycopg.AsyncConnection[Any], batch: Batch[Any]) -> WriteResult:
+    async def _write(
+        self, conn: psycopg.AsyncConnection[Any], batch: Batch[Any], step: CommitStep | None
+    ) -> WriteResult:
         result = WriteResult()
         ids = await self._resolve(conn, batch.serials())
         rejections = list(batch.rejections)
@@ -428,9 +452,8 @@ class IngestStore:
         result.events = await self._log_events(conn, batch.events, ids)
         await self._insert_dead_letters(conn, rejections)
         result.dead_letters.update(rejection.reason for rejection in rejections)
-        actions: list[AlertAction] = []
-        if self._alerts is not None:
-            actions, self._staged = self._alerts.evaluate(batch, ids, self._customers)
+        if step is not None:
+            step.plan(batch, ids, self._customers)
         # The terminal rows last, locked in id order and held only until the commit:
         # ingest workers on a shared subscription write the same terminals, and wait
         # for each other only here.
@@ -449,8 +472,8 @@ class IngestStore:
             await conn.execute(SQL_UPSERT_LATEST)
         await self._apply_transitions(conn, transitions)
         result.status_changes = len(transitions)
-        if actions and self._alerts is not None:
-            applied = await apply_actions(conn, actions, self._alerts.config, datetime.now(UTC))
+        if step is not None:
+            applied = await step.apply(conn)
             result.alerts_opened += applied.opened
             result.alerts_resolved += applied.resolved
         return result

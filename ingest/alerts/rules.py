@@ -2,9 +2,10 @@
 
 The threshold state of every (terminal, rule) that is not at rest lives here, in the
 ingest process. ``evaluate`` does not change it: it returns the new states, and the
-store hands them to ``adopt`` only after the batch's transaction has committed, so a
-batch retried after a failure is evaluated against the same state again. At start-up
-the alerts found open are seeded as firing, so they still resolve when the metric falls.
+alert step (``ingest.alerts.step``) hands them to ``adopt`` only after the batch has
+committed, so a batch retried after a failure is evaluated against the same state
+again. At start-up the alerts found open are seeded as firing, so they still resolve
+when the metric falls.
 """
 
 from __future__ import annotations

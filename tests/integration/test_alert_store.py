@@ -13,6 +13,7 @@ import pytest
 
 from ingest.alerts.config import AlertConfig, parse_alert_config
 from ingest.alerts.rules import BatchAlerts
+from ingest.alerts.step import BatchAlertStep
 from ingest.batch import Batch
 from ingest.decode import decode
 from ingest.store import IngestStore
@@ -173,7 +174,9 @@ def test_few_alerts_are_notified_each_to_their_routes(
     assert {r[3]["serial"] for r in rows} == {"TC-A", "TC-B"}
 
 
-def _write(database_url: str, store: IngestStore, *messages: tuple[str, dict[str, Any]]) -> None:
+def _write(
+    store: IngestStore, step: BatchAlertStep | None, *messages: tuple[str, dict[str, Any]]
+) -> None:
     batch: Batch[int] = Batch()
     for index, (topic, body) in enumerate(messages):
         batch.add(decode(topic, json.dumps(body).encode(), datetime.now(UTC)), index)
@@ -181,7 +184,7 @@ def _write(database_url: str, store: IngestStore, *messages: tuple[str, dict[str
     async def go() -> None:
         await store.open()
         try:
-            await store.write(batch)
+            await store.write(batch, step)
         finally:
             await store.close()
 
@@ -202,20 +205,22 @@ def test_metric_and_event_rules_open_bump_and_resolve(
             {"v": 1, "id": f"m{n}", "ts": ts, "status": "ok", "terminal": {"disk": disk}},
         )
 
-    def store() -> IngestStore:
-        return IngestStore.create(database_url, alerts=alerts_engine)
+    step = BatchAlertStep(alerts_engine)
 
-    _write(database_url, store(), hb(1, 95), hb(2, 96))
+    def store() -> IngestStore:
+        return IngestStore.create(database_url)
+
+    _write(store(), step, hb(1, 95), hb(2, 96))
     assert [(k, s, c) for _, k, s, c in alerts(db)] == [("high-disk", "open", 2)]
-    _write(database_url, store(), hb(3, 50))
+    _write(store(), step, hb(3, 50))
     assert [(k, s, c) for _, k, s, c in alerts(db)] == [("high-disk", "resolved", 2)]
     failed = {"v": 1, "kind": "update", "severity": "error", "message": "image did not boot"}
-    _write(database_url, store(), ("tms/v1/TC-M/event", failed))
+    _write(store(), step, ("tms/v1/TC-M/event", failed))
     row = db.execute(
         "SELECT kind, status, message FROM alert WHERE kind = 'update-failed'"
     ).fetchone()
     assert row is not None and row[1] == "open" and "image did not boot" in row[2]
     ok = {"v": 1, "kind": "update", "severity": "info", "message": "updated to 3.2"}
-    _write(database_url, store(), ("tms/v1/TC-M/event", ok))
+    _write(store(), step, ("tms/v1/TC-M/event", ok))
     row = db.execute("SELECT status FROM alert WHERE kind = 'update-failed'").fetchone()
     assert row == ("resolved",)
