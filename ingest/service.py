@@ -127,6 +127,7 @@ class IngestDaemon:
         self._max_future = timedelta(seconds=settings.max_future_s)
         self._connection = 0
         self._tap: TapSwitch | None = None
+        self._writer_locking = False  # told by the store (on_locking)
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
         writer = asyncio.create_task(self._write_loop(stop), name="ingest-writer")
@@ -233,7 +234,11 @@ class IngestDaemon:
             return True
         # Also while the writer holds its terminals' row locks (a few milliseconds of
         # round trips): a chunk decoded in between would make the other workers wait.
-        return self.store.locking
+        return self._writer_locking
+
+    def _locking_changed(self, locking: bool) -> None:
+        """The store's ``on_locking``: the batch holds its terminals' row locks, or not."""
+        self._writer_locking = locking
 
     def _message_handler(self, connection: int) -> PublishHandler:
         """The callback for every PUBLISH: decode, and hand it to the writer.
@@ -309,10 +314,12 @@ class IngestDaemon:
             started = time.monotonic()
             try:
                 try:
-                    result = await self.store.write(batch, self._alert_step)
+                    result = await self.store.write(batch, self._alert_step, self._locking_changed)
                 except BatchRefusedError as exc:
                     log.error("%s; writing the batch message by message", exc)
-                    result = await self.store.write_isolated(batch, self._alert_step)
+                    result = await self.store.write_isolated(
+                        batch, self._alert_step, self._locking_changed
+                    )
                 break
             except DatabaseUnavailableError as exc:
                 self._resume_reading()  # paused for the terminal locks, which are gone

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -298,6 +298,15 @@ class CommitStep(Protocol):
         """After the commit: what the step keeps in memory may change only now."""
 
 
+# Told True when a write starts holding its terminals' row locks, False once it no
+# longer does (committed or failed): the daemon stops reading the broker meanwhile.
+OnLocking = Callable[[bool], None]
+
+
+def _ignore_locking(locking: bool) -> None:
+    pass
+
+
 class CommandOutcome(NamedTuple):
     """What a batch's command results did: moved, changed nothing, or found no command."""
 
@@ -354,7 +363,6 @@ class IngestStore:
         self._pool = pool
         self._terminal_ids: dict[str, int] = {}
         self._customers: dict[int, int] = {}  # terminal id -> customer id
-        self.locking = False  # True from locking the batch's terminals to the commit
 
     @classmethod
     def create(cls, database_url: str, connect_timeout_s: float = 10.0) -> IngestStore:
@@ -395,29 +403,38 @@ class IngestStore:
             self._terminal_ids.clear()
             raise BatchRefusedError(f"PostgreSQL refused the batch: {exc}") from exc
 
-    async def write(self, batch: Batch[Any], step: CommitStep | None = None) -> WriteResult:
+    async def write(
+        self,
+        batch: Batch[Any],
+        step: CommitStep | None = None,
+        on_locking: OnLocking = _ignore_locking,
+    ) -> WriteResult:
         """Write one batch in one transaction, or raise and leave the database unchanged.
 
         ``step`` (the daemon's alert step) runs inside the same transaction, and hears
-        of the commit once it has happened.
+        of the commit once it has happened; ``on_locking`` hears when the batch starts
+        and stops holding its terminals' row locks.
         """
         try:
             async with self._transaction() as conn:
-                result = await self._write(conn, batch, step)
+                result = await self._write(conn, batch, step, on_locking)
         finally:
-            self.locking = False
+            on_locking(False)
         if step is not None:
             step.committed()
         return result
 
     async def write_isolated(
-        self, batch: Batch[Any], step: CommitStep | None = None
+        self,
+        batch: Batch[Any],
+        step: CommitStep | None = None,
+        on_locking: OnLocking = _ignore_locking,
     ) -> WriteResult:
         """Write a refused batch message by message; a message refused alone is dead-lettered."""
         total = WriteResult()
         for single in split(batch):
             try:
-                total.add(await self.write(single, step))
+                total.add(await self.write(single, step, on_locking))
             except BatchRefusedError as exc:
                 (decoded,) = single.decoded
                 rejection = Rejection(decoded.envelope, REASON_STORE_ERROR, str(exc))
@@ -434,7 +451,11 @@ class IngestStore:
         return total
 
     async def _write(
-        self, conn: psycopg.AsyncConnection[Any], batch: Batch[Any], step: CommitStep | None
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        batch: Batch[Any],
+        step: CommitStep | None,
+        on_locking: OnLocking,
     ) -> WriteResult:
         result = WriteResult()
         ids = await self._resolve(conn, batch.serials())
@@ -459,10 +480,10 @@ class IngestStore:
         # for each other only here.
         staged = await self._stage_latest(conn, batch, ids)
         # From here to the commit the batch holds its terminals' row locks: only
-        # statements that need them, and ``locking`` tells the daemon to stop reading
+        # statements that need them, and ``on_locking`` tells the daemon to stop reading
         # the broker meanwhile (each await would otherwise let the reader decode a
         # whole chunk before the writer resumes, with the other workers waiting).
-        self.locking = True
+        on_locking(True)
         arrivals = arrivals_by_terminal(batch.sequenced, ids)
         states, marks = await self._lock_terminals(conn, batch, ids, arrivals.keys())
         transitions = self._transitions(batch, ids, states)
