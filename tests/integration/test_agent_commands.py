@@ -8,11 +8,9 @@ not run again.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,8 +18,6 @@ from typing import Any
 import pytest
 from paho.mqtt.client import MQTTProtocolVersion
 
-from agent.runtime import TerminalAgent
-from agent.sim.fleet import run_fleet
 from shared import topics
 from shared.diagnostics import DiagnosticsReport, Outcome, report_of
 from shared.messages import (
@@ -35,24 +31,22 @@ from shared.messages import (
 from shared.models import AccountKind
 from shared.settings import MqttClientSettings
 from tests.fixtures.broker import MqttProbe, RunningBroker
-from tests.integration.test_agent_runtime import (
+from tests.integration.agent_harness import (
+    FleetThread,
     agent_process,
     ingest_probe,
+    mqtt_of,
     presence,
+    provision_fleet,
     results,
     running,
     send_command,
+    unnumbered,
     wait_for_message,
 )
-from tests.integration.test_simulate_fleet import provision_fleet
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def unnumbered(result: CommandResult) -> CommandResult:
-    """A result without its message number: an answer sent again is a new message."""
-    return result.model_copy(update={"seq": None, "stream": None})
 
 
 CHECK_IDS = [
@@ -68,55 +62,6 @@ CHECK_IDS = [
     "outbox",
     "log_tail",
 ]
-
-
-class FleetThread:
-    """``run_fleet`` (the simulator, restarts included) in a thread of its own."""
-
-    def __init__(self, terminals: list[tuple[str, str]], mqtt: MqttClientSettings) -> None:
-        self.agents: list[TerminalAgent] = []
-        self._terminals = terminals
-        self._mqtt = mqtt
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, daemon=True)
-
-    def _main(self) -> None:
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            self._ready.set()
-            await run_fleet(
-                self._terminals,
-                self._mqtt,
-                0.5,
-                self._stop,
-                connect_spread_s=0.0,
-                status_poll_s=0.1,
-                agents_out=self.agents,
-            )
-
-        try:
-            asyncio.run(main())
-        except BaseException as exc:
-            self.error = exc
-
-    def __enter__(self) -> FleetThread:
-        self._thread.start()
-        assert self._ready.wait(60)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._thread.is_alive():
-            assert self._loop is not None and self._stop is not None
-            with suppress(RuntimeError):  # the loop may have ended on its own
-                self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(60)
-        assert not self._thread.is_alive(), "the fleet did not stop"
-        if self.error is not None:
-            raise self.error
 
 
 class Console:
@@ -168,10 +113,6 @@ def wait_online(probe: MqttProbe, serials: set[str], timeout: float = 120.0) -> 
         return serials <= online
 
     wait_until(all_online, lambda: f"{len(serials)} terminals online ({len(online)} are)", timeout)
-
-
-def mqtt_of(broker: RunningBroker) -> MqttClientSettings:
-    return MqttClientSettings(host=broker.host, port=broker.port, keepalive_s=5)
 
 
 def check_report(result: CommandResult) -> DiagnosticsReport:

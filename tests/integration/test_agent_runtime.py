@@ -2,214 +2,43 @@
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import json
-import os
-import queue
 import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
 
 from agent.runtime import AgentOptions, TerminalAgent
 from agent.sim.device import SimulatedTC200
-from shared import topics
 from shared.messages import (
     Command,
-    CommandResult,
     CommandStatus,
     DeviceStatus,
-    Presence,
     PresenceState,
     Telemetry,
     parse_message,
 )
-from shared.models import AccountKind
-from shared.settings import MqttClientSettings
-from tests.fixtures.broker import BrokerAddress, MqttProbe, RunningBroker
+from tests.fixtures.broker import RunningBroker
+from tests.integration.agent_harness import (
+    FAST,
+    AgentThread,
+    agent_process,
+    console_probe,
+    ingest_probe,
+    mqtt_of,
+    presence,
+    results,
+    running,
+    send_command,
+    telemetry_of,
+    unnumbered,
+    wait_for_message,
+)
+from tests.integration.tcp_cutter import TcpCutter
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def unnumbered(result: CommandResult) -> CommandResult:
-    """A result without its message number: an answer sent again is a new message."""
-    return result.model_copy(update={"seq": None, "stream": None})
-
-
-REPO = Path(__file__).resolve().parents[2]
-FAST = AgentOptions(
-    heartbeat_interval_s=0.2,
-    status_poll_interval_s=0.05,
-    reconnect_base_s=0.05,
-    reconnect_max_s=0.5,
-    mqtt_timeout_s=10.0,  # the default: a busy machine can take seconds to answer
-)
-
-
-class AgentThread:
-    """Runs one TerminalAgent in its own event loop, so the test thread can block on probes."""
-
-    def __init__(self, agent: TerminalAgent) -> None:
-        self.agent = agent
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, daemon=True)
-
-    def _main(self) -> None:
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            self._ready.set()
-            await self.agent.run(self._stop)
-
-        try:
-            asyncio.run(main())
-        except BaseException as exc:
-            self.error = exc
-
-    def __enter__(self) -> AgentThread:
-        self._thread.start()
-        assert self._ready.wait(60)
-        return self
-
-    def stop(self, timeout: float = 60.0) -> None:
-        if self._thread.is_alive():
-            assert self._loop is not None and self._stop is not None
-            # The loop may have closed since is_alive(): the agent ended on its own.
-            with suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(timeout)
-        assert not self._thread.is_alive(), "the agent did not stop"
-        if self.error is not None:
-            raise self.error
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class TcpCutter:
-    """A TCP relay in front of the broker whose connections the test can cut, or refuse."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self.refusing = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            if self.refusing:
-                client.close()
-                continue
-            server = socket.create_connection(self.upstream)
-            with self._lock:
-                self._sockets += [client, server]
-            for source, target in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                target.sendall(data)
-        except OSError:
-            pass
-        for sock in (source, target):
-            with suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def cut(self, refuse: bool = True) -> None:
-        """Drop every relayed connection at once, as a dead network would."""
-        self.refusing = refuse
-        with self._lock:
-            doomed, self._sockets = self._sockets, []
-        for sock in doomed:
-            with suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def close(self) -> None:
-        self.cut()
-        self._listener.close()
-
-
-def mqtt_of(broker: RunningBroker, port: int | None = None) -> MqttClientSettings:
-    return MqttClientSettings(host=broker.host, port=port or broker.port, keepalive_s=5)
-
-
-_ingest_secrets: dict[str, str] = {}
-
-
-def ingest_probe(broker: RunningBroker) -> MqttProbe:
-    # One secret per broker: asking again rotates it, and the reload drops earlier probes.
-    if broker.database_url not in _ingest_secrets:
-        _ingest_secrets[broker.database_url] = broker.service_account(
-            AccountKind.INGEST, "tms-ingest"
-        )
-    probe = MqttProbe(broker, "tms-ingest", _ingest_secrets[broker.database_url])
-    assert probe.connect()
-    for topic_filter in topics.INGEST_FILTERS:
-        assert probe.subscribe(topic_filter)
-    return probe
-
-
-def console_probe(broker: RunningBroker) -> MqttProbe:
-    secret = broker.service_account(AccountKind.CONSOLE, "tms-console")
-    probe = MqttProbe(broker, "tms-console", secret)
-    assert probe.connect()
-    assert probe.subscribe("tms/v1/+/cmd-result/+")
-    return probe
-
-
-def wait_for_message(
-    probe: MqttProbe, accept: Callable[[str, bytes, bool], bool], timeout: float = 60.0
-) -> tuple[str, bytes]:
-    """The first message (topic, payload) ``accept`` takes; others are skipped."""
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            message = probe.messages.get(timeout=left)
-        except queue.Empty:
-            break
-        payload = bytes(message.payload)
-        if accept(message.topic, payload, bool(message.retain)):
-            return message.topic, payload
-    raise AssertionError(f"the expected message did not arrive within {timeout:g} s")
-
-
-Accept = Callable[[str, bytes, bool], bool]
-
-
-def presence(serial: str, state: PresenceState, reason: str | None = None) -> Accept:
-    def accept(topic: str, payload: bytes, retain: bool) -> bool:
-        if topic != topics.status(serial):
-            return False
-        message = parse_message(Presence, payload)
-        return message.state is state and (reason is None or message.reason == reason)
-
-    return accept
-
-
-def telemetry_of(serial: str) -> Callable[[str, bytes, bool], bool]:
-    return lambda topic, payload, retain: topic == topics.telemetry(serial)
 
 
 def test_online_presence_retained_and_telemetry_flows(mosquitto_broker: RunningBroker) -> None:
@@ -307,41 +136,6 @@ def test_refused_login_is_retried_and_stop_is_prompt(mosquitto_broker: RunningBr
     assert time.monotonic() - started < 20
 
 
-def send_command(console: MqttProbe, serial: str, command_id: str, payload: bytes) -> None:
-    assert console.publish(topics.command(serial, command_id), payload)
-
-
-_markers = itertools.count(1)
-
-
-def results(console: MqttProbe, serial: str, timeout: float = 60.0) -> list[CommandResult]:
-    """Every result the agent sent for the commands sent so far, and nothing else.
-
-    The agent answers its commands one at a time, in order, through its outbox: the
-    answer to a ping sent now comes after every answer it owes, so once it is here,
-    a result that has not come will not come.
-    """
-    marker = f"marker-{next(_markers)}"
-    send_command(console, serial, marker, Command(id=marker, name="ping").to_payload())
-    got: list[CommandResult] = []
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            message = console.messages.get(timeout=left)
-        except queue.Empty:
-            break
-        result = parse_message(CommandResult, bytes(message.payload))
-        if result.id == marker:
-            return got
-        if result.id.startswith("marker-"):
-            # An earlier marker's answer sent again: the caller saw it and stopped the agent
-            # before the agent had its PUBACK, so the stop's flush (or the restarted agent,
-            # from its disk queue) publishes it once more, as QoS 1 may.
-            continue
-        got.append(result)
-    raise AssertionError(f"no answer to the marker command within {timeout:g} s: {got}")
-
-
 def test_commands_answered_once_rejected_when_unknown_or_malformed(
     mosquitto_broker: RunningBroker,
 ) -> None:
@@ -380,38 +174,6 @@ def test_commands_answered_once_rejected_when_unknown_or_malformed(
         assert agent.stats.connects == 1
     console.close()
     ingest.close()
-
-
-def agent_process(
-    broker: BrokerAddress, serial: str, secret: str, queue_path: Path, port: int | None = None
-) -> subprocess.Popen[bytes]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TMS_")}
-    env |= {
-        "TMS_AGENT_SERIAL": serial,
-        "TMS_AGENT_MQTT_PASSWORD": secret,
-        "TMS_AGENT_MQTT_HOST": broker.host,
-        "TMS_AGENT_MQTT_PORT": str(port or broker.port),
-        "TMS_AGENT_HEARTBEAT_INTERVAL_S": "0.2",
-        "TMS_AGENT_SIMULATED_DEVICE": "true",
-        "TMS_AGENT_QUEUE_PATH": str(queue_path),
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "tms", "agent"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-
-
-@contextmanager
-def running(process: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
 
 
 def test_killed_agent_process_goes_offline_by_will(

@@ -15,7 +15,7 @@ from shared.messages import PresenceState
 from shared.models import AccountKind
 from shared.settings import MqttClientSettings
 from tests.fixtures.broker import MqttProbe, RunningBroker
-from tests.integration.test_agent_runtime import FAST, AgentThread, presence, wait_for_message
+from tests.integration.agent_harness import FAST, AgentThread, presence, wait_for_message
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration

@@ -2,53 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session
 
-from agent.runtime import TerminalAgent
-from agent.sim.fleet import FleetSummary, run_fleet, summarise
+from agent.sim.fleet import DEFAULT_STATUS_POLL_S, summarise
 from agent.sim.fleet_file import write_fleet_file
-from registry import provisioning
 from shared import topics
 from shared.messages import Presence, PresenceState, parse_message
-from shared.models import AccountKind
 from shared.settings import MqttClientSettings
 from tests.fixtures.broker import MqttProbe, RunningBroker
+from tests.integration.agent_harness import FleetThread, ingest_probe, provision_fleet
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def provision_fleet(broker: RunningBroker, count: int, prefix: str) -> list[tuple[str, str]]:
-    """Provision ``count`` terminals in one transaction, then wait for one broker reload."""
-    with Session(broker.engine) as session:
-        fleet = [
-            (serial, provisioning.provision_terminal(session, serial, "Fleet Customer", None))
-            for serial in (f"{prefix}-{n:04d}" for n in range(count))
-        ]
-        session.commit()
-    broker.wait_reloaded()
-    return fleet
-
-
-def ingest_probe(broker: RunningBroker) -> MqttProbe:
-    secret = broker.service_account(AccountKind.INGEST, "tms-ingest")
-    probe = MqttProbe(broker, "tms-ingest", secret)
-    assert probe.connect()
-    for topic_filter in topics.INGEST_FILTERS:
-        assert probe.subscribe(topic_filter)
-    return probe
 
 
 class PresenceWatcher:
@@ -84,41 +58,21 @@ def test_twenty_terminals_come_online_heartbeat_and_go_offline(
     serials = {serial for serial, _ in fleet}
     watcher = PresenceWatcher(ingest_probe(mosquitto_broker))
     mqtt = MqttClientSettings(host=mosquitto_broker.host, port=mosquitto_broker.port)
-    agents: list[TerminalAgent] = []
-    summary: list[FleetSummary] = []
-    loop_ready = threading.Event()
-    holder: dict[str, object] = {}
-
-    def serve() -> None:
-        async def main() -> None:
-            stop = asyncio.Event()
-            holder["loop"], holder["stop"] = asyncio.get_running_loop(), stop
-            loop_ready.set()
-            summary.append(
-                await run_fleet(fleet, mqtt, 0.2, stop, connect_spread_s=0.5, agents_out=agents)
-            )
-
-        asyncio.run(main())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert loop_ready.wait(60)
-    try:
+    fleet_thread = FleetThread(
+        fleet, mqtt, 0.2, connect_spread_s=0.5, status_poll_s=DEFAULT_STATUS_POLL_S
+    )
+    with fleet_thread:
         watcher.wait(lambda: watcher.all_in(serials, PresenceState.ONLINE))
         watcher.wait(lambda: all(watcher.telemetry.get(serial, 0) >= 2 for serial in serials))
-        live = summarise(agents)
+        live = summarise(fleet_thread.agents)
         assert live.connected == 20
         assert live.refused_logins == 0
-    finally:
-        loop, stop = holder["loop"], holder["stop"]
-        assert isinstance(loop, asyncio.AbstractEventLoop) and isinstance(stop, asyncio.Event)
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(60)
-    assert not thread.is_alive()
+    summary = fleet_thread.result
+    assert summary is not None
     watcher.wait(lambda: watcher.all_in(serials, PresenceState.OFFLINE))
     assert all(watcher.presence[s].reason == "agent stopped" for s in serials)
-    assert summary[0].terminals == 20 and summary[0].connected == 0
-    assert summary[0].telemetry_sent >= 40
+    assert summary.terminals == 20 and summary.connected == 0
+    assert summary.telemetry_sent >= 40
     watcher.probe.close()
 
 

@@ -30,7 +30,6 @@ from shared import topics
 from shared.db import make_engine
 from shared.messages import (
     Command,
-    CommandResult,
     CommandStatus,
     PresenceState,
     Telemetry,
@@ -40,7 +39,7 @@ from shared.models import AccountKind
 from shared.ports import free_port
 from shared.settings import BrokerSettings, MqttClientSettings
 from tests.fixtures.broker import RunningBroker
-from tests.integration.test_agent_runtime import (
+from tests.integration.agent_harness import (
     AgentThread,
     agent_process,
     console_probe,
@@ -49,16 +48,12 @@ from tests.integration.test_agent_runtime import (
     results,
     running,
     send_command,
+    unnumbered,
     wait_for_message,
 )
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def unnumbered(result: CommandResult) -> CommandResult:
-    """A result without its message number: an answer sent again is a new message."""
-    return result.model_copy(update={"seq": None, "stream": None})
 
 
 FAST = AgentOptions(
