@@ -29,7 +29,7 @@ from shared.models import AccountKind
 from shared.ports import free_port
 from shared.settings import IngestSettings, MqttClientSettings
 from tests.fixtures.broker import MqttProbe, RunningBroker
-from tests.integration.test_agent_commands import FleetThread, mqtt_of
+from tests.integration.agent_harness import FleetThread, mqtt_of
 from tests.integration.test_ingest_daemon import IngestThread, scalar
 from tests.waiting import wait_until
 
