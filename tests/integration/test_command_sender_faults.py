@@ -22,7 +22,7 @@ from shared.messages import Command, parse_message
 from shared.models import AccountKind
 from tests.fixtures.broker import MqttProbe, RunningBroker
 from tests.integration.platform import clean_env
-from tests.integration.test_agent_runtime import TcpCutter
+from tests.integration.tcp_cutter import TcpCutter
 from tests.integration.test_ingest_daemon import scalar
 from tests.waiting import wait_until
 
