@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from agent.tc200_protocol import DeviceInfo, DeviceMetrics, InfoFlags, StatusReport, TerminalState
+from agent.tc200_protocol import DeviceInfo, DeviceMetrics, InfoFlags, StatusReport, TC200State
 from shared.diagnostics import Check, DiagnosticsReport, Outcome
 from shared.messages import HostMetrics
 
@@ -175,11 +175,11 @@ def device_self_test_check(device: DeviceFacts) -> Check:
             "disk": metrics.disk,
         }
     rolled_back = device.info is not None and InfoFlags.ROLLED_BACK in device.info.flags
-    if state is TerminalState.ERROR:
+    if state is TC200State.ERROR:
         outcome, summary = Outcome.FAILED, "the TC-200 reports an error state"
-    elif state is TerminalState.BUSY:
+    elif state is TC200State.BUSY:
         outcome, summary = Outcome.WARNING, "the TC-200 is busy with a transaction"
-    elif state is TerminalState.UPDATING:
+    elif state is TC200State.UPDATING:
         outcome, summary = Outcome.WARNING, "the TC-200 is staging a firmware update"
     elif rolled_back:
         outcome, summary = Outcome.WARNING, "the TC-200 is ok, but its last update rolled back"
@@ -200,7 +200,7 @@ def device_errors_check(device: DeviceFacts) -> Check:
     first_code, first_message = errors[0]
     summary = f"{len(errors)} error(s), first {first_code}: {first_message}"
     # Errors while the terminal says it is in error are the failure; otherwise a warning.
-    outcome = Outcome.FAILED if device.status.state is TerminalState.ERROR else Outcome.WARNING
+    outcome = Outcome.FAILED if device.status.state is TC200State.ERROR else Outcome.WARNING
     return _check("device_errors", title, outcome, summary, data)
 
 

@@ -1,7 +1,8 @@
 """TC-200 request/response payloads: opcodes, result codes and pure codecs (no I/O).
 
 Both the USB driver and the simulated terminal speak through these functions, so
-what one encodes the other decodes by construction. A payload that does not decode
+what one encodes the other decodes by construction; tests/unit/test_usb_wire_vectors.py
+checks both sides against the bytes agent/PROTOCOL.md gives instead. A payload that does not decode
 raises ``MalformedPayload``; agent/PROTOCOL.md documents every layout.
 """
 
@@ -48,7 +49,9 @@ class Result(IntEnum):
     INTERNAL_ERROR = 0x07
 
 
-class TerminalState(IntEnum):
+class TC200State(IntEnum):
+    """The state byte of GET_STATUS: the terminal's own word, before it becomes a DeviceStatus."""
+
     OK = 0
     ERROR = 1
     BUSY = 2
@@ -75,7 +78,7 @@ class DeviceInfo:
 
 @dataclass(frozen=True, slots=True)
 class StatusReport:
-    state: TerminalState
+    state: TC200State
     errors: tuple[tuple[str, str], ...] = ()  # (code, message)
 
 
@@ -171,7 +174,7 @@ def decode_status(body: bytes) -> StatusReport:
     reader = _Reader(body, "status")
     raw_state = reader.byte("state")
     try:
-        state = TerminalState(raw_state)
+        state = TC200State(raw_state)
     except ValueError:
         raise MalformedPayload(f"status: unknown terminal state {raw_state}") from None
     errors = tuple(

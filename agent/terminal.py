@@ -22,7 +22,7 @@ from typing import ClassVar, TypeVar
 from agent.backoff import Backoff
 from agent.device import DeviceState
 from agent.errors import TerminalFault, TerminalUnplugged
-from agent.tc200_protocol import DeviceInfo, InfoFlags, TerminalState
+from agent.tc200_protocol import DeviceInfo, InfoFlags, TC200State
 from agent.usb_driver import TC200Driver
 from shared.messages import DeviceError, DeviceStatus, Event, EventSeverity
 
@@ -31,10 +31,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _STATUS_OF_STATE = {
-    TerminalState.OK: DeviceStatus.OK,
-    TerminalState.ERROR: DeviceStatus.ERROR,
-    TerminalState.BUSY: DeviceStatus.BUSY,
-    TerminalState.UPDATING: DeviceStatus.UPDATING,
+    TC200State.OK: DeviceStatus.OK,
+    TC200State.ERROR: DeviceStatus.ERROR,
+    TC200State.BUSY: DeviceStatus.BUSY,
+    TC200State.UPDATING: DeviceStatus.UPDATING,
 }
 RESTART_WAIT_S = 30.0
 RESTART_POLL_S = 0.1

@@ -1,4 +1,4 @@
-"""The TC-200 USB driver: the one module of the agent that touches ``usb.core``.
+"""The TC-200 USB driver: the one module of the agent (the simulator aside) using ``usb.core``.
 
 It finds the terminal by vendor/product id, claims its vendor interface and speaks the
 framed request/response protocol (agent/frame.py, agent/tc200_protocol.py) over the two

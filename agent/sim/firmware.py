@@ -21,7 +21,7 @@ from agent.tc200_protocol import (
     Opcode,
     Result,
     StatusReport,
-    TerminalState,
+    TC200State,
     decode_config,
     decode_firmware_begin,
     decode_firmware_chunk,
@@ -122,12 +122,12 @@ class TC200Firmware:
     def _status(self, body: bytes) -> bytes:
         state = self.hardware.read_state()
         if self._staging is not None:
-            report = StatusReport(TerminalState.UPDATING)
+            report = StatusReport(TC200State.UPDATING)
         elif state.status is DeviceStatus.ERROR:
             errors = tuple((e.code, e.message) for e in state.errors)
-            report = StatusReport(TerminalState.ERROR, errors)
+            report = StatusReport(TC200State.ERROR, errors)
         else:
-            report = StatusReport(TerminalState.OK)
+            report = StatusReport(TC200State.OK)
         return response_payload(Result.OK, encode_status(report))
 
     def _metrics(self, body: bytes) -> bytes:

@@ -30,7 +30,7 @@ from agent.diagnostics import (
     tls_check,
     usb_link_check,
 )
-from agent.tc200_protocol import DeviceInfo, DeviceMetrics, InfoFlags, StatusReport, TerminalState
+from agent.tc200_protocol import DeviceInfo, DeviceMetrics, InfoFlags, StatusReport, TC200State
 from shared.diagnostics import DiagnosticsReport, Outcome, report_of
 from shared.messages import HostMetrics
 
@@ -39,7 +39,7 @@ NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 INFO = DeviceInfo(SERIAL, "TC-200", "2.4.3")
 HEALTHY = DeviceFacts(
     info=INFO,
-    status=StatusReport(TerminalState.OK),
+    status=StatusReport(TC200State.OK),
     metrics=DeviceMetrics(uptime_s=3600, cpu=12.5, memory=40.0, disk=30.0),
     duration_ms=0.4,
 )
@@ -101,15 +101,15 @@ def test_usb_link_warns_of_retries_in_the_pass() -> None:
 @pytest.mark.parametrize(
     ("state", "flags", "outcome"),
     [
-        (TerminalState.OK, InfoFlags.NONE, Outcome.PASSED),
-        (TerminalState.OK, InfoFlags.ROLLED_BACK, Outcome.WARNING),
-        (TerminalState.BUSY, InfoFlags.NONE, Outcome.WARNING),
-        (TerminalState.UPDATING, InfoFlags.NONE, Outcome.WARNING),
-        (TerminalState.ERROR, InfoFlags.NONE, Outcome.FAILED),
+        (TC200State.OK, InfoFlags.NONE, Outcome.PASSED),
+        (TC200State.OK, InfoFlags.ROLLED_BACK, Outcome.WARNING),
+        (TC200State.BUSY, InfoFlags.NONE, Outcome.WARNING),
+        (TC200State.UPDATING, InfoFlags.NONE, Outcome.WARNING),
+        (TC200State.ERROR, InfoFlags.NONE, Outcome.FAILED),
     ],
 )
 def test_self_test_outcome_follows_state_and_flags(
-    state: TerminalState, flags: InfoFlags, outcome: Outcome
+    state: TC200State, flags: InfoFlags, outcome: Outcome
 ) -> None:
     device = DeviceFacts(
         info=DeviceInfo(SERIAL, "TC-200", "2.4.3", flags), status=StatusReport(state)
@@ -122,11 +122,11 @@ def test_self_test_outcome_follows_state_and_flags(
 
 def test_device_errors_fail_in_error_state_and_warn_otherwise() -> None:
     errors = tuple((f"E{n}", "card reader not responding") for n in range(30))
-    failed = device_errors_check(DeviceFacts(status=StatusReport(TerminalState.ERROR, errors)))
+    failed = device_errors_check(DeviceFacts(status=StatusReport(TC200State.ERROR, errors)))
     assert failed.outcome is Outcome.FAILED
     assert failed.data["count"] == 30 and len(failed.data["errors"]) == 20  # bounded
     assert failed.summary.startswith("30 error(s), first E0")
-    warned = device_errors_check(DeviceFacts(status=StatusReport(TerminalState.BUSY, errors[:1])))
+    warned = device_errors_check(DeviceFacts(status=StatusReport(TC200State.BUSY, errors[:1])))
     assert warned.outcome is Outcome.WARNING
 
 

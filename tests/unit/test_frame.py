@@ -35,7 +35,7 @@ from agent.tc200_protocol import (
     InfoFlags,
     MalformedPayload,
     StatusReport,
-    TerminalState,
+    TC200State,
     decode_config,
     decode_info,
     decode_metrics,
@@ -138,7 +138,7 @@ def test_sequence_wraps() -> None:
 def test_payload_codecs_round_trip() -> None:
     info = DeviceInfo("TC200-1", "TC-200", "2.5.0", InfoFlags.ROLLED_BACK)
     assert decode_info(encode_info(info)) == info
-    status = StatusReport(TerminalState.ERROR, (("E101", "card reader not responding"),))
+    status = StatusReport(TC200State.ERROR, (("E101", "card reader not responding"),))
     assert decode_status(encode_status(status)) == status
     metrics = DeviceMetrics(12345, 12.5, 60.1, 33.3)
     assert decode_metrics(encode_metrics(metrics)) == metrics

@@ -19,7 +19,7 @@ from agent.sim.usb_backend import RESTART_S, SimulatedUsbBackend, SimulatedUsbTe
 from agent.tc200_protocol import (
     InfoFlags,
     Opcode,
-    TerminalState,
+    TC200State,
     encode_firmware_begin,
     encode_firmware_chunk,
 )
@@ -46,7 +46,7 @@ def test_reads_info_status_and_metrics() -> None:
     driver = open_terminal(backend=backend_for())
     info = driver.device_info()
     assert (info.serial, info.model, info.flags) == ("TC200-U1", "TC-200", InfoFlags.NONE)
-    assert driver.status().state is TerminalState.OK
+    assert driver.status().state is TC200State.OK
     metrics = driver.metrics()
     assert metrics.uptime_s > 0 and 0 <= metrics.cpu <= 100
 
@@ -69,7 +69,7 @@ def test_unplug_kills_the_handle_and_replug_needs_a_new_one() -> None:
     backend.replug()
     with pytest.raises(TerminalUnplugged):
         driver.status()  # the old handle belongs to the old arrival on the bus
-    assert open_terminal(backend=backend).status().state is TerminalState.OK
+    assert open_terminal(backend=backend).status().state is TC200State.OK
 
 
 def test_busy_interface() -> None:
@@ -92,7 +92,7 @@ def test_a_timeout_is_retried_and_the_late_answer_skipped() -> None:
     backend = backend_for()
     driver = open_terminal(backend=backend)
     backend.pending_timeouts = 1
-    assert driver.status().state is TerminalState.OK
+    assert driver.status().state is TC200State.OK
     assert driver.retries == 1
     assert driver.stale_frames == 1  # the late answer to the first try came first
 
@@ -137,7 +137,7 @@ def test_write_config_is_checked_by_the_terminal() -> None:
 def update(backend: SimulatedUsbBackend, clock: FakeClock, image: bytes) -> TC200Driver:
     driver = open_terminal(backend=backend)
     driver.transfer_firmware(image, chunk_size=1000)
-    assert driver.status().state is TerminalState.UPDATING
+    assert driver.status().state is TC200State.UPDATING
     driver.boot_firmware()
     with pytest.raises(TerminalUnplugged):
         driver.status()  # restarting: off the bus

@@ -28,7 +28,7 @@ from agent.tc200_protocol import (
     Opcode,
     Result,
     StatusReport,
-    TerminalState,
+    TC200State,
 )
 from agent.usb_driver import ENDPOINT_IN, ENDPOINT_OUT, TC200Driver
 
@@ -140,7 +140,7 @@ DOCUMENTED_STATES = {"OK": 0, "ERROR": 1, "BUSY": 2, "UPDATING": 3}
 def test_opcodes_results_and_states_are_the_documented_numbers() -> None:
     assert {op.name: op.value for op in Opcode} == DOCUMENTED_OPCODES
     assert {result.name: result.value for result in Result} == DOCUMENTED_RESULTS
-    assert {state.name: state.value for state in TerminalState} == DOCUMENTED_STATES
+    assert {state.name: state.value for state in TC200State} == DOCUMENTED_STATES
 
 
 # Driver: each operation's request bytes, and what it reads from the response bytes.
@@ -166,7 +166,7 @@ def test_get_status_with_two_errors() -> None:
     )
     driver, device = driver_answered_by(framed(0x82, 1, answer))
     assert driver.status() == StatusReport(
-        TerminalState.ERROR,
+        TC200State.ERROR,
         (("E101", "card reader not responding"), ("E204", "receipt printer out of paper")),
     )
     assert device.written == [framed(0x02, 1)]
@@ -174,7 +174,7 @@ def test_get_status_with_two_errors() -> None:
 
 def test_get_status_ok_without_errors() -> None:
     driver, _ = driver_answered_by(framed(0x82, 1, hx("00 00 00")))
-    assert driver.status() == StatusReport(TerminalState.OK, ())
+    assert driver.status() == StatusReport(TC200State.OK, ())
 
 
 def test_get_metrics_in_tenths_of_a_percent() -> None:
