@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.fixtures.browser import TEST_PASSWORD, Fleet
+from tests.fixtures.console import TEST_PASSWORD, Fleet
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
