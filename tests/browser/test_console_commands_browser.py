@@ -14,7 +14,7 @@ from sqlmodel import Session, col, select
 
 from shared.db import make_engine
 from shared.models import Command
-from tests.fixtures.browser import TEST_PASSWORD, Fleet, diagnostics_result
+from tests.fixtures.console import TEST_PASSWORD, Fleet, diagnostics_result
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
