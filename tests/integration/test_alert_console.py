@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from flask.testing import FlaskClient
 
-from tests.fixtures.browser import Fleet, csrf_of, sign_in
+from tests.fixtures.console import Fleet, csrf_of, sign_in
 
 pytestmark = pytest.mark.integration
 
