@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 from console import users
 from console.db import engine_of
 from shared.models import ApiToken, AuditEvent, Customer, Terminal
-from tests.fixtures.browser import Fleet, sign_in
+from tests.fixtures.console import Fleet, sign_in
 
 pytestmark = pytest.mark.integration
 
