@@ -15,7 +15,7 @@ from console.db import engine_of
 from console.errors import ConsoleConfigError
 from shared.models import AuditEvent, Role, UserAccount
 from shared.settings import ConsoleSettings
-from tests.fixtures.browser import TEST_PASSWORD, csrf_of, sign_in
+from tests.fixtures.console import TEST_PASSWORD, csrf_of, sign_in
 
 pytestmark = pytest.mark.integration
 
