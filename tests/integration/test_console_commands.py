@@ -15,7 +15,7 @@ from commands import queue
 from commands.queue import Requester
 from shared.db import make_engine
 from shared.models import AuditEvent, Command
-from tests.fixtures.browser import Fleet, csrf_of, diagnostics_result, sign_in
+from tests.fixtures.console import Fleet, csrf_of, diagnostics_result, sign_in
 
 pytestmark = pytest.mark.integration
 
