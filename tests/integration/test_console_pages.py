@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from flask.testing import FlaskClient
 
-from tests.fixtures.browser import Fleet, sign_in
+from tests.fixtures.console import Fleet, sign_in
 
 pytestmark = pytest.mark.integration
 
