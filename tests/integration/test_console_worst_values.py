@@ -39,7 +39,7 @@ from console.stored_values import CUT_JSON, MAX_JSON_DEPTH, UNREADABLE_JSON
 from shared.command_catalog import CATALOG
 from shared.command_states import CommandState
 from shared.db import libpq_url
-from tests.fixtures.browser import csrf_of, diagnostics_result, sign_in
+from tests.fixtures.console import csrf_of, diagnostics_result, sign_in
 
 pytestmark = pytest.mark.integration
 
