@@ -11,12 +11,11 @@ from typing import Any, TypeVar, cast
 
 from flask import Flask, abort, g, request
 from flask_login import LoginManager, current_user
-from sqlmodel import select
 
 from console import users
 from console.db import request_session
 from console.roles import role_at_least
-from shared.models import ApiToken, Role, UserAccount
+from shared.models import Role, UserAccount
 
 API_PREFIX = "/api/"
 
@@ -84,9 +83,7 @@ def authenticate_bearer() -> None:
         abort(401, description="invalid or revoked API token")
     g.api_user = ConsoleUser.of(account)
     # Which of the owner's tokens asked: commands record it, so a script can be traced.
-    g.api_token_name = db.exec(
-        select(ApiToken.name).where(ApiToken.token_hash == users.hash_token(token.strip()))
-    ).first()
+    g.api_token_name = users.token_name(db, token.strip())
 
 
 def api_token_name() -> str | None:

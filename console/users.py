@@ -156,6 +156,13 @@ def user_for_token(session: Session, token: str) -> UserAccount | None:
     return account
 
 
+def token_name(session: Session, token: str) -> str | None:
+    """The name its owner gave this token (revoked or not), or None if there is none."""
+    return session.exec(
+        select(ApiToken.name).where(ApiToken.token_hash == hash_token(token))
+    ).first()
+
+
 def ensure_initial_admin(engine: Engine) -> str | None:
     """On an empty user table, create ``admin`` and return its generated password; else None."""
     with Session(engine, expire_on_commit=False) as session:
