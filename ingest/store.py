@@ -43,6 +43,16 @@ from ingest.errors import BatchRefusedError, DatabaseUnavailableError
 from ingest.sequence import StreamMark
 from ingest.sequence_store import SequenceOutcome, arrivals_by_terminal, record_sequences
 from ingest.status import StatusTransition, TerminalState, status_transitions
+from ingest.telemetry_columns import (
+    HISTORY,
+    LATEST,
+    column_list,
+    copy_types,
+    history_rows,
+    latest_rows,
+    set_list,
+    staging_columns,
+)
 from shared.command_states import FINAL, CommandState, state_after_result
 from shared.db import libpq_url
 from shared.messages import CommandStatus
@@ -70,27 +80,15 @@ JOIN terminal AS t ON t.id = v.id ORDER BY t.id FOR UPDATE OF t
 # savepoint. Only when a message is already there (a redelivery after a crash) does
 # the COPY fail, and then the batch goes through a staging table and
 # ``INSERT ... ON CONFLICT DO NOTHING``, which costs twice as much per row.
-HISTORY_COLUMNS = (
-    "terminal_id, message_id, ts, received_at, device_status, firmware_version, cpu_pct,"
-    " memory_pct, disk_pct, host_cpu_pct, host_memory_pct, host_disk_pct, errors"
-)
-HISTORY_TYPES = (
-    ["int4", "text", "timestamptz", "timestamptz", "text", "text"] + ["float8"] * 6 + ["jsonb"]
-)
+HISTORY_COLUMNS = column_list(HISTORY)
+HISTORY_TYPES = copy_types(HISTORY)
 SQL_COPY_HISTORY = f"COPY telemetry ({HISTORY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 
 # The staging tables live as long as the pooled connection (created by its configure
 # hook). The latest-state one is emptied by every commit (ON COMMIT DELETE ROWS); the
 # history one, used only after a refused COPY, empties itself, so that the commits
 # of the fast path do not truncate it every time.
-SQL_CREATE_STAGING = """
-CREATE TEMP TABLE ingest_telemetry_staging (
-    terminal_id integer, message_id text, ts timestamptz, received_at timestamptz,
-    device_status text, firmware_version text, cpu_pct float8, memory_pct float8,
-    disk_pct float8, host_cpu_pct float8, host_memory_pct float8, host_disk_pct float8,
-    errors jsonb
-)
-"""
+SQL_CREATE_STAGING = f"CREATE TEMP TABLE ingest_telemetry_staging ({staging_columns(HISTORY)})"
 SQL_COPY_STAGING = f"COPY ingest_telemetry_staging ({HISTORY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 SQL_EMPTY_STAGING = "DELETE FROM ingest_telemetry_staging"
 SQL_INSERT_HISTORY = f"""
@@ -103,42 +101,20 @@ ON CONFLICT (message_id, ts) DO NOTHING
 # (one row per terminal; COPY dumps rows in C, where binding the same values as
 # arrays cost three times the UPDATE itself), and from there into the terminal rows,
 # which are already locked.
-LATEST_COLUMNS = (
-    "terminal_id, ts, received_at, device_status, firmware_version, cpu_pct, memory_pct,"
-    " disk_pct, host_name, host_cpu_pct, host_memory_pct, host_disk_pct, model, uptime_s"
+LATEST_COLUMNS = column_list(LATEST)
+LATEST_TYPES = copy_types(LATEST)
+SQL_CREATE_LATEST = (
+    f"CREATE TEMP TABLE ingest_latest_staging ({staging_columns(LATEST)}) ON COMMIT DELETE ROWS"
 )
-LATEST_TYPES = (
-    ["int4", "timestamptz", "timestamptz", "text", "text"]
-    + ["float8"] * 3
-    + ["text"]
-    + ["float8"] * 3
-    + ["text", "int8"]
-)
-SQL_CREATE_LATEST = """
-CREATE TEMP TABLE ingest_latest_staging (
-    terminal_id integer, ts timestamptz, received_at timestamptz, device_status text,
-    firmware_version text, cpu_pct float8, memory_pct float8, disk_pct float8,
-    host_name text, host_cpu_pct float8, host_memory_pct float8, host_disk_pct float8,
-    model text, uptime_s int8
-) ON COMMIT DELETE ROWS
-"""
 SQL_COPY_LATEST = f"COPY ingest_latest_staging ({LATEST_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 
 # Only a heartbeat newer than the stored one replaces the latest state, so a replayed
-# or redelivered old heartbeat never rolls the console back. A heartbeat that does not
-# name the model keeps the known one; uptime is a reading like the metrics. None of
-# these columns is indexed, so the update stays HOT (migration 0003).
-SQL_UPSERT_LATEST = """
+# or redelivered old heartbeat never rolls the console back; what each column keeps is
+# in ingest.telemetry_columns. None of these columns is indexed, so the update stays
+# HOT (migration 0003).
+SQL_UPSERT_LATEST = f"""
 UPDATE terminal AS t SET
-    last_heartbeat_at = v.ts,
-    last_seen_at = GREATEST(t.last_seen_at, v.received_at),
-    device_status = v.device_status,
-    firmware_version = COALESCE(v.firmware_version, t.firmware_version),
-    cpu_pct = v.cpu_pct, memory_pct = v.memory_pct, disk_pct = v.disk_pct,
-    host_name = COALESCE(v.host_name, t.host_name),
-    host_cpu_pct = v.host_cpu_pct, host_memory_pct = v.host_memory_pct,
-    host_disk_pct = v.host_disk_pct,
-    model = COALESCE(v.model, t.model), uptime_s = v.uptime_s
+    {set_list(LATEST)}
 FROM ingest_latest_staging AS v
 WHERE t.id = v.terminal_id AND (t.last_heartbeat_at IS NULL OR v.ts > t.last_heartbeat_at)
 """
@@ -524,15 +500,7 @@ class IngestStore:
         conn: psycopg.AsyncConnection[Any], batch: Batch[Any], ids: dict[str, int]
     ) -> int:
         """Write the batch's telemetry into the history; returns the rows new to it."""
-        rows = [
-            (
-                ids[r.serial], r.message_id, r.ts, r.envelope.received_at, r.device_status.value,
-                r.firmware_version, r.cpu_pct, r.memory_pct, r.disk_pct, r.host_cpu_pct,
-                r.host_memory_pct, r.host_disk_pct, r.errors_json,
-            )
-            for r in batch.history
-            if r.serial in ids
-        ]  # fmt: skip
+        rows = history_rows(batch.history, ids)
         if not rows:
             return 0
         try:
@@ -592,15 +560,7 @@ class IngestStore:
         newest = latest_per_terminal(batch.history, ids)
         if not newest:
             return False
-        rows = [
-            (
-                terminal_id, r.ts, r.envelope.received_at, r.device_status.value,
-                r.firmware_version, r.cpu_pct, r.memory_pct, r.disk_pct, r.host_name,
-                r.host_cpu_pct, r.host_memory_pct, r.host_disk_pct, r.model, r.uptime_s,
-            )
-            for terminal_id, r in newest.items()
-        ]  # fmt: skip
-        await _copy(conn, SQL_COPY_LATEST, rows, LATEST_TYPES)
+        await _copy(conn, SQL_COPY_LATEST, latest_rows(newest), LATEST_TYPES)
         return True
 
     @staticmethod
