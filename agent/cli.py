@@ -23,7 +23,7 @@ from agent.sim.fleet import FleetSummary, run_fleet
 from agent.sim.fleet_file import load_fleet_file
 from agent.sim.fleet_processes import run_in_processes, worker_count
 from agent.sim.usb_backend import SimulatedUsbBackend, SimulatedUsbTerminal
-from agent.store import AgentStore
+from agent.state_file import StateFile
 from agent.terminal import UsbTerminal
 from agent.usb_driver import open_terminal
 from shared import topics
@@ -178,7 +178,7 @@ def agent(ctx: click.Context, config_file: Path | None, simulated_device: bool |
     queue_path = settings.queue_path or (
         state_dir_of(settings, all_settings.paths.data_dir) / "queue.sqlite3"
     )
-    store = AgentStore(queue_path, settings.outbox_max, keep_sent=settings.resend_keep)
+    state_file = StateFile(queue_path, settings.outbox_max, keep_sent=settings.resend_keep)
     terminal = build_terminal(settings, serial)
     terminal_agent = TerminalAgent(
         serial,
@@ -189,8 +189,8 @@ def agent(ctx: click.Context, config_file: Path | None, simulated_device: bool |
         handlers=lambda runtime: terminal_handlers(
             terminal, runtime, read_host_metrics, log_ring.tail
         ),
-        queue=store,
-        recent_commands=store,
+        queue=state_file,
+        recent_commands=state_file,
     )
     log.info(
         "agent for %s starting (broker %s:%s, heartbeat %.0f s, %s terminal, queue %s "
@@ -201,12 +201,12 @@ def agent(ctx: click.Context, config_file: Path | None, simulated_device: bool |
         settings.heartbeat_interval_s,
         "simulated" if settings.simulated_device else "USB",
         queue_path,
-        len(store),
+        len(state_file),
     )
     try:
         outcome = run_until_signalled(terminal_agent.run)
     finally:
-        store.close()
+        state_file.close()
     if outcome is RunOutcome.RESTART:
         restart_process()
 

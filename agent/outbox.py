@@ -5,7 +5,7 @@ goes through one FIFO queue and leaves it only once the broker acknowledged it, 
 messages are sent in order with the timestamps they were made with. When the queue is
 full, the oldest heartbeats are thinned (every second one of the oldest half goes, so the
 history of an outage gets coarser instead of losing its start); events and command
-results are never dropped. The real agent uses the SQLite queue (agent/store.py); the
+results are never dropped. The real agent uses the SQLite queue (agent/state_file.py); the
 fleet simulator (agent/sim/fleet.py) uses ``Outbox``, which loses its content with the
 process.
 """

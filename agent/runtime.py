@@ -182,7 +182,7 @@ class TerminalAgent:
         self.serial = topics.check_serial(serial)
         self.options = options or AgentOptions()
         self.stats = AgentStats()
-        # On disk (agent/store.py) for the real agent, in memory for the fleet simulator.
+        # On disk (agent/state_file.py) for the real agent, in memory for the fleet simulator.
         self.outbox: MessageQueue = queue if queue is not None else Outbox(self.options.outbox_max)
         self.started_at: datetime = utcnow()
         self._secret = secret

@@ -22,7 +22,7 @@ from sqlmodel import Session
 
 from agent.runtime import AgentOptions, TerminalAgent
 from agent.sim.usb_backend import SimulatedUsbBackend, SimulatedUsbTerminal
-from agent.store import AgentStore
+from agent.state_file import StateFile
 from agent.usb_driver import open_terminal
 from broker.service import SyncTracker, run_broker_service
 from registry import provisioning
@@ -178,7 +178,7 @@ def test_broker_restart_loses_nothing_and_keeps_order(
     restartable_broker.stop()
     restartable_broker.start()  # now with the new accounts
     subscriber = DurableSubscriber(restartable_broker, ingest_secret, serial)
-    store = AgentStore(tmp_path / "queue.sqlite3", 10_000)
+    store = StateFile(tmp_path / "queue.sqlite3", 10_000)
     mqtt_settings = MqttClientSettings(
         host=restartable_broker.host, port=restartable_broker.port, keepalive_s=5
     )
@@ -266,7 +266,7 @@ def test_duplicate_command_runs_once_even_across_a_restart(
     path = tmp_path / "queue.sqlite3"
     ping = Command(id="once-1", name="ping").to_payload()
 
-    def agent_on(store: AgentStore) -> TerminalAgent:
+    def agent_on(store: StateFile) -> TerminalAgent:
         return TerminalAgent(
             serial,
             secret,
@@ -277,7 +277,7 @@ def test_duplicate_command_runs_once_even_across_a_restart(
             recent_commands=store,
         )
 
-    store = AgentStore(path, 1000)
+    store = StateFile(path, 1000)
     with AgentThread(agent_on(store)):
         wait_for_message(ingest, presence(serial, PresenceState.ONLINE))
         send_command(console, serial, "once-1", ping)
@@ -288,7 +288,7 @@ def test_duplicate_command_runs_once_even_across_a_restart(
         assert unnumbered(again) == unnumbered(first)  # a new message, the same answer
     store.close()
 
-    store = AgentStore(path, 1000)  # a restarted agent, same disk
+    store = StateFile(path, 1000)  # a restarted agent, same disk
     with AgentThread(agent_on(store)):
         wait_for_message(ingest, presence(serial, PresenceState.ONLINE))
         send_command(console, serial, "once-1", ping)

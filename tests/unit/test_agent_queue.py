@@ -17,7 +17,7 @@ from agent.outbox import (
     OutgoingMessage,
     thinning_victims,
 )
-from agent.store import AgentStore
+from agent.state_file import StateFile
 from shared.messages import DeviceStatus, Telemetry, parse_message
 
 QueueFactory = Callable[[int], MessageQueue]
@@ -25,12 +25,12 @@ QueueFactory = Callable[[int], MessageQueue]
 
 @pytest.fixture(params=["memory", "sqlite"])
 def make_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueFactory]:
-    opened: list[AgentStore] = []
+    opened: list[StateFile] = []
 
     def factory(max_messages: int) -> MessageQueue:
         if request.param == "memory":
             return Outbox(max_messages)
-        store = AgentStore(tmp_path / "queue.sqlite3", max_messages)
+        store = StateFile(tmp_path / "queue.sqlite3", max_messages)
         opened.append(store)
         return store
 
@@ -111,21 +111,21 @@ def test_done_after_thinning_removes_nothing_else(make_queue: QueueFactory) -> N
 
 def test_sqlite_queue_survives_reopening(tmp_path: Path) -> None:
     path = tmp_path / "state" / "queue.sqlite3"
-    store = AgentStore(path, 100)
+    store = StateFile(path, 100)
     for n in range(5):
         store.put(heartbeat(n))
     head = store.peek()
     assert head is not None
     store.done(head)
     store.close()
-    reopened = AgentStore(path, 100)
+    reopened = StateFile(path, 100)
     assert len(reopened) == 4
     assert drain(reopened) == [b"1", b"2", b"3", b"4"]
     reopened.close()
 
 
 def _fill_then_die(path: str, count: int) -> None:
-    store = AgentStore(Path(path), 1000)
+    store = StateFile(Path(path), 1000)
     for n in range(count):
         store.put(heartbeat(n))
     os.kill(os.getpid(), signal.SIGKILL)  # no close, no clean exit: like a power cut
@@ -139,13 +139,13 @@ def test_sqlite_queue_keeps_every_put_across_a_kill(tmp_path: Path) -> None:
     process.start()
     process.join(30)
     assert process.exitcode == -signal.SIGKILL
-    store = AgentStore(path, 1000)
+    store = StateFile(path, 1000)
     assert drain(store) == [str(n).encode() for n in range(50)]
     store.close()
 
 
 def test_sqlite_queue_is_fsynced(tmp_path: Path) -> None:
-    store = AgentStore(tmp_path / "queue.sqlite3", 10)
+    store = StateFile(tmp_path / "queue.sqlite3", 10)
     journal, synchronous = (
         store._db.execute("PRAGMA journal_mode").fetchone()[0],
         store._db.execute("PRAGMA synchronous").fetchone()[0],
@@ -163,25 +163,25 @@ def test_recent_commands_in_memory_are_bounded() -> None:
 
 def test_recent_commands_on_disk_survive_reopening_and_are_bounded(tmp_path: Path) -> None:
     path = tmp_path / "queue.sqlite3"
-    store = AgentStore(path, 10, recent_commands_max=3)
+    store = StateFile(path, 10, recent_commands_max=3)
     for command_id in ("a", "b", "c", "d"):
         store.remember(command_id)
     store.remember("d")  # remembering twice is harmless
     store.close()
-    reopened = AgentStore(path, 10, recent_commands_max=3)
+    reopened = StateFile(path, 10, recent_commands_max=3)
     assert [reopened.seen(c) for c in ("a", "b", "c", "d", "e")] == [False, True, True, True, False]
     reopened.close()
 
 
 def test_results_on_disk_survive_reopening(tmp_path: Path) -> None:
     path = tmp_path / "queue.sqlite3"
-    store = AgentStore(path, 10)
+    store = StateFile(path, 10)
     store.remember("running")
     store.remember("done")
     store.keep_result("done", b'{"v":1,"id":"done","status":"ok"}')
     store.keep_result("never-seen", b"x")  # only remembered ids keep results
     store.close()
-    reopened = AgentStore(path, 10)
+    reopened = StateFile(path, 10)
     assert reopened.result_of("done") == b'{"v":1,"id":"done","status":"ok"}'
     assert reopened.result_of("running") is None and reopened.result_of("never-seen") is None
     reopened.close()
@@ -198,7 +198,7 @@ def test_a_schema_1_file_keeps_its_ids_and_gains_results(tmp_path: Path) -> None
         " PRAGMA user_version=1;"
     )
     old.close()
-    store = AgentStore(path, 10)
+    store = StateFile(path, 10)
     assert store.seen("old-1") and store.result_of("old-1") is None
     store.keep_result("old-1", b"r")
     assert store.result_of("old-1") == b"r"
@@ -220,7 +220,7 @@ def test_unwritable_queue_path_is_explained(tmp_path: Path) -> None:
     from agent.errors import AgentError
 
     with pytest.raises(AgentError, match="queue_path"):
-        AgentStore(blocker / "queue.sqlite3", 10)
+        StateFile(blocker / "queue.sqlite3", 10)
 
 
 # Numbering and resending (ingest.sequence, ingest.gap_repair).
@@ -269,7 +269,7 @@ def test_sent_messages_are_queued_again_with_their_numbers(make_queue: QueueFact
 
 
 def test_a_resend_names_what_is_no_longer_held(tmp_path: Path) -> None:
-    for queue in (Outbox(100, keep_sent=3), AgentStore(tmp_path / "q.sqlite3", 100, keep_sent=3)):
+    for queue in (Outbox(100, keep_sent=3), StateFile(tmp_path / "q.sqlite3", 100, keep_sent=3)):
         for n in range(10):
             queue.put(numbered_heartbeat(n))
         drain(queue)  # numbers 1-10 sent; the last three (8-10) are kept
@@ -290,18 +290,18 @@ def test_a_message_still_queued_is_not_queued_twice(make_queue: QueueFactory) ->
 
 def test_the_stream_and_its_numbers_survive_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "queue.sqlite3"
-    store = AgentStore(path, 100)
+    store = StateFile(path, 100)
     stream = store.stream
     for n in range(3):
         store.put(numbered_heartbeat(n))
     drain(store)
     store.close()
-    reopened = AgentStore(path, 100)
+    reopened = StateFile(path, 100)
     assert reopened.stream == stream
     reopened.put(numbered_heartbeat(3))
     assert numbers_of(drain(reopened)) == [(stream, 4)]
     assert reopened.resend(stream, [(1, 4)]).resent == 4
     reopened.close()
-    fresh = AgentStore(tmp_path / "other.sqlite3", 100)
+    fresh = StateFile(tmp_path / "other.sqlite3", 100)
     assert fresh.stream > stream or fresh.stream[:10] == stream[:10]  # sorts by its start
     fresh.close()

@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS numbering (
 """
 
 
-class AgentStore:
+class StateFile:
     """One open SQLite file; implements MessageQueue and RecentCommands. Close it when done."""
 
     def __init__(
