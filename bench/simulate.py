@@ -33,9 +33,9 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agent.fleet_file import write_fleet_file  # noqa: E402
+from agent.sim.fleet_file import write_fleet_file  # noqa: E402
 from broker.mosquitto import MosquittoFiles, MosquittoProcess, find_binary  # noqa: E402
-from broker.provisioning import BrokerAccount  # noqa: E402
+from registry.provisioning import BrokerAccount  # noqa: E402
 from shared.credentials import generate_secret, hash_secret  # noqa: E402
 from shared.models import AccountKind  # noqa: E402
 from shared.ports import free_port  # noqa: E402

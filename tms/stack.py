@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlmodel import Session
 
-from agent.fleet_file import load_fleet_file, write_fleet_file
+from agent.sim.fleet_file import load_fleet_file, write_fleet_file
 from broker.certs import TlsFiles
 from shared import schema
 from shared.db import make_engine
@@ -177,8 +177,8 @@ class Platform:
 
     def _prepare_database(self) -> tuple[str | None, str, str]:
         """Migrate, create the first admin once, and fresh secrets for the services."""
-        from broker.provisioning import ensure_service_account
         from console.users import ensure_initial_admin
+        from registry.provisioning import ensure_service_account
 
         schema.upgrade(self.database_url)
         engine = make_engine(self.database_url, pool_size=1)
@@ -197,7 +197,7 @@ class Platform:
 
     def _fleet_credentials(self) -> Path:
         """Provision SIM000001.. up to --simulate N; secrets kept for the simulator only."""
-        from broker.provisioning import provision_terminal, rotate_secret
+        from registry.provisioning import provision_terminal, rotate_secret
 
         path = self.data_dir / "simulator" / "credentials.json"
         known = dict(load_fleet_file(path).credentials()) if path.exists() else {}
