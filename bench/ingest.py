@@ -49,7 +49,8 @@ import psutil
 import psycopg
 from sqlmodel import Session
 
-from broker.service import SyncTracker, run_broker_service
+from broker.credential_sync import SyncTracker
+from broker.service import run_broker_service
 from registry import provisioning
 from shared import schema
 from shared.db import make_engine

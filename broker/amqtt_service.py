@@ -28,9 +28,9 @@ from broker.amqtt_plugins import (
     secret_still_valid,
 )
 from broker.certs import TlsFiles
+from broker.credential_sync import CHANNEL, COALESCE_MAX_S, COALESCE_S, POLL_S, RETRY_S, SyncTracker
 from broker.errors import BrokerError
 from broker.login_throttle import LoginThrottle, ThrottlePolicy
-from broker.service import CHANNEL, COALESCE_MAX_S, COALESCE_S, POLL_S, RETRY_S, SyncTracker
 from registry.provisioning import BrokerAccount, active_accounts
 from shared.db import libpq_url, make_engine
 from shared.settings import BrokerSettings

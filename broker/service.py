@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -21,6 +20,7 @@ from sqlmodel import Session
 
 from broker.auth_plugin import PluginOptions
 from broker.certs import TlsFiles
+from broker.credential_sync import CHANNEL, COALESCE_MAX_S, COALESCE_S, POLL_S, RETRY_S, SyncTracker
 from broker.errors import BrokerError, MosquittoError
 from broker.mosquitto import MosquittoFiles, MosquittoProcess, TlsListener
 from registry.provisioning import active_accounts
@@ -28,44 +28,6 @@ from shared.db import libpq_url, make_engine
 from shared.settings import BrokerSettings
 
 log = logging.getLogger(__name__)
-
-CHANNEL = "tms_credentials"
-POLL_S = 0.25  # how often the loop looks at the stop event and Mosquitto's health
-COALESCE_S = 0.05  # notifications arriving this close together cause one reload
-COALESCE_MAX_S = 1.0
-RETRY_S = 2.0
-
-
-class SyncTracker:
-    """Counts credential syncs so a caller can wait until its committed change is live."""
-
-    def __init__(self) -> None:
-        self._changed = threading.Condition()
-        self._started = 0
-        self._finished = 0
-
-    def begin(self) -> None:
-        with self._changed:
-            self._started += 1
-
-    def finish(self) -> None:
-        with self._changed:
-            self._finished += 1
-            self._changed.notify_all()
-
-    def wait_after(self, prompt: Callable[[], None], timeout: float) -> bool:
-        """Run ``prompt`` (it must cause a sync, e.g. a NOTIFY), then block until a sync
-        begun since has finished; False on timeout.
-
-        Counting from before ``prompt`` matters: a caller that counted after its commit
-        could miss the sync the commit had already started, and wait for one that
-        nothing causes. Syncs run one at a time and read the database when they begin.
-        """
-        with self._changed:
-            target = self._started + 1
-        prompt()
-        with self._changed:
-            return self._changed.wait_for(lambda: self._finished >= target, timeout)
 
 
 def _sync(engine: Engine, mosquitto: MosquittoProcess, tracker: SyncTracker | None) -> int:

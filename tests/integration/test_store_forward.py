@@ -24,7 +24,8 @@ from agent.runtime import AgentOptions, TerminalAgent
 from agent.sim.usb_backend import SimulatedUsbBackend, SimulatedUsbTerminal
 from agent.state_file import StateFile
 from agent.usb_driver import open_terminal
-from broker.service import SyncTracker, run_broker_service
+from broker.credential_sync import SyncTracker
+from broker.service import run_broker_service
 from registry import provisioning
 from shared import topics
 from shared.db import make_engine
