@@ -22,7 +22,9 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from ingest.counters import IngestCounters
+from ingest.daemon import IngestDaemon
 from ingest.mqtt import make_client
+from ingest.store import IngestStore
 from shared.settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -84,9 +86,6 @@ async def drain_session(
     settings: IngestSettings, database_url: str, client_id: str, idle_s: float
 ) -> int:
     """Write what the session ``client_id`` holds; returns the messages committed."""
-    from ingest.service import IngestDaemon  # the daemon imports this module
-    from ingest.store import IngestStore
-
     retiring = settings.model_copy(update={"client_id": client_id, "metrics_port": 0})
     store = IngestStore.create(database_url, connect_timeout_s=min(settings.retry_max_s, 10.0))
     counters = IngestCounters()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ingest.alerts.notify import retry_delay, sign, verify
-from ingest.service import every_filter, stale_filters, subscription_filters
+from ingest.daemon import every_filter, stale_filters, subscription_filters
 from ingest.sessions import retired_sessions, worker_client_ids
 from ingest.workers import RestartPolicy, worker_settings
 from shared.settings import IngestSettings
