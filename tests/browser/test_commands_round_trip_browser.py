@@ -15,7 +15,6 @@ from tests.integration.platform import Platform, running_platform, tms
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 SERIAL = "SIM000001"
-SCREENS = Path("/tmp/screens")
 PASSWORD = "round-trip-password-1"
 
 
@@ -47,7 +46,9 @@ def _sign_in(page: Page, platform: Platform, username: str, role: str) -> str:
     return base
 
 
-def test_diagnostics_from_the_console_round_trip(platform: Platform, page: Page) -> None:
+def test_diagnostics_from_the_console_round_trip(
+    platform: Platform, page: Page, screenshots: Path
+) -> None:
     base = _sign_in(page, platform, "sue", "support")
     page.goto(f"{base}/terminals/{SERIAL}")
     page.click('form[data-command="diagnostics"] button')
@@ -56,13 +57,12 @@ def test_diagnostics_from_the_console_round_trip(platform: Platform, page: Page)
     # The history refreshes by itself: queued, then the result from the agent.
     expect(row.locator(".badge")).to_have_text("succeeded", timeout=60_000)
     expect(row.locator(".result")).to_contain_text("checks")
-    SCREENS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENS / "round-trip-history.png"), full_page=True)
+    page.screenshot(path=screenshots / "round-trip-history.png", full_page=True)
     row.locator("a.result-link").click()
     expect(page.locator("#report-summary")).to_be_visible()
     expect(page.locator('.check[data-check="usb_link"] .outcome')).to_have_text("passed")
     expect(page.locator(".check")).to_have_count(11)
-    page.screenshot(path=str(SCREENS / "round-trip-report.png"), full_page=True)
+    page.screenshot(path=screenshots / "round-trip-report.png", full_page=True)
 
 
 def test_a_viewer_has_no_buttons_and_the_api_refuses_it(platform: Platform, page: Page) -> None:

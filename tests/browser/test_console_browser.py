@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -15,9 +16,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 # Playwright waits 5 s for an expectation by default: too short on a busy 2-core machine.
 expect.set_options(timeout=30_000)
 
-SCREENSHOT = "/tmp/console.png"
-LOGIN_SCREENSHOT = "/tmp/console-login.png"
-
 
 @pytest.fixture
 def page(chromium: Browser) -> Iterator[Page]:
@@ -28,7 +26,7 @@ def page(chromium: Browser) -> Iterator[Page]:
 
 
 def test_sign_in_and_see_the_list_change_without_reloading(
-    page: Page, live_console: str, fleet: Fleet, make_user: Callable[..., str]
+    page: Page, live_console: str, fleet: Fleet, make_user: Callable[..., str], screenshots: Path
 ) -> None:
     now = datetime.now(UTC)
     fleet.add_terminal("TC-0001", customer="Acme Grocers", store="S014", status="online")
@@ -58,7 +56,7 @@ def test_sign_in_and_see_the_list_change_without_reloading(
     page.fill("#password", "not the password")
     page.click("button[type=submit]")
     expect(page.locator("#login-error")).to_have_text("Wrong username or password.")
-    page.screenshot(path=LOGIN_SCREENSHOT)
+    page.screenshot(path=screenshots / "console-login.png")
 
     page.fill("#password", TEST_PASSWORD)
     page.click("button[type=submit]")
@@ -68,7 +66,7 @@ def test_sign_in_and_see_the_list_change_without_reloading(
     expect(page.locator('tr[data-serial="TC-0002"] .reason')).to_have_text("heartbeat timeout")
     expect(page.locator("#count-online")).to_have_text("1")
     expect(page.locator("#live-status")).to_contain_text("updated")
-    page.screenshot(path=SCREENSHOT, full_page=True)
+    page.screenshot(path=screenshots / "console.png", full_page=True)
 
     # A marker on window survives only if the page is never reloaded.
     page.evaluate("window.tmsNoReload = true")

@@ -20,7 +20,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 expect.set_options(timeout=30_000)
 
-SCREENS = Path("/tmp/screens")
 ALL_COMMANDS = {
     "ping", "diagnostics", "fetch_logs", "reboot", "restart_agent", "reset_usb", "set_config",
 }  # fmt: skip
@@ -28,7 +27,6 @@ ALL_COMMANDS = {
 
 @pytest.fixture
 def page(chromium: Browser) -> Iterator[Page]:
-    SCREENS.mkdir(parents=True, exist_ok=True)
     context = chromium.new_context(viewport={"width": 1366, "height": 900})
     page = context.new_page()
     yield page
@@ -98,6 +96,7 @@ def test_send_then_cancel_a_queued_command_without_reloading(
     live_console: str,
     fleet: Fleet,
     commands_in: Callable[[], list[Command]],
+    screenshots: Path,
 ) -> None:
     fleet.add_terminal("TC-0001", customer="Acme Grocers", status="offline", reason="last will")
     fleet.set_facts("TC-0001", model="TC-200", uptime_s=93_784)
@@ -128,7 +127,7 @@ def test_send_then_cancel_a_queued_command_without_reloading(
     expect(page.locator(f"#command-{logs.id} .badge")).to_have_text("succeeded")
     expect(page.locator(f"#command-{logs.id} .result")).to_contain_text("3 log lines")
     assert page.evaluate("window.tmsNoReload") is True
-    page.screenshot(path=str(SCREENS / "terminal-commands.png"), full_page=True)
+    page.screenshot(path=screenshots / "terminal-commands.png", full_page=True)
 
     row.locator("button", has_text="Cancel").click()
     expect(page.locator(f"#command-{reboot.id} .badge")).to_have_text("cancelled")
@@ -144,6 +143,7 @@ def test_a_set_config_field_error_is_shown_on_the_page(
     live_console: str,
     fleet: Fleet,
     commands_in: Callable[[], list[Command]],
+    screenshots: Path,
 ) -> None:
     fleet.add_terminal("TC-0001")
     page = sign_in_as("olga", "operator")
@@ -156,7 +156,7 @@ def test_a_set_config_field_error_is_shown_on_the_page(
         "aria-invalid", "true"
     )
     expect(page.locator("#arg-set_config-timezone")).to_have_value("Europe/Berlin")
-    page.locator("#commands").screenshot(path=str(SCREENS / "terminal-field-error.png"))
+    page.locator("#commands").screenshot(path=screenshots / "terminal-field-error.png")
     assert commands_in() == []
 
 
@@ -165,6 +165,7 @@ def test_diagnostics_report_from_a_stored_result(
     live_console: str,
     fleet: Fleet,
     commands_in: Callable[[], list[Command]],
+    screenshots: Path,
 ) -> None:
     fleet.add_terminal("TC-0001", customer="Acme Grocers")
     page = sign_in_as("sam", "support")
@@ -191,7 +192,7 @@ def test_diagnostics_report_from_a_stored_result(
     expect(tail).to_be_hidden()
     page.click("#log-tail summary")
     expect(tail).to_contain_text("line 39")
-    page.screenshot(path=str(SCREENS / "diagnostics-report.png"), full_page=True)
+    page.screenshot(path=screenshots / "diagnostics-report.png", full_page=True)
 
 
 def test_bulk_command_from_the_list(
@@ -199,6 +200,7 @@ def test_bulk_command_from_the_list(
     live_console: str,
     fleet: Fleet,
     commands_in: Callable[[], list[Command]],
+    screenshots: Path,
 ) -> None:
     for number in range(5):
         fleet.add_terminal(f"AG-{number:04d}", customer="Acme Grocers", store=f"S0{number % 2}")
@@ -212,7 +214,7 @@ def test_bulk_command_from_the_list(
     page.check('input[name=name][value="fetch_logs"]')
     expect(page.locator('fieldset[data-for="fetch_logs"]')).to_be_visible()
     expect(page.locator('fieldset[data-for="set_config"]')).to_be_hidden()
-    page.screenshot(path=str(SCREENS / "bulk-choose.png"), full_page=True)
+    page.screenshot(path=screenshots / "bulk-choose.png", full_page=True)
     page.check('input[name=name][value="reboot"]')
     expect(page.locator('fieldset[data-for="fetch_logs"]')).to_be_hidden()
     page.fill("#rate", "0.5")
@@ -220,7 +222,7 @@ def test_bulk_command_from_the_list(
     expect(page.locator("#bulk-confirm")).to_contain_text("5 terminals of 1 customer")
     expect(page.locator("#bulk-sample")).to_have_text("AG-0000, AG-0001, AG-0002, AG-0003, AG-0004")
     expect(page.locator("#bulk-send")).to_have_text("Reboot terminal on 5 terminals")
-    page.screenshot(path=str(SCREENS / "bulk-confirm.png"), full_page=True)
+    page.screenshot(path=screenshots / "bulk-confirm.png", full_page=True)
     assert commands_in() == []
 
     page.click("#bulk-send")
@@ -234,10 +236,10 @@ def test_bulk_command_from_the_list(
     expect(page.locator("#bulk-done")).to_contain_text("2 of 5 finished")
     expect(page.locator("#bulk-problems")).to_contain_text("device does not answer")
     assert page.evaluate("window.tmsNoReload") is True
-    page.screenshot(path=str(SCREENS / "bulk-progress.png"), full_page=True)
+    page.screenshot(path=screenshots / "bulk-progress.png", full_page=True)
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#bulk-cancel")
     expect(page.locator("#bulk-cancelled")).to_have_text("3")
     expect(page.locator("#bulk-cancel")).to_have_count(0)
-    page.screenshot(path=str(SCREENS / "bulk-stopped.png"), full_page=True)
+    page.screenshot(path=screenshots / "bulk-stopped.png", full_page=True)

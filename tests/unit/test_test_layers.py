@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -66,3 +67,19 @@ def test_server_fixtures_fail_loudly_when_servers_are_forbidden(
     for wanted in ("PostgreSQL", "Chromium", "a mosquitto broker"):
         assert f"{NO_SERVERS} is set, and this test asked for {wanted}" in result.stdout
     assert "1 failed, 2 errors" in result.stdout, result.stdout
+
+
+def test_no_test_writes_to_a_fixed_path_under_tmp() -> None:
+    """Fixed /tmp paths collide between runs and users: tests use tmp_path or mkdtemp."""
+    fixed = []
+    for path in sorted((REPO / "tests").rglob("*.py")):
+        if path == Path(__file__).resolve():
+            continue  # this file names the paths it looks for
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and (node.value == "/tmp" or node.value.startswith("/tmp/"))
+            ):
+                fixed.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}")
+    assert fixed == []
