@@ -1,4 +1,4 @@
-"""The daemon's side tasks: the sweep, the outbox, the retention schedule, /metrics.
+"""The daemon's side tasks: the sweep, the outbox, the retention schedule, and their pool.
 
 Each loop wakes on its interval, does one pass in its own transaction and logs (never
 raises) a PostgreSQL outage, so a database that is away for a minute pauses them

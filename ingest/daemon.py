@@ -5,10 +5,10 @@ guarded handler: one bad message never stops it) and appends it to a deque; the 
 task builds batches, commits each in one transaction and only then acknowledges its
 messages. The deque holds what the broker has sent unacknowledged (docs/ingest.md:
 Mosquitto 2.0.11 was seen to send a whole backlog, whatever max_inflight_messages
-says). Nothing is
-acknowledged before it is committed, so a crash, a lost broker connection or a
-PostgreSQL outage never loses a message: the broker keeps it (persistent session) and
-sends it again, and the unique message id keeps the history free of duplicates.
+says). Nothing is acknowledged before it is committed, so a crash, a lost broker
+connection or a PostgreSQL outage never loses a message: the broker keeps it
+(persistent session) and sends it again, and the unique message id keeps the history
+free of duplicates. ``ingest.service`` builds and runs it with its side tasks.
 """
 
 from __future__ import annotations

@@ -1,15 +1,18 @@
-"""Write batches into PostgreSQL: the only ingest module that touches psycopg.
+"""Write batches into PostgreSQL: ingest's hot path, one transaction per batch.
 
-One transaction per batch. History goes in with one binary COPY; if some message of
-the batch is already stored (telemetry is unique on ``(message_id, ts)``: the table
-is partitioned by month on ts, and a redelivery carries the same ts), the batch goes
-through a staging table and ``INSERT ... ON CONFLICT DO NOTHING`` instead, so a
-redelivered message is never written twice. Each terminal's latest state is one
-``UPDATE`` per batch. Command results move their command rows (the rules of
-``shared.command_states``) and, with device events, become rows of the terminal's log.
-Library errors are translated at this edge: transient ones
-become ``DatabaseUnavailableError`` (retry the batch), data the server refuses becomes
-``BatchRefusedError`` (write the batch again message by message, see ``write_isolated``).
+History goes in with one binary COPY; if some message of the batch is already stored
+(telemetry is unique on ``(message_id, ts)``: the table is partitioned by month on ts,
+and a redelivery carries the same ts), the batch goes through a staging table and
+``INSERT ... ON CONFLICT DO NOTHING`` instead, so a redelivered message is never written
+twice. Each terminal's latest state is one ``UPDATE`` per batch; the columns of both are
+listed once, in ``ingest.telemetry_columns``. Command results move their command rows
+(the rules of ``shared.command_states``) and, with device events, become rows of the
+terminal's log; message numbers go to ``ingest.sequence_store``. The daemon hands each
+write its alert step (a ``CommitStep``, run inside the transaction) and a back-pressure
+callback (``on_locking``); the store knows nothing else of either. Library errors are
+translated at this edge: transient ones become ``DatabaseUnavailableError`` (retry the
+batch), data the server refuses becomes ``BatchRefusedError`` (write the batch again
+message by message, see ``write_isolated``).
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ worker that dies under the same client id: its session at the broker holds the
 messages it had not acknowledged, and only that client id gets them back.
 
 Worker 0 keeps the configured client id and metrics port (so ``/healthz`` stays where
-it was) and alone runs the daily retention job; worker i uses ``<client_id>-i`` and
-``metrics_port + i``. The alert sweep and the notification outbox run in every
-worker: both claim their rows with locks that let several processes share them.
+it was) and alone runs the daily retention job, the gap repair and the retiring of
+old sessions; worker i uses ``<client_id>-i`` and ``metrics_port + i``. The alert
+sweep and the notification outbox run in every worker: both claim their rows with
+locks that let several processes share them.
 """
 
 from __future__ import annotations
