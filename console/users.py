@@ -21,6 +21,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from console.errors import UserError
 from console.roles import parse_role
+from shared import audit_trail
 from shared.models import ApiToken, AuditEvent, Role, UserAccount
 
 INITIAL_ADMIN = "admin"
@@ -185,16 +186,8 @@ def record_audit(
     detail: dict[str, Any] | None,
     remote_addr: str | None,
 ) -> None:
-    """Append one row to the audit trail (who did what to what, from where)."""
-    session.add(
-        AuditEvent(
-            actor=actor[:64],
-            action=action[:64],
-            target=target[:200],
-            detail=detail,
-            remote_addr=remote_addr[:64] if remote_addr else None,
-        )
-    )
+    """Append one row to the audit trail (who did what to what, from where) and commit."""
+    audit_trail.record(session, actor, action, target, detail, remote_addr)
     session.commit()
 
 

@@ -18,9 +18,9 @@ from sqlmodel import Session, col, select
 from registry import provisioning
 from registry.errors import ProvisioningError
 from registry.terminal_import import ImportRow, RowProblem, clashes, parse_terminal_csv
+from shared import audit_trail
 from shared.models import (
     AccountKind,
-    AuditEvent,
     Credential,
     Customer,
     StatusChange,
@@ -64,15 +64,7 @@ class AccountInfo:
 def _audit(
     session: Session, actor: Actor, action: str, target: str, detail: dict[str, Any] | None
 ) -> None:
-    session.add(
-        AuditEvent(
-            actor=actor.name[:64],
-            action=action,
-            target=target[:200],
-            detail=detail,
-            remote_addr=actor.remote_addr[:64] if actor.remote_addr else None,
-        )
-    )
+    audit_trail.record(session, actor.name, action, target, detail, actor.remote_addr)
     session.flush()
 
 
