@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from shared import audit_trail
 from shared.command_catalog import (
     CommandRefused,
     check_expiry,
@@ -28,7 +29,7 @@ from shared.command_catalog import (
 )
 from shared.command_states import FINAL, CommandState
 from shared.errors import TMSError
-from shared.models import AuditEvent, TerminalStatus
+from shared.models import TerminalStatus
 
 # Bulk pacing, terminals per second per customer: a whole customer's tills rebooted
 # in one second is the outage the rate exists to prevent.
@@ -182,15 +183,7 @@ def _audit(
     via = {"via": requester.kind}
     if requester.token_name:
         via["token"] = requester.token_name
-    session.add(
-        AuditEvent(
-            actor=requester.name[:64],
-            action=action,
-            target=target[:200],
-            detail=via | detail,
-            remote_addr=requester.origin[:64] if requester.origin else None,
-        )
-    )
+    audit_trail.record(session, requester.name, action, target, via | detail, requester.origin)
 
 
 def _terminal_for_command(session: Session, serial: str) -> int:
