@@ -1,7 +1,9 @@
 """The database extension: one engine per app, one session per request (flaskr's get_db).
 
 Views fetch the request's session with ``request_session()`` and hand it to the
-repository modules (``console.users``, ``console.fleet``); they never query it.
+repository modules (``console.users``, ``console.fleet``, ``console.alert_repository``,
+``console.dead_letter_repository``, and ``commands.queue`` and ``registry.lifecycle``
+beyond the console); they never query it.
 """
 
 from __future__ import annotations

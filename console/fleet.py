@@ -1,8 +1,9 @@
 """Read side of the fleet for the console: terminal rows, counts by status, history.
 
-A repository module: it alone (with ``console.users``) touches a ``Session``. It
-returns frozen ``TerminalView`` values, never table objects, so templates and the
-JSON API cannot lazy-load or change anything by accident.
+A repository module, like ``console.users``, ``console.alert_repository`` and
+``console.dead_letter_repository``: blueprints hand it the request's ``Session`` and
+never query it themselves. It returns frozen ``TerminalView`` values, never table
+objects, so templates and the JSON API cannot lazy-load or change anything by accident.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Terminal lifecycle actions for admins: rotate, revoke, decommission, swap.
 
-Each is one POST from the terminal page, done by ``broker.lifecycle`` in one
+Each is one POST from the terminal page, done by ``registry.lifecycle`` in one
 transaction together with its audit record; the broker applies it to the live
 session within seconds. A new secret is shown once, on a page that is not cached.
 """

@@ -1,8 +1,10 @@
 """Console users, API tokens and the audit trail: the repository that owns those tables.
 
-Only this module (and the other console repository modules) touch a ``Session``.
-Each function that changes data commits its own unit of work, so a view never has
-to remember to.
+Blueprints hand the request's ``Session`` to this module and the other repository
+modules (``console.fleet``, ``console.alert_repository``,
+``console.dead_letter_repository``) and never query it themselves. Each function that
+changes data commits its own unit of work, so a view never has to remember to. Audit
+rows are written through ``shared.audit_trail``, the trail's one writer.
 """
 
 from __future__ import annotations
