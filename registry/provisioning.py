@@ -1,6 +1,6 @@
 """Broker accounts in the database: terminals, service accounts, and what the broker loads.
 
-Only these functions touch ``Credential`` rows. They never commit: the caller owns the
+Only these functions write ``Credential`` rows. They never commit: the caller owns the
 transaction, so a batch of terminals can be provisioned in one commit. A plaintext
 secret is returned exactly once and only its salted hash is stored.
 """
