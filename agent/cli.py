@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import NoReturn, TypeVar
@@ -27,6 +26,7 @@ from agent.state_file import StateFile
 from agent.terminal import UsbTerminal
 from agent.usb_driver import open_terminal
 from shared import topics
+from shared.cli_support import run_until_signalled
 from shared.settings import AgentSettings, Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -58,31 +58,14 @@ def agent_credentials(settings: AgentSettings) -> tuple[str, str]:
     return serial, settings.mqtt.password.get_secret_value()
 
 
-def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[T]]) -> T:
-    """Run ``main(stop)`` in a fresh event loop; SIGTERM and SIGINT set ``stop``."""
-
-    async def runner() -> T:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        try:
-            return await main(stop)
-        finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(signum)
-
-    return asyncio.run(runner())
-
-
 def _settings(ctx: click.Context, config_file: Path | None) -> Settings:
-    from tms.cli import settings_of  # here, because tms.cli imports this module
+    from shared.cli_support import settings_of
 
     return load_settings(config_file) if config_file is not None else settings_of(ctx)
 
 
 def _configure_logging() -> None:
-    from tms.cli import configure_logging
+    from shared.cli_support import configure_logging
 
     configure_logging()
 
@@ -247,7 +230,7 @@ def simulate(
     fault_rate: float | None,
 ) -> None:
     """Run a simulated fleet of TC-200 agents, each with its own broker login."""
-    from tms.cli import settings_of
+    from shared.cli_support import settings_of
 
     settings = settings_of(ctx).simulate
     fleet = load_fleet_file(credentials_file)

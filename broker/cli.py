@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import signal
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO, TypeVar
@@ -41,8 +39,14 @@ def broker(ctx: click.Context, data_dir: Path | None, port: int | None) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from broker.service import run_broker_service
+    from shared.cli_support import (
+        configure_logging,
+        database_url_of,
+        replace_settings,
+        settings_of,
+        stop_on_signals,
+    )
     from shared.ports import ensure_port_free
-    from tms.cli import configure_logging, database_url_of, settings_of
 
     configure_logging()
     settings = settings_of(ctx)
@@ -50,7 +54,7 @@ def broker(ctx: click.Context, data_dir: Path | None, port: int | None) -> None:
         # The same directory holds the platform's database: look for it there too.
         paths = settings.paths.model_copy(update={"data_dir": data_dir.absolute()})
         settings = settings.model_copy(update={"paths": paths})
-        ctx.find_root().obj = settings
+        replace_settings(ctx, settings)
     broker_settings = settings.broker
     if port is not None:
         broker_settings = broker_settings.model_copy(update={"port": port})
@@ -69,9 +73,7 @@ def broker(ctx: click.Context, data_dir: Path | None, port: int | None) -> None:
         ensure_port_free(
             broker_settings.tls_host, broker_settings.tls_port, "MQTT TLS", "TMS_BROKER_TLS_PORT"
         )
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on_signals()
     run_broker_service(broker_settings, database_url, root / "broker", stop, tls=tls)
 
 
@@ -104,7 +106,7 @@ def mosquitto_config(
     reload Mosquitto (SIGHUP)."""
     from broker.mosquitto import MosquittoFiles, write_operator_config
     from registry.provisioning import active_accounts
-    from tms.cli import settings_of
+    from shared.cli_support import settings_of
 
     settings = settings_of(ctx)
     broker_settings = settings.broker
@@ -127,7 +129,7 @@ def mosquitto_config(
 
 def _in_session(ctx: click.Context, work: Callable[[Session], T]) -> T:
     """Run ``work`` in one transaction against the configured database and commit it."""
-    from tms.cli import database_url_of
+    from shared.cli_support import database_url_of
 
     engine = make_engine(database_url_of(ctx), pool_size=1)
     try:
@@ -331,7 +333,7 @@ def init_certs(
     """Create a private CA and a server certificate for the broker's TLS listener."""
     from broker.certs import default_names
     from broker.certs import init_certs as create
-    from tms.cli import settings_of
+    from shared.cli_support import settings_of
 
     settings = settings_of(ctx)
     directory = settings.broker.certs_dir or (data_dir or settings.paths.data_dir) / "certs"

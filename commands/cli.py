@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
-import threading
-from typing import Any
 
 import click
 import psycopg
@@ -14,8 +11,13 @@ from commands.mqtt_link import MqttLink
 from commands.relay import RequestRelay
 from commands.sender import serve
 from shared import topics
+from shared.cli_support import (
+    configure_logging,
+    database_url_of,
+    settings_of,
+    stop_on_signals,
+)
 from shared.db import libpq_url, make_engine
-from tms.cli import configure_logging, database_url_of, settings_of
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +42,7 @@ def commands(ctx: click.Context) -> None:
     )
     link.on_message = relay.on_message
 
-    stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: Any) -> None:
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
+    stop = stop_on_signals()
     log.info(
         "command sender starting: broker %s:%s as %r",
         settings.console.mqtt.host,

@@ -13,9 +13,9 @@ from console import users
 from console.db import engine_of, open_session
 from console.errors import UserError
 from console.roles import parse_role
+from shared.cli_support import configure_logging, database_url_of, settings_of
 from shared.ports import ensure_port_free
 from shared.settings import ConsoleSettings
-from tms.cli import configure_logging, database_url_of, settings_of
 
 ROLE_NAMES = ["admin", "operator", "support", "viewer"]
 

@@ -17,10 +17,10 @@ from ingest.background import retention_job
 from ingest.errors import IngestConfigError
 from ingest.service import run_ingest, tune_gc
 from ingest.workers import fork_context, supervise, worker_settings
+from shared.cli_support import configure_logging, database_url_of, settings_of, signals_set
 from shared.db import libpq_url
 from shared.lifetime import die_with_parent
 from shared.settings import IngestSettings, Settings
-from tms.cli import configure_logging, database_url_of, settings_of
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +37,7 @@ def check_credentials(settings: IngestSettings) -> None:
 
 async def _serve(settings: Settings, database_url: str, index: int = 0) -> None:
     tune_gc()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
+    async with signals_set(asyncio.Event()) as stop:
         await run_ingest(
             worker_settings(settings.ingest, index),
             database_url,
@@ -50,9 +46,6 @@ async def _serve(settings: Settings, database_url: str, index: int = 0) -> None:
             notify_settings=settings.notify,
             primary=index == 0,
         )
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
 
 
 def _worker_main(settings: Settings, database_url: str, index: int, parent_pid: int) -> None:

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import importlib
-import logging
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from shared.cli_support import URL_KEY, CliRoot, settings_of
 from shared.errors import TMSError
-from shared.settings import Settings, load_settings
-
-_URL_KEY = "tms.database_url"
-
+from shared.settings import load_settings
 
 # Each component's commands live with the component and are imported only when run:
 # importing them all costs every `tms` command about a second.
@@ -45,7 +40,7 @@ def _one_line(exc: Exception, ctx: click.Context) -> str | None:
     if isinstance(exc, TMSError):
         return str(exc)
     if isinstance(exc, sqlalchemy.exc.DBAPIError | psycopg.Error):
-        return database_error_message(exc, ctx.find_root().meta.get(_URL_KEY))
+        return database_error_message(exc, ctx.find_root().meta.get(URL_KEY))
     if isinstance(exc, PermissionError) and exc.filename:
         return f"permission denied: {exc.filename}; run as the user that owns it"
     return None
@@ -82,14 +77,6 @@ class LazyGroup(click.Group):
             raise click.ClickException(message) from exc
 
 
-def configure_logging(level: str | None = None) -> None:
-    logging.basicConfig(
-        level=(level or os.environ.get("TMS_LOG_LEVEL", "INFO")).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
 @click.group(cls=LazyGroup, lazy=COMMANDS)
 @click.option(
     "--config",
@@ -117,40 +104,18 @@ def main(ctx: click.Context, config_file: Path | None, data_dir: Path | None) ->
         # model_copy skips validators: make it absolute here, as PathSettings would.
         paths = settings.paths.model_copy(update={"data_dir": data_dir.expanduser().absolute()})
         settings = settings.model_copy(update={"paths": paths})
-    ctx.obj = settings
+    ctx.obj = CliRoot(settings, find_database=_platform_database_url)
 
 
-def settings_of(ctx: click.Context) -> Settings:
-    settings = ctx.find_root().obj
-    assert isinstance(settings, Settings)
-    return settings
-
-
-def remember_database_url(ctx: click.Context, url: str) -> None:
-    """Name ``url``'s server in the one-line message of a database error."""
-    ctx.find_root().meta[_URL_KEY] = url
-
-
-def database_url_of(ctx: click.Context, *, open_stopped: bool = True) -> str:
-    """The database URL: the configured one, else that of the platform in the data dir.
-
-    With ``open_stopped`` (one-shot commands) a stopped platform's database is started
-    for the duration of the command; daemons pass False and get an error instead.
-    """
+def _platform_database_url(ctx: click.Context, open_stopped: bool) -> str:
+    """The database of the platform in the data directory (tms.platform_database),
+    open for as long as the command runs."""
     from tms.platform_database import platform_database
 
-    root = ctx.find_root()
-    if _URL_KEY in root.meta:
-        return str(root.meta[_URL_KEY])
-    settings = settings_of(ctx)
-    if settings.database.url is not None:
-        url = settings.database.url.get_secret_value()
-    else:
-        found = platform_database(
-            settings.paths.data_dir,
-            open_stopped=open_stopped,
-            say=lambda line: click.echo(line, err=True),
-        )
-        url = root.with_resource(found)
-    root.meta[_URL_KEY] = url
+    found = platform_database(
+        settings_of(ctx).paths.data_dir,
+        open_stopped=open_stopped,
+        say=lambda line: click.echo(line, err=True),
+    )
+    url: str = ctx.find_root().with_resource(found)
     return url

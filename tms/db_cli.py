@@ -17,7 +17,7 @@ def db() -> None:
 @click.pass_context
 def upgrade(ctx: click.Context) -> None:
     """Migrate the database to the newest schema, keeping its data."""
-    from tms.cli import database_url_of
+    from shared.cli_support import database_url_of
 
     url = database_url_of(ctx)
     schema.upgrade(url)
@@ -28,6 +28,6 @@ def upgrade(ctx: click.Context) -> None:
 @click.pass_context
 def current(ctx: click.Context) -> None:
     """Print the database's schema revision."""
-    from tms.cli import database_url_of
+    from shared.cli_support import database_url_of
 
     click.echo(schema.current_revision(database_url_of(ctx)) or "empty (run `tms db upgrade`)")

@@ -65,7 +65,7 @@ def up(
     metrics_port: int | None,
 ) -> None:
     """Start PostgreSQL, the broker, ingest, the console and a simulated fleet."""
-    from tms.cli import configure_logging, remember_database_url, settings_of
+    from shared.cli_support import configure_logging, remember_database_url, settings_of
     from tms.platform_parts import UpOptions
     from tms.stack import Platform
 
