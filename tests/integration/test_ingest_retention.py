@@ -21,6 +21,7 @@ from ingest.retention import (
     run_retention,
 )
 from shared import schema
+from shared.cli_support import CliRoot
 from shared.settings import load_settings
 
 pytestmark = pytest.mark.integration
@@ -204,6 +205,7 @@ def test_retention_deletes_finished_commands_of_its_age_and_keeps_live_ones(
 
 def test_tms_db_retention_command(database_url: str) -> None:
     settings = load_settings(env={"TMS_DATABASE_URL": database_url})
-    result = CliRunner().invoke(retention, obj=settings)
+    root = CliRoot(settings, find_database=lambda _ctx, _open: pytest.fail("URL is set"))
+    result = CliRunner().invoke(retention, obj=root)
     assert result.exit_code == 0, result.output
     assert "partitions created=" in result.output
