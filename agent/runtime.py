@@ -26,7 +26,6 @@ import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.backoff import Backoff
 from agent.commands import DEFAULT_HANDLERS, CommandHandler, CommandProcessor
 from agent.device import DeviceState, TerminalDevice
 from agent.errors import AgentError
@@ -34,6 +33,7 @@ from agent.heartbeat import HeartbeatSchedule, telemetry_from
 from agent.host_metrics import read_host_metrics
 from agent.outbox import MessageQueue, Outbox, OutgoingMessage, RecentCommands
 from shared import topics
+from shared.backoff import Backoff
 from shared.messages import (
     DeviceError,
     DeviceStatus,

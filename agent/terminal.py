@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable
 from typing import ClassVar, TypeVar
 
-from agent.backoff import Backoff
 from agent.device import DeviceState
 from agent.errors import TerminalFault, TerminalUnplugged
 from agent.tc200_protocol import DeviceInfo, InfoFlags, TC200State
 from agent.usb_driver import TC200Driver
+from shared.backoff import Backoff
 from shared.messages import DeviceError, DeviceStatus, Event, EventSeverity
 
 log = logging.getLogger(__name__)

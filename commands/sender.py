@@ -30,8 +30,8 @@ from typing import Any, Protocol
 import psycopg
 from pydantic import ValidationError
 
-from agent.backoff import Backoff
 from shared import topics
+from shared.backoff import Backoff
 from shared.command_states import ResendPolicy
 from shared.errors import TopicError
 from shared.messages import Command, utcnow

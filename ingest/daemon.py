@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from ingest.mqtt import (
 )
 from ingest.store import CommitStep, IngestStore
 from ingest.workers import DEFAULT_SHARED_GROUP
+from shared.backoff import Backoff
 from shared.settings import IngestSettings
 from shared.topics import INGEST_FILTERS
 
@@ -52,23 +52,6 @@ SUBSCRIBE_TIMEOUT_S = 600.0
 _END: Final = None  # queued by the daemon to tell the writer that reading has stopped
 
 QueueItem = tuple[Decoded, Receipt] | None
-
-
-class Backoff:
-    """Exponential delays with jitter, so many daemons do not retry in step."""
-
-    def __init__(self, first_s: float, max_s: float) -> None:
-        self.first_s = first_s
-        self.max_s = max_s
-        self.attempts = 0
-
-    def next_delay(self) -> float:
-        delay = min(self.max_s, self.first_s * 2**self.attempts)
-        self.attempts += 1
-        return delay * random.uniform(0.5, 1.0)
-
-    def reset(self) -> None:
-        self.attempts = 0
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
@@ -137,7 +120,7 @@ class IngestDaemon:
     async def _connection_loop(
         self, stop: asyncio.Event, ready: asyncio.Event | None, writer: asyncio.Task[None]
     ) -> None:
-        backoff = Backoff(0.5, self.settings.retry_max_s)
+        backoff = Backoff(0.5, self.settings.retry_max_s, min_fraction=0.5)
         mqtt = self.settings.mqtt
         while not stop.is_set():
             # A new client per connection: messages still queued inside an old one get
@@ -293,7 +276,7 @@ class IngestDaemon:
 
     async def _commit(self, batch: Batch[Receipt], stop: asyncio.Event) -> None:
         """Write one batch until it is committed, then acknowledge its messages."""
-        backoff = Backoff(0.2, self.settings.retry_max_s)
+        backoff = Backoff(0.2, self.settings.retry_max_s, min_fraction=0.5)
         while True:
             started = time.monotonic()
             try:

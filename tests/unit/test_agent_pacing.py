@@ -8,9 +8,9 @@ import pytest
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.backoff import Backoff
 from agent.heartbeat import HeartbeatSchedule
 from agent.runtime import is_refused_login
+from shared.backoff import Backoff
 from shared.messages import DeviceStatus
 
 
@@ -76,3 +76,12 @@ def test_refused_login_is_told_from_other_connack_failures(
     rc: int | ReasonCode, refused: bool
 ) -> None:
     assert is_refused_login(MqttConnectError(rc)) is refused
+
+
+def test_a_floor_keeps_delays_in_the_upper_part_of_the_bound() -> None:
+    backoff = Backoff(1.0, 60.0, random.Random(3), min_fraction=0.5)
+    for attempt in range(8):
+        bound = min(60.0, 2.0**attempt)
+        assert bound / 2 <= backoff.next_delay() <= bound
+    with pytest.raises(ValueError):
+        Backoff(1.0, 60.0, min_fraction=1.5)

@@ -121,3 +121,29 @@ def test_no_component_imports_tms() -> None:
         if target == "tms" or target.startswith("tms.")
     ]
     assert upward == []
+
+
+# What each room may import besides itself (docs/architecture.md): shared/ is below
+# everything; the processes' packages do not import each other, except the console
+# queueing commands and changing the registry, and the broker reading the registry.
+ALLOWED = {
+    "shared": set(),
+    "agent": {"shared"},
+    "ingest": {"shared"},
+    "commands": {"shared"},
+    "registry": {"shared"},
+    "broker": {"shared", "registry"},
+    "console": {"shared", "commands", "registry"},
+    "tms": set(PACKAGES),
+}
+
+
+def test_each_room_imports_only_what_it_may() -> None:
+    crossing = sorted(
+        f"{name} -> {target}"
+        for name, targets in import_graph().items()
+        for target in targets
+        if target.split(".")[0] != name.split(".")[0]
+        and target.split(".")[0] not in ALLOWED[name.split(".")[0]]
+    )
+    assert crossing == []

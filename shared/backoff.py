@@ -1,7 +1,10 @@
-"""Reconnect delays: exponential backoff with full jitter, and a long wait for refused logins.
+"""Retry delays: exponential backoff with jitter, and a long wait for refused logins.
 
-Full jitter (a uniform delay between zero and the exponential bound) keeps a fleet that
-lost its broker at the same moment from reconnecting in lockstep when it comes back.
+Full jitter (a uniform delay between zero and the exponential bound, the agents'
+default) keeps a fleet that lost its broker at the same moment from reconnecting in
+lockstep when it comes back. A daemon that must not retry much sooner than its bound
+(ingest reaching the broker or PostgreSQL again) draws from the upper part of it
+(``min_fraction``).
 """
 
 from __future__ import annotations
@@ -13,12 +16,20 @@ class Backoff:
     """The delay before the next connection attempt; ``reset()`` after a good connection."""
 
     def __init__(
-        self, base_s: float = 0.5, cap_s: float = 60.0, rng: random.Random | None = None
+        self,
+        base_s: float = 0.5,
+        cap_s: float = 60.0,
+        rng: random.Random | None = None,
+        *,
+        min_fraction: float = 0.0,
     ) -> None:
         if base_s <= 0 or cap_s < base_s:
             raise ValueError("backoff needs 0 < base_s <= cap_s")
+        if not 0 <= min_fraction <= 1:
+            raise ValueError("backoff needs 0 <= min_fraction <= 1")
         self.base_s = base_s
         self.cap_s = cap_s
+        self.min_fraction = min_fraction
         self._rng = rng or random.Random()
         self._attempt = 0
 
@@ -36,7 +47,8 @@ class Backoff:
 
     def next_delay(self) -> float:
         """A delay after a failed attempt (broker down, network error)."""
-        delay = self._rng.uniform(0, self.bound_s())
+        bound = self.bound_s()
+        delay = self._rng.uniform(bound * self.min_fraction, bound)
         self._attempt += 1
         return delay
 
