@@ -225,7 +225,7 @@ class CommandBulk(SQLModel, table=True):
     cancelled_by: str | None = Field(default=None, max_length=64)
 
 
-class Command(SQLModel, table=True):
+class CommandRow(SQLModel, table=True):
     """A command is a row before it is a message (docs/commands.md); states in
     ``shared.command_states``."""
 
@@ -325,7 +325,7 @@ class UpdateTask(SQLModel, table=True):
     updated_at: datetime | None = _ts(nullable=False, server_now=True)
 
 
-class TelemetryRecord(SQLModel, table=True):
+class TelemetryRow(SQLModel, table=True):
     """Append-only heartbeat history; ``message_id`` makes redelivery idempotent."""
 
     __tablename__ = "telemetry"

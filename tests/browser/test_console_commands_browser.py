@@ -13,7 +13,7 @@ from playwright.sync_api import Browser, Page, expect
 from sqlmodel import Session, col, select
 
 from shared.db import make_engine
-from shared.models import Command
+from shared.models import CommandRow
 from tests.fixtures.console import TEST_PASSWORD, Fleet, diagnostics_result
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -50,12 +50,12 @@ def sign_in_as(
 
 
 @pytest.fixture
-def commands_in(database_url: str) -> Iterator[Callable[[], list[Command]]]:
+def commands_in(database_url: str) -> Iterator[Callable[[], list[CommandRow]]]:
     engine = make_engine(database_url, pool_size=1)
 
-    def rows() -> list[Command]:
+    def rows() -> list[CommandRow]:
         with Session(engine) as session:
-            return list(session.exec(select(Command).order_by(col(Command.created_at))).all())
+            return list(session.exec(select(CommandRow).order_by(col(CommandRow.created_at))).all())
 
     yield rows
     engine.dispose()
@@ -95,7 +95,7 @@ def test_send_then_cancel_a_queued_command_without_reloading(
     sign_in_as: Callable[[str, str], Page],
     live_console: str,
     fleet: Fleet,
-    commands_in: Callable[[], list[Command]],
+    commands_in: Callable[[], list[CommandRow]],
     screenshots: Path,
 ) -> None:
     fleet.add_terminal("TC-0001", customer="Acme Grocers", status="offline", reason="last will")
@@ -142,7 +142,7 @@ def test_a_set_config_field_error_is_shown_on_the_page(
     sign_in_as: Callable[[str, str], Page],
     live_console: str,
     fleet: Fleet,
-    commands_in: Callable[[], list[Command]],
+    commands_in: Callable[[], list[CommandRow]],
     screenshots: Path,
 ) -> None:
     fleet.add_terminal("TC-0001")
@@ -164,7 +164,7 @@ def test_diagnostics_report_from_a_stored_result(
     sign_in_as: Callable[[str, str], Page],
     live_console: str,
     fleet: Fleet,
-    commands_in: Callable[[], list[Command]],
+    commands_in: Callable[[], list[CommandRow]],
     screenshots: Path,
 ) -> None:
     fleet.add_terminal("TC-0001", customer="Acme Grocers")
@@ -199,7 +199,7 @@ def test_bulk_command_from_the_list(
     sign_in_as: Callable[[str, str], Page],
     live_console: str,
     fleet: Fleet,
-    commands_in: Callable[[], list[Command]],
+    commands_in: Callable[[], list[CommandRow]],
     screenshots: Path,
 ) -> None:
     for number in range(5):

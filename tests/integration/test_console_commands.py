@@ -14,7 +14,7 @@ from werkzeug.test import TestResponse
 from commands import queue
 from commands.queue import Requester
 from shared.db import make_engine
-from shared.models import AuditEvent, Command
+from shared.models import AuditEvent, CommandRow
 from tests.fixtures.console import Fleet, csrf_of, diagnostics_result, sign_in
 
 pytestmark = pytest.mark.integration
@@ -47,10 +47,10 @@ def _post(client: FlaskClient, path: str, **form: str) -> TestResponse:
     return client.post(path, data={"csrf_token": csrf_of(client), **form})
 
 
-def _commands(database_url: str) -> list[Command]:
+def _commands(database_url: str) -> list[CommandRow]:
     engine = make_engine(database_url, pool_size=1)
     with Session(engine) as session:
-        rows = list(session.exec(select(Command)).all())
+        rows = list(session.exec(select(CommandRow)).all())
     engine.dispose()
     return rows
 
