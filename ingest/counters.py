@@ -6,7 +6,7 @@ import bisect
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ingest.store import WriteResult
+from ingest.writer import WriteResult
 
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10_000)
 COMMIT_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

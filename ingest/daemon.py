@@ -1,4 +1,4 @@
-"""The ingest daemon: a thin asyncio shell around decode, batch and store.
+"""The ingest daemon: a thin asyncio shell around decode, batch and the batch writer.
 
 The message handler (called by PublishTap, or by paho on TLS) decodes each message (a
 guarded handler: one bad message never stops it) and appends it to a deque; the writer
@@ -37,8 +37,8 @@ from ingest.mqtt import (
     set_message_handler,
     tap_publishes,
 )
-from ingest.store import CommitStep, IngestStore
 from ingest.workers import DEFAULT_SHARED_GROUP
+from ingest.writer import BatchWriter, CommitStep
 from shared.backoff import Backoff
 from shared.settings import IngestSettings
 from shared.topics import INGEST_FILTERS
@@ -69,7 +69,7 @@ class IngestDaemon:
     def __init__(
         self,
         settings: IngestSettings,
-        store: IngestStore,
+        writer: BatchWriter,
         counters: IngestCounters,
         on_commit: OnCommit | None = None,
         *,
@@ -83,7 +83,7 @@ class IngestDaemon:
         # filter, and only write what the broker still holds for it.
         self._retiring = retiring_session
         self._on_commit = on_commit
-        self.store = store
+        self.writer = writer
         self.counters = counters
         # Filled by the message handler, emptied by the writer; it holds what the broker
         # has sent unacknowledged, since nothing is acknowledged before its commit.
@@ -94,7 +94,7 @@ class IngestDaemon:
         self._max_future = timedelta(seconds=settings.max_future_s)
         self._connection = 0
         self._tap: TapSwitch | None = None
-        self._writer_locking = False  # told by the store (on_locking)
+        self._writer_locking = False  # told by the writer (on_locking)
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
         writer = asyncio.create_task(self._write_loop(stop), name="ingest-writer")
@@ -204,7 +204,7 @@ class IngestDaemon:
         return self._writer_locking
 
     def _locking_changed(self, locking: bool) -> None:
-        """The store's ``on_locking``: the batch holds its terminals' row locks, or not."""
+        """The writer's ``on_locking``: the batch holds its terminals' row locks, or not."""
         self._writer_locking = locking
 
     def _message_handler(self, connection: int) -> PublishHandler:
@@ -281,10 +281,10 @@ class IngestDaemon:
             started = time.monotonic()
             try:
                 try:
-                    result = await self.store.write(batch, self._alert_step, self._locking_changed)
+                    result = await self.writer.write(batch, self._alert_step, self._locking_changed)
                 except BatchRefusedError as exc:
                     log.error("%s; writing the batch message by message", exc)
-                    result = await self.store.write_isolated(
+                    result = await self.writer.write_isolated(
                         batch, self._alert_step, self._locking_changed
                     )
                 break

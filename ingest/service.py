@@ -1,7 +1,7 @@
 """Run ingest: the daemon, its side tasks (sweep, outbox, retention, gaps, sessions), /metrics.
 
 ``run_ingest`` wires the parts together for one process (``tms ingest``, the
-benchmark, the tests): the store and its alert step, the daemon (``ingest.daemon``),
+benchmark, the tests): the batch writer and its alert step, the daemon (``ingest.daemon``),
 the side pool and its loops (``ingest.background``), and the retiring of old worker
 sessions (``ingest.sessions``).
 """
@@ -32,7 +32,7 @@ from ingest.daemon import IngestDaemon, OnCommit
 from ingest.gap_repair import gap_repair_loop
 from ingest.metrics import MetricsServer, make_registry
 from ingest.sessions import register_session, retire_sessions
-from ingest.store import IngestStore
+from ingest.writer import BatchWriter
 from shared.settings import AlertSettings, IngestSettings, NotifySettings
 
 log = logging.getLogger(__name__)
@@ -101,12 +101,12 @@ async def run_ingest(
     # A write waits for a connection no longer than a retry pause, so that a stop
     # during an outage is noticed within seconds.
     timeout_s = min(settings.retry_max_s, 10.0)
-    store = IngestStore.create(database_url, connect_timeout_s=timeout_s)
+    writer = BatchWriter.create(database_url, connect_timeout_s=timeout_s)
     side_pool = make_side_pool(database_url, timeout_s)
-    await store.open()
+    await writer.open()
     await side_pool.open(wait=False)
     await seed_alerts(side_pool, alerts)
-    daemon = IngestDaemon(settings, store, counters, on_commit, alert_step=BatchAlertStep(alerts))
+    daemon = IngestDaemon(settings, writer, counters, on_commit, alert_step=BatchAlertStep(alerts))
     worker = make_outbox_worker(notify_settings, config)
     side_stop = asyncio.Event()
     side_tasks = [
@@ -155,4 +155,4 @@ async def run_ingest(
         if metrics is not None:
             await metrics.close()
         await side_pool.close()
-        await store.close()
+        await writer.close()

@@ -24,7 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 from ingest.counters import IngestCounters
 from ingest.daemon import IngestDaemon
 from ingest.mqtt import make_client
-from ingest.store import IngestStore
+from ingest.writer import BatchWriter
 from shared.settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -87,11 +87,11 @@ async def drain_session(
 ) -> int:
     """Write what the session ``client_id`` holds; returns the messages committed."""
     retiring = settings.model_copy(update={"client_id": client_id, "metrics_port": 0})
-    store = IngestStore.create(database_url, connect_timeout_s=min(settings.retry_max_s, 10.0))
+    writer = BatchWriter.create(database_url, connect_timeout_s=min(settings.retry_max_s, 10.0))
     counters = IngestCounters()
-    daemon = IngestDaemon(retiring, store, counters, retiring_session=True)
+    daemon = IngestDaemon(retiring, writer, counters, retiring_session=True)
     stop, subscribed = asyncio.Event(), asyncio.Event()
-    await store.open()
+    await writer.open()
     running = asyncio.create_task(daemon.run(stop, subscribed))
     try:
         waiting = asyncio.create_task(subscribed.wait())  # connected and unsubscribed
@@ -112,7 +112,7 @@ async def drain_session(
         if not running.done():  # cancelled from outside: nothing more is acknowledged
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
-        await store.close()
+        await writer.close()
     return counters.committed
 
 

@@ -1,7 +1,7 @@
 """The alert step of a batch's commit: plan before the locks, apply with the batch, adopt after.
 
-The daemon hands it to ``IngestStore.write``, which calls it at three points of the
-batch's transaction (``ingest.store.CommitStep``): the rules are evaluated before the
+The daemon hands it to ``BatchWriter.write``, which calls it at three points of the
+batch's transaction (``ingest.writer.CommitStep``): the rules are evaluated before the
 terminal rows are locked (pure work the other workers need not wait for), the alerts
 are written last inside the transaction (so they commit with the batch or not at all),
 and the new threshold states are adopted only once the batch has committed, so a batch

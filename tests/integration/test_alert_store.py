@@ -16,8 +16,8 @@ from ingest.alerts.rules import BatchAlerts
 from ingest.alerts.step import BatchAlertStep
 from ingest.batch import Batch
 from ingest.decode import decode
-from ingest.store import IngestStore
 from ingest.sweep import SweepResult, sweep_once
+from ingest.writer import BatchWriter
 
 pytestmark = pytest.mark.integration
 
@@ -175,7 +175,7 @@ def test_few_alerts_are_notified_each_to_their_routes(
 
 
 def _write(
-    store: IngestStore, step: BatchAlertStep | None, *messages: tuple[str, dict[str, Any]]
+    store: BatchWriter, step: BatchAlertStep | None, *messages: tuple[str, dict[str, Any]]
 ) -> None:
     batch: Batch[int] = Batch()
     for index, (topic, body) in enumerate(messages):
@@ -207,8 +207,8 @@ def test_metric_and_event_rules_open_bump_and_resolve(
 
     step = BatchAlertStep(alerts_engine)
 
-    def store() -> IngestStore:
-        return IngestStore.create(database_url)
+    def store() -> BatchWriter:
+        return BatchWriter.create(database_url)
 
     _write(store(), step, hb(1, 95), hb(2, 96))
     assert [(k, s, c) for _, k, s, c in alerts(db)] == [("high-disk", "open", 2)]

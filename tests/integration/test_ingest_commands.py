@@ -1,4 +1,4 @@
-"""Command results in ingest.store against a real PostgreSQL: state moves, NOTIFY, the log."""
+"""Command results in ingest.writer against a real PostgreSQL: state moves, NOTIFY, the log."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 from ingest.batch import Batch
 from ingest.decode import decode
 from ingest.errors import BatchRefusedError
-from ingest.store import IngestStore, WriteResult
+from ingest.writer import BatchWriter, WriteResult
 from shared.command_states import FINAL
-from tests.integration.test_ingest_store import T0, telemetry, write
+from tests.integration.test_ingest_writer import T0, telemetry, write
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -242,7 +242,7 @@ def test_results_and_a_sender_racing_for_one_command_end_in_one_final_state(
     command(db, "c1", "ping", "sent")
 
     async def go() -> WriteResult:
-        store = IngestStore.create(database_url)
+        store = BatchWriter.create(database_url)
         await store.open()
         try:
             async with await psycopg.AsyncConnection.connect(database_url) as sender:

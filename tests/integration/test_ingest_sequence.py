@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from ingest.batch import Batch
 from ingest.decode import decode
 from ingest.gap_repair import repair_once
-from ingest.store import IngestStore, WriteResult
+from ingest.writer import BatchWriter, WriteResult
 from shared.messages import stamp_sequence
 from shared.settings import IngestSettings
 
@@ -52,7 +52,7 @@ def batch_of(*messages: tuple[str, bytes]) -> Batch[int]:
 
 
 async def _write(database_url: str, batches: list[Batch[int]]) -> list[WriteResult]:
-    store = IngestStore.create(database_url)
+    store = BatchWriter.create(database_url)
     await store.open()
     try:
         return [await store.write(batch) for batch in batches]

@@ -6,7 +6,7 @@ from prometheus_client import generate_latest
 
 from ingest.counters import IngestCounters
 from ingest.metrics import Health, make_registry
-from ingest.store import WriteResult
+from ingest.writer import WriteResult
 
 
 def test_command_results_are_counted_and_served() -> None:

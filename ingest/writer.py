@@ -9,7 +9,7 @@ listed once, in ``ingest.telemetry_columns``. Command results move their command
 (the rules of ``shared.command_states``) and, with device events, become rows of the
 terminal's log; message numbers go to ``ingest.sequence_store``. The daemon hands each
 write its alert step (a ``CommitStep``, run inside the transaction) and a back-pressure
-callback (``on_locking``); the store knows nothing else of either. Library errors are
+callback (``on_locking``); the writer knows nothing else of either. Library errors are
 translated at this edge: transient ones become ``DatabaseUnavailableError`` (retry the
 batch), data the server refuses becomes ``BatchRefusedError`` (write the batch again
 message by message, see ``write_isolated``).
@@ -134,7 +134,7 @@ SELECT * FROM unnest(%s::int[], %s::text[], %s::text[], %s::text[], %s::timestam
 """
 
 # One statement per batch for every command result (at most one per command: the
-# store drops repeats within a batch first, as UPDATE ... FROM would pick one at random):
+# writer drops repeats within a batch first, as UPDATE ... FROM would pick one at random):
 # ``known`` are the results whose command exists for that terminal; ``moved`` those
 # whose command was still live (queued or sent; a row in a final state keeps it, so a
 # duplicate or late result changes nothing) and tells the sender at commit; each known
@@ -263,7 +263,7 @@ class AlertCounts(Protocol):
 class CommitStep(Protocol):
     """Work of another room inside a batch's transaction: the daemon's alert step.
 
-    The store calls it at three points of each write and knows nothing else about it
+    The writer calls it at three points of each write and knows nothing else about it
     (``ingest.alerts.step`` is the one there is).
     """
 
@@ -335,7 +335,7 @@ async def _create_staging_tables(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.commit()
 
 
-class IngestStore:
+class BatchWriter:
     """Batches into PostgreSQL through a small pool; keeps a serial -> terminal id cache."""
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
@@ -344,8 +344,8 @@ class IngestStore:
         self._customers: dict[int, int] = {}  # terminal id -> customer id
 
     @classmethod
-    def create(cls, database_url: str, connect_timeout_s: float = 10.0) -> IngestStore:
-        """A store whose write waits at most ``connect_timeout_s`` for a connection."""
+    def create(cls, database_url: str, connect_timeout_s: float = 10.0) -> BatchWriter:
+        """A writer whose write waits at most ``connect_timeout_s`` for a connection."""
         # One writer needs one connection; the second serves a retry while a broken
         # one is being replaced. check= tests each connection before it is handed out.
         pool = AsyncConnectionPool(

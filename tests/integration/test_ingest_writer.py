@@ -1,4 +1,4 @@
-"""ingest.store against a real PostgreSQL: batches, duplicates, presence, dead letters, the log."""
+"""ingest.writer against a real PostgreSQL: batches, duplicates, presence, dead letters, the log."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from ingest.batch import Batch
 from ingest.decode import decode
-from ingest.store import IngestStore, WriteResult
+from ingest.writer import BatchWriter, WriteResult
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +61,7 @@ def write(database_url: str, *messages: tuple[str, bytes], store: Any = None) ->
         batch.add(decode(topic, payload, T0 + timedelta(seconds=index)), index)
 
     async def go() -> WriteResult:
-        target = store or IngestStore.create(database_url)
+        target = store or BatchWriter.create(database_url)
         await target.open()
         try:
             return await target.write(batch)
@@ -164,7 +164,7 @@ def test_redeliveries_in_a_row_on_one_connection_count_only_their_own_rows(
     # A redelivered batch goes through the staging table: what one batch left there
     # must not be counted, or written, by the next one on the same connection.
     async def go() -> list[tuple[int, int]]:
-        store = IngestStore.create(database_url)
+        store = BatchWriter.create(database_url)
         await store.open()
         results = []
         try:
@@ -320,7 +320,7 @@ def test_a_terminal_provisioned_later_is_found_on_a_cache_miss(
     database_url: str, db: psycopg.Connection[Any]
 ) -> None:
     async def go() -> tuple[WriteResult, WriteResult]:
-        store = IngestStore.create(database_url)
+        store = BatchWriter.create(database_url)
         await store.open()
         try:
             first: Batch[int] = Batch()
@@ -353,7 +353,7 @@ def test_a_refused_message_is_isolated_and_dead_lettered(
     batch.add(decode(*telemetry("TC-1", "bad", 2, terminal={"cpu": 99}), T0), 1)
 
     async def go() -> WriteResult:
-        store = IngestStore.create(database_url)
+        store = BatchWriter.create(database_url)
         await store.open()
         try:
             return await store.write_isolated(batch)
