@@ -30,7 +30,7 @@ ROOT = "tms/v1"
 SERIAL_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 COMMAND_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 # An account name in the request tree follows the serial's rules for the same reasons;
-# service accounts may be named more freely (broker.provisioning), but only one named
+# service accounts may be named more freely (registry.provisioning), but only one named
 # like this can use the request topics.
 ACCOUNT_PATTERN = SERIAL_PATTERN
 

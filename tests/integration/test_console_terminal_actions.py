@@ -8,10 +8,10 @@ import pytest
 from flask.testing import FlaskClient
 from sqlmodel import Session, col, select
 
-from broker.provisioning import provision_terminal
+from registry.provisioning import provision_terminal
 from shared.db import make_engine
 from shared.models import AuditEvent, Credential, Terminal
-from tests.fixtures.browser import csrf_of, sign_in
+from tests.fixtures.console import csrf_of, sign_in
 
 pytestmark = pytest.mark.integration
 
