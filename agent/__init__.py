@@ -3,8 +3,7 @@
 It publishes the terminal's heartbeat, presence and events over MQTT with the terminal's
 own credentials, queues them on disk while the broker is away, and runs remote commands.
 It may import ``shared`` and its libraries (pyusb, aiomqtt, psutil); never ``ingest``,
-``console``, ``broker`` or ``commands``, nor ``tms`` (``agent/cli.py`` still reads its
-settings and logging set-up from ``tms.cli`` inside functions, until those helpers move
-below the components). The simulator lives in ``agent.sim``,
-which the agent itself never imports (only ``agent/cli.py``, the composition root, does).
+``console``, ``broker``, ``commands`` or ``registry``, nor ``tms``
+(tests/unit/test_import_graph.py). The simulator lives in ``agent.sim``, which the
+agent itself never imports (only ``agent/cli.py``, the composition root, does).
 """

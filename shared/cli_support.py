@@ -22,7 +22,9 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import click
+from sqlmodel import Session
 
+from shared.db import make_engine
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -86,6 +88,18 @@ def database_url_of(ctx: click.Context, *, open_stopped: bool = True) -> str:
         url = _root(ctx).find_database(ctx, open_stopped)
     root.meta[URL_KEY] = url
     return url
+
+
+def in_session(ctx: click.Context, work: Callable[[Session], T]) -> T:
+    """Run ``work`` in one transaction against the command's database and commit it."""
+    engine = make_engine(database_url_of(ctx), pool_size=1)
+    try:
+        with Session(engine) as session:
+            result = work(session)
+            session.commit()
+            return result
+    finally:
+        engine.dispose()
 
 
 def stop_on_signals() -> threading.Event:

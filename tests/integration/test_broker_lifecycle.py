@@ -14,8 +14,9 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlmodel import Session, col, select
 
-from broker.cli import account, broker, certs, terminal
+from broker.cli import broker, certs
 from registry import lifecycle
+from registry.cli import account, terminal
 from registry.lifecycle import Actor
 from shared.db import make_engine
 from shared.models import AuditEvent, Credential, StatusChange, Store, Terminal
