@@ -2,7 +2,7 @@
 
 What it holds: the broker side (``mqtt``), parsing at the edge (``decode``), batching
 (``batch``), the daemon that reads, batches, commits and only then acknowledges
-(``daemon``), the batch writer (``store``, its columns in ``telemetry_columns``,
+(``daemon``), the batch writer (``writer``, its columns in ``telemetry_columns``,
 ``columns``, ``status``, ``sequence`` and ``sequence_store``), its side tasks
 (``background``, ``sweep``, ``gap_repair``, ``retention``, ``sessions``), several
 workers (``workers``), counters and ``/metrics``, and the alerting room

@@ -2,7 +2,7 @@
 
 What it holds: ``config`` (``config/alerts.toml`` as one frozen object), ``thresholds``
 and ``rules`` (metric and event rules over a batch, with thresholds held in memory),
-``step`` (the rules as a step of each batch's commit, which the daemon hands the store),
+``step`` (the rules as a step of each batch's commit, which the daemon hands the batch writer),
 ``plan`` and ``storm`` (pure decisions: which alerts to open, bump or resolve, and an
 incident's next step), ``store`` and ``incidents`` (applying them in PostgreSQL,
 inside the caller's transaction), ``outbox`` (queueing notifications) and ``notify``
