@@ -10,6 +10,6 @@ inside the caller's transaction), ``outbox`` (queueing notifications) and ``noti
 
 What it may import: ``shared``, the standard library and its database and HTTP
 libraries, and from the rest of ingest only what describes a batch (``ingest.batch``,
-``ingest.decode``) and ``ingest.errors``. The daemon, the store and the sweep call
-into this package; it never calls back into them.
+``ingest.decode``), ``ingest.errors`` and the ``ingest.columns`` helper. The daemon,
+the batch writer and the sweep call into this package; it never calls back into them.
 """

@@ -28,6 +28,7 @@ from ingest.alerts.plan import (
     merge_opens,
     routes_for,
 )
+from ingest.columns import as_columns
 
 SQL_OPEN_ALERTS = """
 SELECT scope, kind, last_seen_at FROM alert WHERE status <> 'resolved' AND kind = ANY(%s::text[])
@@ -78,14 +79,6 @@ class _NewAlert:
     customer_id: int | None
     terminal_id: int | None
     first_seen_at: datetime
-
-
-def _columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    columns: list[list[Any]] = [[] for _ in range(width)]
-    for row in rows:
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
-    return columns
 
 
 async def open_alerts(conn: psycopg.AsyncConnection[Any], kinds: list[str]) -> OpenAlerts:
@@ -146,7 +139,7 @@ async def apply_actions(
     opens = [a for a in merged if isinstance(a, OpenAlert)]
     if resolves:
         rows = ((a.scope, a.kind, a.at, a.note) for a in resolves)
-        cursor = await conn.execute(SQL_RESOLVE, _columns(rows, 4))
+        cursor = await conn.execute(SQL_RESOLVE, as_columns(rows, 4))
         result.resolved = max(cursor.rowcount, 0)
     if not opens:
         return result
@@ -164,7 +157,7 @@ async def apply_actions(
         )
         for a in opens
     )
-    cursor = await conn.execute(SQL_UPSERT, _columns(rows2, 9))
+    cursor = await conn.execute(SQL_UPSERT, as_columns(rows2, 9))
     new: list[_NewAlert] = []
     async for (
         id_,
