@@ -9,10 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from flask import Flask, abort, g, request
+from flask import Flask, abort, current_app, g, request
 from flask_login import LoginManager, current_user
 
-from console import users
+from console import session_repository, users
 from console.db import request_session
 from console.roles import role_at_least
 from shared.models import Role, UserAccount
@@ -33,6 +33,9 @@ class ConsoleUser:
     username: str
     role: str
     active: bool = True
+    # The server-side session this browser signed in with (None for API tokens).
+    session_token: str | None = None
+    must_change_password: bool = False
 
     # The attributes flask-login expects of a user object.
     is_authenticated = True
@@ -43,29 +46,40 @@ class ConsoleUser:
         return self.active
 
     def get_id(self) -> str:
-        return str(self.id)
+        # What flask-login keeps in the cookie: the session's token, never the user id,
+        # so that ending the session on the server ends it in every copy of the cookie.
+        if self.session_token is None:
+            raise RuntimeError(f"{self.username} has no console session")
+        return self.session_token
 
     def can(self, minimum: str) -> bool:
         """Templates use this to show only the links the user may follow."""
         return role_at_least(self.role, Role(minimum))
 
     @classmethod
-    def of(cls, account: UserAccount) -> ConsoleUser:
+    def of(cls, account: UserAccount, session_token: str | None = None) -> ConsoleUser:
         assert account.id is not None
-        return cls(account.id, account.username, account.role, account.active)
+        return cls(
+            account.id,
+            account.username,
+            account.role,
+            account.active,
+            session_token,
+            account.must_change_password,
+        )
 
 
 @login_manager.user_loader
-def _load_user(user_id: str) -> ConsoleUser | None:
-    # Loaded afresh on every request, so a changed role or a disabled account
-    # takes effect at once, not at the next sign-in.
-    try:
-        account = users.get_user(request_session(), int(user_id))
-    except ValueError:
+def _load_user(session_token: str) -> ConsoleUser | None:
+    # Loaded afresh on every request, so an ended session, a changed role or a
+    # disabled account takes effect at once, not at the next sign-in.
+    if not session_token or len(session_token) > 100:
         return None
-    if account is None or not account.active:
+    idle_limit = current_app.config["PERMANENT_SESSION_LIFETIME"]
+    account = session_repository.account_for(request_session(), session_token, idle_limit)
+    if account is None:
         return None
-    return ConsoleUser.of(account)
+    return ConsoleUser.of(account, session_token)
 
 
 def is_api_request() -> bool:

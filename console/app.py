@@ -10,6 +10,7 @@ from werkzeug.wrappers import Response
 
 from console import (
     access,
+    allowlist,
     api,
     api_commands,
     audit,
@@ -21,9 +22,11 @@ from console import (
     health,
     terminal_actions,
     terminals,
+    user_admin,
 )
 from console.db import database
 from console.errors import ConsoleConfigError
+from console.login_throttle import ThrottlePolicy
 from console.strict_json import StrictJSONProvider
 from shared.db import make_engine
 from shared.settings import ConsoleSettings
@@ -110,6 +113,16 @@ def create_app(settings: ConsoleSettings, database_url: str) -> Flask:
     database.init_app(app, make_engine(database_url))
     access.init_app(app)
     csrf.init_app(app)
+    auth.init_app(
+        app,
+        ThrottlePolicy(
+            per_user=settings.login_failures_per_user,
+            per_address=settings.login_failures_per_address,
+            window=timedelta(seconds=settings.login_failure_window_s),
+        ),
+    )
+    # Last, so that it is inserted first: a refused address reaches nothing else.
+    allowlist.init_app(app, settings.allowed_networks)
 
     app.jinja_env.filters.update(
         ago=formatting.ago,
@@ -136,6 +149,7 @@ def create_app(settings: ConsoleSettings, database_url: str) -> Flask:
         api_commands.bp,
         health.bp,
         error_pages.bp,
+        user_admin.bp,
     ):
         app.register_blueprint(blueprint)
     from console import alerts, dead_letters  # issue 5: alert and dead-letter screens

@@ -15,3 +15,8 @@ class ConsoleConfigError(ConsoleError):
 
 class UserError(ConsoleError, ValueError):
     """A user or token request that cannot be carried out (bad name, role, password...)."""
+
+    def sentence(self) -> str:
+        """The message as a sentence for a page: capital first letter, final stop."""
+        text = str(self)
+        return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -416,6 +417,35 @@ class UserAccount(SQLModel, table=True):
     active: bool = True
     created_at: datetime | None = _ts(nullable=False, server_now=True)
     last_login_at: datetime | None = _ts()
+    # Set by an admin's password reset: the next sign-in must choose a new password.
+    must_change_password: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
+    )
+
+
+class ConsoleSession(SQLModel, table=True):
+    """One browser's sign-in, kept on the server so that it can be ended there.
+
+    The signed cookie carries a random token; only its SHA-256 is stored. Logout, a
+    disabled account and a password change set ``ended_at`` on every session of the
+    user, and a copied cookie stops working at once.
+    """
+
+    __tablename__ = "console_session"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
+    user_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("user_account.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    token_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime | None = _ts(nullable=False, server_now=True)
+    last_seen_at: datetime | None = _ts(nullable=False, server_now=True)
+    ended_at: datetime | None = _ts()
+    end_reason: str | None = Field(default=None, max_length=32)
+    remote_addr: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, max_length=200)
 
 
 class ApiToken(SQLModel, table=True):
@@ -434,6 +464,21 @@ class ApiToken(SQLModel, table=True):
 
 class AuditEvent(SQLModel, table=True):
     __tablename__ = "audit_event"
+    __table_args__ = (
+        # Sign-in throttling counts recent failures per username and per address.
+        Index(
+            "ix_audit_login_failed_target",
+            "target",
+            "at",
+            postgresql_where=text("action = 'login.failed'"),
+        ),
+        Index(
+            "ix_audit_login_failed_addr",
+            "remote_addr",
+            "at",
+            postgresql_where=text("action = 'login.failed'"),
+        ),
+    )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
     at: datetime | None = _ts(nullable=False, server_now=True, index=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, Literal
 
@@ -155,6 +156,24 @@ class ConsoleSettings(_Section):
     cookie_secure: bool = False
     # Worker threads of the waitress server: concurrent requests in flight.
     threads: int = Field(default=8, ge=1, le=64)
+    # Sign-in throttling: after this many failed sign-ins within the window, a username
+    # (or an address, for any usernames) is refused until the oldest ages out.
+    login_failures_per_user: int = Field(default=5, ge=1, le=1000)
+    login_failures_per_address: int = Field(default=20, ge=1, le=10_000)
+    login_failure_window_s: int = Field(default=900, ge=10, le=86_400)
+    # Empty: any address. Else only these networks (CIDR) reach the console and the
+    # API; others get 403 (and an audit line). /healthz stays open for the supervisor.
+    # In the environment: a comma-separated list.
+    allowed_networks: tuple[IPv4Network | IPv6Network, ...] = ()
+
+    @field_validator("allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in value.replace(",", " ").split() if part]
+        if isinstance(value, list | tuple):
+            return tuple(ip_network(str(part).strip(), strict=False) for part in value)
+        return value
 
 
 class AgentSettings(_Section):
