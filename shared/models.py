@@ -21,6 +21,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    String,
     UniqueConstraint,
     text,
 )
@@ -78,12 +79,40 @@ class AccountKind(StrEnum):
     SUPPORT_SCRIPT = "support-script"
 
 
+class ContractType(StrEnum):
+    """A customer's service contract: what response the operations team owes it."""
+
+    BASIC = "basic"
+    STANDARD = "standard"
+    PREMIUM = "premium"
+
+
 class Customer(SQLModel, table=True):
     __tablename__ = "customer"
+    __table_args__ = (
+        CheckConstraint(
+            "contract_type IN ('basic', 'standard', 'premium')", name="customer_contract_type"
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=200, unique=True)
     created_at: datetime | None = _ts(nullable=False, server_now=True)
+    # Company details (migration 0008); name is the company name.
+    contact_person: str = Field(
+        default="", sa_column=Column(String(200), nullable=False, server_default="")
+    )
+    email: str = Field(default="", sa_column=Column(String(254), nullable=False, server_default=""))
+    phone: str = Field(default="", sa_column=Column(String(64), nullable=False, server_default=""))
+    contract_type: str = Field(
+        default=ContractType.STANDARD.value,
+        sa_column=Column(String(16), nullable=False, server_default=ContractType.STANDARD.value),
+    )
+    # An IANA zone name: the customer's reports and times are shown in it.
+    timezone: str = Field(
+        default="UTC", sa_column=Column(String(64), nullable=False, server_default="UTC")
+    )
+    updated_at: datetime | None = _ts()
 
 
 class Store(SQLModel, table=True):
@@ -126,6 +155,15 @@ class Terminal(SQLModel, table=True):
     uptime_s: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     created_at: datetime | None = _ts(nullable=False, server_now=True)
     decommissioned_at: datetime | None = _ts()
+    # Migration 0008: when it went into service at the store; under maintenance (the
+    # operations team is working on it: shown as such, no offline or error alerts
+    # expected to matter); when a person last changed its record.
+    installed_at: datetime | None = _ts()
+    maintenance: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
+    )
+    maintenance_note: str | None = Field(default=None, max_length=200)
+    updated_at: datetime | None = _ts()
     # Message sequence (migration 0006): the agent's newest stream, the highest number
     # written of it, and counts of numbers found missing, got back, and given up on.
     seq_stream: str | None = Field(default=None, max_length=32)
@@ -555,6 +593,27 @@ class TelemetryHourly(SQLModel, table=True):
     host_cpu_avg: float | None = None
     host_memory_avg: float | None = None
     host_disk_avg: float | None = None
+
+
+class FleetSample(SQLModel, table=True):
+    """Terminals per status for one customer, sampled every few minutes by ingest: the
+    rollup the dashboard's uptime and online charts read, instead of the terminal table's
+    history (migration 0008). Uptime of a period = sum(online) / sum(in_service)."""
+
+    __tablename__ = "fleet_sample"
+
+    bucket: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
+    customer_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("customer.id", ondelete="CASCADE"), primary_key=True, index=True
+        )
+    )
+    in_service: int = 0  # every terminal not decommissioned
+    online: int = 0
+    offline: int = 0
+    error: int = 0
+    unknown: int = 0
+    maintenance: int = 0
 
 
 class IngestSession(SQLModel, table=True):
