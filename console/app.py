@@ -17,6 +17,7 @@ from console import (
     auth,
     commands,
     csrf,
+    dashboard,
     error_pages,
     formatting,
     health,
@@ -128,6 +129,7 @@ def create_app(settings: ConsoleSettings, database_url: str) -> Flask:
         ago=formatting.ago,
         utc=formatting.utc_text,
         percent=formatting.percent,
+        percent_of_one=formatting.percent_of_one,
         load_level=formatting.load_level,
         duration=formatting.duration,
         milliseconds=formatting.milliseconds,
@@ -141,6 +143,7 @@ def create_app(settings: ConsoleSettings, database_url: str) -> Flask:
 
     for blueprint in (
         auth.bp,
+        dashboard.bp,
         terminals.bp,
         terminal_actions.bp,
         commands.bp,

@@ -102,7 +102,7 @@ def _sign_in(db: Session, account: UserAccount) -> None:
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response | str | tuple[str, int]:
     if current_user.is_authenticated:
-        return redirect(url_for("terminals.index"))
+        return redirect(url_for("dashboard.index"))
     next_page = safe_next(request.values.get("next"))
     if request.method == "GET":
         return render_template("login.html", form=LoginForm(), next_page=next_page)
@@ -124,7 +124,7 @@ def login() -> Response | str | tuple[str, int]:
     if account.must_change_password:
         flash("Your password was reset: choose a new one to go on.", "info")
         return redirect(url_for("auth.change_password", next=next_page))
-    return redirect(next_page or url_for("terminals.index"))
+    return redirect(next_page or url_for("dashboard.index"))
 
 
 @bp.route("/logout", methods=["POST"])
@@ -207,7 +207,7 @@ def change_password() -> Response | str | tuple[str, int]:
     # Every session ended with the old password; this browser goes on in a new one.
     _sign_in(db, account)
     flash("Your password was changed; every other session was signed out.", "info")
-    return redirect(next_page or url_for("terminals.index"))
+    return redirect(next_page or url_for("dashboard.index"))
 
 
 # Reachable while a reset password has not been changed yet.

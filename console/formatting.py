@@ -47,6 +47,17 @@ def percent(value: float | None) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:.0f}%"
 
 
+def percent_of_one(value: float | None) -> str:
+    """A 0..1 share as a percentage with one decimal (uptime: 99.9 %, not 100 %)."""
+    if value is None or not math.isfinite(value):
+        return "—"
+    shown = f"{value * 100:.1f}"
+    # Never round an outage away: below 100 % is never shown as 100.0 %.
+    if shown == "100.0" and value < 1:
+        shown = "99.9"
+    return f"{shown}%"
+
+
 def load_level(value: float | None) -> str:
     """A CSS class for a resource gauge: calm below 70 %, warn below 90 %, hot above."""
     if value is None or not math.isfinite(value):

@@ -1,4 +1,4 @@
-"""The terminal screens: the fleet list (the dashboard), its live partial, one terminal
+"""The terminal screens: the fleet list, its live partial, one terminal
 (with its commands panel, command history and log; the commands are ``console.commands``)."""
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def _fleet_context() -> dict[str, Any]:
     }
 
 
-@bp.route("/")
+@bp.route("/terminals")
 @requires_role(Role.VIEWER)
 def index() -> str:
     return render_template(

@@ -24,6 +24,7 @@ from ingest.alerts.config import AlertConfig
 from ingest.alerts.notify import OutboxWorker
 from ingest.alerts.rules import BatchAlerts
 from ingest.counters import IngestCounters
+from ingest.fleet_samples import sample_fleet
 from ingest.retention import RetentionReport, run_retention
 from ingest.sweep import sweep_once
 from shared.db import libpq_url
@@ -110,6 +111,19 @@ async def outbox_loop(
         counters.notification_failures += worker.failed_attempts - failures_before
 
     await _every(stop, interval_s, "notification outbox", once)
+
+
+async def fleet_sample_loop(
+    pool: AsyncConnectionPool, interval_s: int, stop: asyncio.Event
+) -> None:
+    """One fleet sample per bucket (ingest.fleet_samples); checked a few times a
+    bucket, so that a bucket missed while PostgreSQL was away is written when it is back."""
+
+    async def once() -> None:
+        async with pool.connection() as conn:
+            await sample_fleet(conn, datetime.now(UTC), interval_s)
+
+    await _every(stop, max(1.0, interval_s / 5), "fleet sample", once)
 
 
 def retention_job(database_url: str, settings: IngestSettings) -> RetentionReport:

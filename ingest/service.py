@@ -20,6 +20,7 @@ from ingest.alerts.config import load_alert_config
 from ingest.alerts.rules import BatchAlerts
 from ingest.alerts.step import BatchAlertStep
 from ingest.background import (
+    fleet_sample_loop,
     make_outbox_worker,
     make_side_pool,
     outbox_loop,
@@ -123,6 +124,12 @@ async def run_ingest(
         side_tasks.append(
             asyncio.create_task(
                 gap_repair_loop(side_pool, settings, counters, side_stop), name="ingest-gaps"
+            )
+        )
+        side_tasks.append(
+            asyncio.create_task(
+                fleet_sample_loop(side_pool, settings.fleet_sample_interval_s, side_stop),
+                name="ingest-fleet-samples",
             )
         )
     sessions = asyncio.create_task(

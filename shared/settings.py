@@ -134,6 +134,9 @@ class IngestSettings(_Section):
     partitions_ahead_months: int = Field(default=3, ge=1, le=24)
     # How often the retention job runs inside ingest (apscheduler), hours.
     retention_interval_h: float = Field(default=24.0, gt=0)
+    # Width of the fleet samples (terminals per status and customer) behind the
+    # dashboard's uptime and online charts, seconds.
+    fleet_sample_interval_s: int = Field(default=300, ge=10, le=3600)
     # Gaps in a terminal's message numbers (docs/ingest.md, "Nothing lost"): a gap this
     # old is asked for again with a resend command (another worker may still be
     # committing the numbers); after resend_attempts answered requests, what is still

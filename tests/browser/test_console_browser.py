@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
+from sqlalchemy import text
 
 from tests.fixtures.console import TEST_PASSWORD, Fleet
 
@@ -48,6 +49,17 @@ def test_sign_in_and_see_the_list_change_without_reloading(
     )
     fleet.add_terminal("TC-0004", customer="Bolt Pharmacy", status="unknown", heartbeat=None)
     make_user("olga", "admin")
+    # A day of fleet samples, as ingest writes them: 3 of 4 online, then 2 of 4.
+    with fleet.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO fleet_sample (bucket, customer_id, in_service, online, offline,"
+                " error, unknown, maintenance) SELECT b, c.id, 2,"
+                " CASE WHEN b < now() - interval '3 hours' THEN 2 ELSE 1 END, 0, 0, 0, 0"
+                " FROM customer c, generate_series(now() - interval '24 hours', now(),"
+                " interval '5 minutes') b"
+            )
+        )
 
     page.goto(live_console + "/")
     expect(page).to_have_url(live_console + "/login?next=%2F")
@@ -61,12 +73,17 @@ def test_sign_in_and_see_the_list_change_without_reloading(
     page.fill("#password", TEST_PASSWORD)
     page.click("button[type=submit]")
     expect(page).to_have_url(live_console + "/")
+    expect(page.locator("#total-terminals")).to_have_text("4")
+    expect(page.locator("#total-error")).to_have_text("1")
+    page.screenshot(path=screenshots / "console-dashboard.png", full_page=True)
+    page.click("nav >> text=Terminals")
+    expect(page).to_have_url(live_console + "/terminals")
     row = page.locator('tr[data-serial="TC-0001"]')
     expect(row.locator(".badge")).to_have_text("online")
     expect(page.locator('tr[data-serial="TC-0002"] .reason')).to_have_text("heartbeat timeout")
     expect(page.locator("#count-online")).to_have_text("1")
     expect(page.locator("#live-status")).to_contain_text("updated")
-    page.screenshot(path=screenshots / "console.png", full_page=True)
+    page.screenshot(path=screenshots / "console-terminals.png", full_page=True)
 
     # A marker on window survives only if the page is never reloaded.
     page.evaluate("window.tmsNoReload = true")

@@ -206,7 +206,7 @@ def test_bulk_command_from_the_list(
         fleet.add_terminal(f"AG-{number:04d}", customer="Acme Grocers", store=f"S0{number % 2}")
     fleet.add_terminal("BP-0001", customer="Bolt Pharmacy")
     page = sign_in_as("olga", "operator")
-    page.goto(live_console + "/?customer=Acme+Grocers")
+    page.goto(live_console + "/terminals?customer=Acme+Grocers")
     expect(page.locator("#bulk-link")).to_contain_text("these 5 terminals")
     page.click("#bulk-link")
     expect(page.locator("#bulk-count")).to_have_text("5")

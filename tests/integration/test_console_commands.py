@@ -320,13 +320,13 @@ def test_the_list_offers_a_bulk_command_to_senders_only(
 ) -> None:
     make_user("vera", "viewer")
     sign_in(client, "vera")
-    assert "Send a command to" not in client.get("/?customer=Acme").get_data(as_text=True)
+    assert "Send a command to" not in client.get("/terminals?customer=Acme").get_data(as_text=True)
     assert client.get("/commands/bulk/new?customer=Acme").status_code == 403
     assert _post(client, "/commands/bulk", name="ping", expected="6").status_code == 403
     make_user("olga", "operator")
     client = console_app.test_client()
     sign_in(client, "olga")
-    page = client.get("/?customer=Acme&status=offline").get_data(as_text=True)
+    page = client.get("/terminals?customer=Acme&status=offline").get_data(as_text=True)
     assert "these 5 terminals" in page
     assert 'href="/commands/bulk/new?status=offline&amp;customer=Acme"' in page
 

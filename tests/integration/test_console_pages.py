@@ -32,7 +32,7 @@ def test_dashboard_lists_terminals_with_status_reason_firmware_heartbeat(
         firmware="2.3.9",
         heartbeat=datetime.now(UTC) - timedelta(minutes=7, seconds=30),  # 30 s to render
     )
-    page = viewer.get("/").get_data(as_text=True)
+    page = viewer.get("/terminals").get_data(as_text=True)
     assert "TC-0001" in page and "TC-0002" in page
     assert "heartbeat timeout" in page and "2.3.9" in page and "7 min ago" in page
     assert 'id="count-online">1<' in page and 'id="count-offline">1<' in page
@@ -54,7 +54,7 @@ def test_status_and_customer_filters(viewer: FlaskClient, fleet: Fleet) -> None:
     fleet.add_terminal("A-1", customer="Acme", status="online")
     fleet.add_terminal("A-2", customer="Acme", status="error", reason="tamper")
     fleet.add_terminal("B-1", customer="Bolt", status="error", reason="tamper")
-    page = viewer.get("/?status=error&customer=Acme").get_data(as_text=True)
+    page = viewer.get("/terminals?status=error&customer=Acme").get_data(as_text=True)
     assert "A-2" in page and "A-1" not in page and "B-1" not in page
     page = viewer.get("/terminals/fleet?q=b-").get_data(as_text=True)
     assert "B-1" in page and "A-2" not in page
@@ -89,11 +89,11 @@ def test_unknown_terminal_is_a_404_page(viewer: FlaskClient) -> None:
 
 
 def test_empty_fleet_says_so(viewer: FlaskClient) -> None:
-    assert "No terminals match" in viewer.get("/").get_data(as_text=True)
+    assert "No terminals match" in viewer.get("/terminals").get_data(as_text=True)
 
 
 def test_static_assets_are_served_locally(viewer: FlaskClient) -> None:
-    page = viewer.get("/").get_data(as_text=True)
+    page = viewer.get("/terminals").get_data(as_text=True)
     assert "http://" not in page and "https://" not in page
     assert viewer.get("/static/console.css").status_code == 200
     assert viewer.get("/static/console.js").status_code == 200
@@ -102,12 +102,12 @@ def test_static_assets_are_served_locally(viewer: FlaskClient) -> None:
 @pytest.mark.parametrize(
     ("path", "says"),
     [
-        ("/?q=%00", "query parameter 'q' contains a NUL byte"),
-        ("/?customer=%00", "query parameter 'customer' contains a NUL byte"),
+        ("/terminals?q=%00", "query parameter 'q' contains a NUL byte"),
+        ("/terminals?customer=%00", "query parameter 'customer' contains a NUL byte"),
         ("/terminals/fleet?q=a%00b", "query parameter 'q' contains a NUL byte"),
         ("/dead-letters?reason=%00", "query parameter 'reason' contains a NUL byte"),
         ("/alerts?x%00=1", "contains a NUL byte"),
-        ("/?q=" + "x" * 1001, "query parameter 'q' is longer than 1000 characters"),
+        ("/terminals?q=" + "x" * 1001, "query parameter 'q' is longer than 1000 characters"),
     ],
 )
 def test_bad_query_strings_get_a_400_with_the_reason(

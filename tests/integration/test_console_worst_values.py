@@ -20,7 +20,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import cycle
+from itertools import cycle, product
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -180,6 +180,11 @@ class Stored:
     firmware: str = ""
     reason: str = ""
     username: str = ""
+    # A hostile-named user with tokens, and the ids of theirs; customers and stores.
+    usernames: list[str] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
+    customer_ids: list[int] = field(default_factory=list)
+    store_ids: list[int] = field(default_factory=list)
     # A command on TC-ODD per kind of result above: its name -> the command's id.
     command_with: dict[str, str] = field(default_factory=dict)
 
@@ -647,7 +652,33 @@ def store_worst_values(database_url: str) -> Stored:
         _store_alerts(conn, ids, stored, user_ids)
         _store_commands(conn, ids, stored, user_ids[0])
         _store_ingest_side(conn, ids, stored)
+        _store_fleet_samples(conn)
+        _note_ids(conn, stored)
     return stored
+
+
+def _store_fleet_samples(conn: psycopg.Connection[Any]) -> None:
+    """A month of samples for every customer, with the worst counts the columns hold."""
+    conn.execute(
+        "INSERT INTO fleet_sample (bucket, customer_id, in_service, online, offline, error,"
+        " unknown, maintenance) SELECT b, c.id, (ARRAY[0, %s, 1])[1 + n %% 3],"
+        " (ARRAY[%s, 0, 2])[1 + n %% 3], %s, 0, %s, %s"
+        " FROM customer c, generate_series(now() - interval '31 days', now(), interval '1 hour')"
+        " WITH ORDINALITY AS g(b, n)",
+        (INT_MAX, INT_MAX, INT_MAX, INT_MIN, INT_MAX),
+    )
+
+
+def _note_ids(conn: psycopg.Connection[Any], stored: Stored) -> None:
+    """The URL arguments of the user, customer and store pages: a few of each kind."""
+    rows = conn.execute(
+        "SELECT u.username, t.id FROM api_token t JOIN user_account u ON u.id = t.user_id"
+        " ORDER BY t.id LIMIT 2"
+    ).fetchall()
+    stored.usernames = sorted({name for name, _ in rows} | {stored.username})
+    stored.token_ids = [token_id for _, token_id in rows]
+    stored.customer_ids = [row[0] for row in conn.execute("SELECT id FROM customer LIMIT 3")]
+    stored.store_ids = [row[0] for row in conn.execute("SELECT id FROM store LIMIT 3")]
 
 
 # -- opening every route -------------------------------------------------------------------
@@ -663,6 +694,10 @@ def argument_values(stored: Stored) -> dict[str, list[Any]]:
         "bulk_id": [*stored.bulk_ids, 2_000_000_000],
         "alert_id": [*stored.alert_ids, 1_999_999_999],
         "filename": sorted(path.name for path in STATIC.iterdir()),
+        "username": [*stored.usernames, "no-such-user"],
+        "token_id": [*stored.token_ids, 2_000_000_000],
+        "customer_id": [*stored.customer_ids, 2_000_000_000],
+        "store_id": [*stored.store_ids, 2_000_000_000],
     }
 
 
@@ -703,6 +738,15 @@ def post_bodies(stored: Stored) -> dict[str, list[dict[str, Any]]]:
             {"name": "ping", "rate": "5", "expected": "1", "customer": "", "q": "TC-MANY"},
         ],
         "alerts.resolve_view": [{"note": hostile(2000)}],
+        "user_admin.create": [
+            {"username": hostile(64), "role": hostile(16)},
+            {"username": "worst-new", "role": "viewer"},
+        ],
+        "user_admin.change_role": [{"role": hostile(16)}, {"role": "viewer"}],
+        "user_admin.issue_token": [{"name": hostile(100)}],
+        "auth.change_password": [
+            {"current": hostile(100), "new": hostile(1001), "confirm": hostile(1001)}
+        ],
         "alerts.assign_view": [{"assignee": stored.username}],
         "api_commands.send": [
             {"name": "set_config", "args": {"receipt_header": hostile(40)}},
@@ -733,14 +777,16 @@ def calls(app: Flask, stored: Stored, method: str) -> Iterator[Call]:
             continue
         missing = rule.arguments - values.keys()
         assert not missing, f"{rule.rule}: add stored values for {sorted(missing)} above"
-        (name,) = rule.arguments or {None}
-        for value in values[name] if name else [None]:
+        names = sorted(rule.arguments)
+        for combination in product(*(values[name] for name in names)):
             try:
-                path = adapter.build(rule.endpoint, {name: value} if name else {}, method=method)
+                path = adapter.build(
+                    rule.endpoint, dict(zip(names, combination, strict=True)), method=method
+                )
             except BuildError:
                 continue  # a value the route cannot take, e.g. an empty serial
             if method == "GET":
-                for query in query_strings(stored) if not name else [""]:
+                for query in query_strings(stored) if not names else [""]:
                     yield Call(method, path + query, rule.endpoint, {})
             else:
                 for body in bodies.get(rule.endpoint, [{}]):

@@ -1,0 +1,219 @@
+"""Read side of the dashboard: fleet totals, critical alerts, customers at a glance,
+and uptime and online terminals over time from ``fleet_sample`` (ingest.fleet_samples).
+
+Uptime and the charts change only when a new sample lands (every few minutes), yet
+summing a month of samples for 500 customers reads millions of rows: they are kept per
+process for ``CACHE_S`` seconds, so a dashboard refreshed every few seconds by several
+people costs that sum once a minute, not once a refresh.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import text
+from sqlmodel import Session
+
+CACHE_S = 60.0
+CRITICAL_ALERTS = 10
+
+T = TypeVar("T")
+_cache: dict[tuple[str, str], tuple[float, Any]] = {}
+_cache_lock = threading.Lock()
+
+
+def _cached(key: tuple[str, str], compute: Callable[[], T]) -> T:
+    now = time.monotonic()
+    with _cache_lock:
+        hit = _cache.get(key)
+    if hit is not None and now - hit[0] < CACHE_S:
+        return hit[1]  # type: ignore[no-any-return]
+    value = compute()
+    with _cache_lock:
+        if len(_cache) > 256:
+            _cache.clear()
+        _cache[key] = (now, value)
+    return value
+
+
+def clear_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+def _key(session: Session, name: str) -> tuple[str, str]:
+    # Per database: the tests run many consoles against many databases in one process.
+    bind = session.get_bind()
+    return (str(getattr(bind, "url", id(bind))), name)
+
+
+@dataclass(frozen=True)
+class Totals:
+    terminals: int  # in service: not decommissioned
+    online: int
+    offline: int
+    error: int
+    unknown: int
+    maintenance: int
+    open_alerts: int
+    critical_alerts: int
+
+
+@dataclass(frozen=True)
+class CriticalAlert:
+    id: int
+    kind: str
+    message: str
+    serial: str | None
+    customer: str | None
+    store: str | None
+    raised_at: datetime | None
+    count: int
+
+
+@dataclass(frozen=True)
+class CustomerRow:
+    id: int
+    name: str
+    terminals: int
+    online: int
+    errors: int
+    offline: int
+    uptime_month: float | None  # 0..1
+
+
+@dataclass(frozen=True)
+class Uptime:
+    today: float | None
+    month: float | None
+
+
+def totals(session: Session) -> Totals:
+    row = session.execute(
+        text(
+            "SELECT count(*) FILTER (WHERE status <> 'decommissioned'),"
+            " count(*) FILTER (WHERE status = 'online'),"
+            " count(*) FILTER (WHERE status = 'offline'),"
+            " count(*) FILTER (WHERE status = 'error'),"
+            " count(*) FILTER (WHERE status = 'unknown'),"
+            " count(*) FILTER (WHERE maintenance AND status <> 'decommissioned')"
+            " FROM terminal"
+        )
+    ).one()
+    alerts = session.execute(
+        text(
+            "SELECT count(*), count(*) FILTER (WHERE severity = 'critical')"
+            " FROM alert WHERE status <> 'resolved'"
+        )
+    ).one()
+    terminals, online, offline, error, unknown, maintenance = (int(value) for value in row)
+    return Totals(
+        terminals, online, offline, error, unknown, maintenance, int(alerts[0]), int(alerts[1])
+    )
+
+
+def critical_alerts(session: Session, limit: int = CRITICAL_ALERTS) -> list[CriticalAlert]:
+    rows = session.execute(
+        text(
+            "SELECT a.id, a.kind, a.message, t.serial, c.name, s.code, a.raised_at, a.count"
+            " FROM alert a"
+            " LEFT JOIN terminal t ON t.id = a.terminal_id"
+            " LEFT JOIN customer c ON c.id = coalesce(a.customer_id, t.customer_id)"
+            " LEFT JOIN store s ON s.id = t.store_id"
+            " WHERE a.status <> 'resolved' AND a.severity = 'critical'"
+            " ORDER BY a.raised_at DESC, a.id DESC LIMIT :limit"
+        ),
+        {"limit": limit},
+    ).all()
+    return [CriticalAlert(*row) for row in rows]
+
+
+def _month_start(now: datetime) -> datetime:
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _day_start(now: datetime) -> datetime:
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _ratio(online: Any, in_service: Any) -> float | None:
+    if not in_service or online is None:
+        return None
+    return max(0.0, min(1.0, float(online) / float(in_service)))
+
+
+def fleet_uptime(session: Session, now: datetime | None = None) -> Uptime:
+    """Online share of terminal-time in service, today and this month (UTC)."""
+    now = now or datetime.now(UTC)
+
+    def compute() -> Uptime:
+        row = session.execute(
+            text(
+                "SELECT sum(online) FILTER (WHERE bucket >= :day),"
+                " sum(in_service) FILTER (WHERE bucket >= :day),"
+                " sum(online), sum(in_service)"
+                " FROM fleet_sample WHERE bucket >= :month"
+            ),
+            {"day": _day_start(now), "month": _month_start(now)},
+        ).one()
+        return Uptime(_ratio(row[0], row[1]), _ratio(row[2], row[3]))
+
+    return _cached(_key(session, "uptime"), compute)
+
+
+def customers(session: Session, now: datetime | None = None) -> list[CustomerRow]:
+    """Every customer with its terminals, online, errors and uptime this month."""
+    now = now or datetime.now(UTC)
+
+    def month_uptime() -> dict[int, float | None]:
+        rows = session.execute(
+            text(
+                "SELECT customer_id, sum(online), sum(in_service) FROM fleet_sample"
+                " WHERE bucket >= :month GROUP BY customer_id"
+            ),
+            {"month": _month_start(now)},
+        ).all()
+        return {customer_id: _ratio(online, total) for customer_id, online, total in rows}
+
+    uptime = _cached(_key(session, "customer-uptime"), month_uptime)
+    rows = session.execute(
+        text(
+            "SELECT c.id, c.name,"
+            " count(t.id) FILTER (WHERE t.status <> 'decommissioned'),"
+            " count(t.id) FILTER (WHERE t.status = 'online'),"
+            " count(t.id) FILTER (WHERE t.status = 'error'),"
+            " count(t.id) FILTER (WHERE t.status = 'offline')"
+            " FROM customer c LEFT JOIN terminal t ON t.customer_id = c.id"
+            " GROUP BY c.id, c.name ORDER BY c.name"
+        )
+    ).all()
+    return [
+        CustomerRow(cid, name, int(total), int(online), int(errors), int(offline), uptime.get(cid))
+        for cid, name, total, online, errors, offline in rows
+    ]
+
+
+def online_series(
+    session: Session, hours: int, step_s: int, now: datetime | None = None
+) -> list[tuple[datetime, float]]:
+    """Online terminals of the whole fleet over the last ``hours``, one point per
+    ``step_s`` (the average of the samples in each step)."""
+    now = now or datetime.now(UTC)
+
+    def compute() -> list[tuple[datetime, float]]:
+        rows = session.execute(
+            text(
+                "SELECT to_timestamp(floor(extract(epoch FROM bucket) / :step) * :step) AS at,"
+                " sum(online)::float8 / count(DISTINCT bucket)"
+                " FROM fleet_sample WHERE bucket >= :since GROUP BY 1 ORDER BY 1"
+            ),
+            {"step": step_s, "since": now - timedelta(hours=hours)},
+        ).all()
+        return [(at, float(value)) for at, value in rows if at is not None]
+
+    return _cached(_key(session, f"online-{hours}-{step_s}"), compute)
