@@ -28,27 +28,47 @@ SEARCH_MAX = 200
 # people adding "ACME" and "Acme" at once cannot both pass the case-insensitive check.
 NAME_LOCK = 0x746D7308
 
-# Open alerts of a customer: its terminals' and its store PCs' (terminal_id is null).
-_OPEN_ALERT_CUSTOMER = "COALESCE(t.customer_id, a.customer_id)"
+# Open alerts by customer: its terminals' and its store PCs' (no terminal, the customer's
+# id on the alert). Two indexed halves, not one OR across the join, so that one
+# customer's page reads only that customer's alerts.
+_OPEN_ALERTS_BY_CUSTOMER = """
+    SELECT a.id, t.customer_id
+    FROM alert a JOIN terminal t ON t.id = a.terminal_id
+    WHERE a.status <> 'resolved' {terminal_filter}
+    UNION ALL
+    SELECT a.id, a.customer_id
+    FROM alert a
+    WHERE a.status <> 'resolved' AND a.terminal_id IS NULL {alert_filter}
+"""
 
-SQL_SUMMARIES = f"""
+
+def _summaries_sql(one: bool) -> str:
+    """Every customer with its counts, grouped per table; or one customer's (``:id``)
+    with each table read through its customer_id index."""
+
+    def only(column: str) -> str:
+        return f"AND {column} = :id" if one else ""
+
+    alerts = _OPEN_ALERTS_BY_CUSTOMER.format(
+        terminal_filter=only("t.customer_id"), alert_filter=only("a.customer_id")
+    )
+    where = (
+        "c.id = :id"
+        if one
+        else "(CAST(:pattern AS text) IS NULL OR c.name ILIKE :pattern ESCAPE '\\')"
+    )
+    return f"""
 WITH terminals AS (
     SELECT customer_id,
            count(*) FILTER (WHERE status <> 'decommissioned') AS in_service,
            count(*) FILTER (WHERE status = 'online') AS online,
            count(*) FILTER (WHERE status = 'error') AS error
-    FROM terminal
-    WHERE (CAST(:id AS integer) IS NULL OR customer_id = :id)
+    FROM terminal WHERE true {only("customer_id")}
     GROUP BY customer_id
 ), alerts AS (
-    SELECT {_OPEN_ALERT_CUSTOMER} AS customer_id, count(*) AS open_alerts
-    FROM alert a LEFT JOIN terminal t ON t.id = a.terminal_id
-    WHERE a.status <> 'resolved'
-    GROUP BY 1
+    SELECT customer_id, count(*) AS open_alerts FROM ({alerts}) open_alert GROUP BY customer_id
 ), stores AS (
-    SELECT customer_id, count(*) AS stores
-    FROM store
-    WHERE (CAST(:id AS integer) IS NULL OR customer_id = :id)
+    SELECT customer_id, count(*) AS stores FROM store WHERE true {only("customer_id")}
     GROUP BY customer_id
 )
 SELECT c.id, c.name, c.contact_person, c.contract_type, c.timezone,
@@ -59,18 +79,22 @@ FROM customer c
 LEFT JOIN terminals ON terminals.customer_id = c.id
 LEFT JOIN alerts ON alerts.customer_id = c.id
 LEFT JOIN stores ON stores.customer_id = c.id
-WHERE (CAST(:id AS integer) IS NULL OR c.id = :id)
-  AND (CAST(:pattern AS text) IS NULL OR c.name ILIKE :pattern ESCAPE '\\')
+WHERE {where}
 ORDER BY lower(c.name), c.id
 LIMIT :limit
 """
+
+
+SQL_SUMMARIES = _summaries_sql(one=False)
+SQL_SUMMARY = _summaries_sql(one=True)
 SQL_STORES = """
 SELECT s.id, s.code, s.name, s.timezone,
        count(t.id) FILTER (WHERE t.status <> 'decommissioned') AS in_service,
        count(t.id) FILTER (WHERE t.status = 'online') AS online,
        count(t.id) FILTER (WHERE t.status = 'error') AS error
 FROM store s
-LEFT JOIN terminal t ON t.store_id = s.id
+-- The customer's terminals (its index) rather than a scan of the whole fleet's.
+LEFT JOIN terminal t ON t.store_id = s.id AND t.customer_id = :id
 WHERE s.customer_id = :id
 GROUP BY s.id
 ORDER BY s.code, s.id
@@ -82,10 +106,14 @@ FROM terminal WHERE customer_id = :id GROUP BY status
 SQL_OPEN_ALERTS = f"""
 SELECT a.id, a.kind, a.severity, a.status, a.message, a.count, a.raised_at, a.last_seen_at,
        a.host_name, t.serial, s.code, s.name
-FROM alert a
+FROM ({
+    _OPEN_ALERTS_BY_CUSTOMER.format(
+        terminal_filter="AND t.customer_id = :id", alert_filter="AND a.customer_id = :id"
+    )
+}) mine
+JOIN alert a ON a.id = mine.id
 LEFT JOIN terminal t ON t.id = a.terminal_id
 LEFT JOIN store s ON s.id = t.store_id
-WHERE a.status <> 'resolved' AND {_OPEN_ALERT_CUSTOMER} = :id
 ORDER BY a.raised_at DESC, a.id DESC
 LIMIT :limit
 """
@@ -188,14 +216,12 @@ def list_customers(
     session: Session, search: str | None = None, limit: int = LIST_LIMIT
 ) -> list[CustomerSummary]:
     """Customers whose name contains ``search`` (any case), by name, with their counts."""
-    rows = session.execute(
-        text(SQL_SUMMARIES), {"id": None, "pattern": _pattern(search), "limit": limit}
-    )
+    rows = session.execute(text(SQL_SUMMARIES), {"pattern": _pattern(search), "limit": limit})
     return [CustomerSummary(*row) for row in rows]
 
 
 def summary(session: Session, customer_id: int) -> CustomerSummary | None:
-    rows = session.execute(text(SQL_SUMMARIES), {"id": customer_id, "pattern": None, "limit": 1})
+    rows = session.execute(text(SQL_SUMMARY), {"id": customer_id, "limit": 1})
     row = rows.first()
     return CustomerSummary(*row) if row is not None else None
 
