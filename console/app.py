@@ -17,6 +17,7 @@ from console import (
     auth,
     commands,
     csrf,
+    customers,
     dashboard,
     error_pages,
     formatting,
@@ -144,6 +145,7 @@ def create_app(settings: ConsoleSettings, database_url: str) -> Flask:
     for blueprint in (
         auth.bp,
         dashboard.bp,
+        customers.bp,
         terminals.bp,
         terminal_actions.bp,
         commands.bp,

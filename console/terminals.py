@@ -3,16 +3,29 @@
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, abort, current_app, render_template, request
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    render_template,
+    request,
+    stream_with_context,
+)
+from sqlmodel import Session
 from werkzeug.datastructures import MultiDict
 
 from commands import queue
-from console import fleet
-from console.access import requires_role
-from console.db import request_session
+from console import fleet, users
+from console.access import acting_user, client_address, requires_role
+from console.db import engine_of, request_session
 from shared.models import Role, TerminalStatus
 
 bp = Blueprint("terminals", __name__)
@@ -34,14 +47,24 @@ CARD_ORDER = [
 ]
 
 
+# "maintenance" is not a status but is filtered like one: the team's own flag.
+MAINTENANCE = "maintenance"
+SORTS = frozenset({"attention", *fleet.SORT_COLUMNS})
+
+
 @dataclass(frozen=True)
 class ListQuery:
-    """The list's filters and page from the query string; unknown values are dropped."""
+    """The list's filters, sort and page from the query string; unknown values are dropped."""
 
     status: str | None = None
     customer: str | None = None
     search: str | None = None
     page: int = 1
+    store: str | None = None
+    firmware: str | None = None
+    model: str | None = None
+    sort: str = "attention"
+    descending: bool = False
 
     @classmethod
     def parse(cls, args: MultiDict[str, str]) -> ListQuery:
@@ -50,16 +73,31 @@ class ListQuery:
             page = min(MAX_PAGE, max(1, int(args.get("page", "1"))))
         except ValueError:
             page = 1
+        sort = args.get("sort", "").strip().lower()
         return cls(
-            status=status if status in _STATUSES else None,
+            status=status if status in _STATUSES or status == MAINTENANCE else None,
             customer=args.get("customer", "").strip() or None,
             search=args.get("q", "").strip()[:64] or None,
             page=page,
+            store=args.get("store", "").strip()[:200] or None,
+            firmware=args.get("firmware", "").strip()[:64] or None,
+            model=args.get("model", "").strip()[:64] or None,
+            sort=sort if sort in SORTS else "attention",
+            descending=args.get("dir", "") == "desc",
         )
 
     @property
     def filter(self) -> fleet.TerminalFilter:
-        return fleet.TerminalFilter(self.status, self.customer, self.search)
+        maintenance = self.status == MAINTENANCE
+        return fleet.TerminalFilter(
+            None if maintenance else self.status,
+            self.customer,
+            self.search,
+            self.store,
+            self.firmware,
+            self.model,
+            True if maintenance else None,
+        )
 
     def args(self, **changes: Any) -> dict[str, Any]:
         """Query-string arguments for a link to this list with ``changes`` applied."""
@@ -67,10 +105,20 @@ class ListQuery:
             "status": self.status,
             "customer": self.customer,
             "q": self.search,
+            "store": self.store,
+            "firmware": self.firmware,
+            "model": self.model,
+            "sort": self.sort if self.sort != "attention" else None,
+            "dir": "desc" if self.descending else None,
             "page": self.page if self.page > 1 else None,
         }
         current.update(changes)
         return {key: value for key, value in current.items() if value}
+
+    def sort_args(self, column: str) -> dict[str, Any]:
+        """A column header's link: sort by it, or turn the order round if it is the key."""
+        again = self.sort == column and not self.descending
+        return self.args(sort=column, dir="desc" if again else None, page=None)
 
 
 def _fleet_context() -> dict[str, Any]:
@@ -84,7 +132,8 @@ def _fleet_context() -> dict[str, Any]:
             query.filter,
             limit=PAGE_SIZE,
             offset=(query.page - 1) * PAGE_SIZE,
-            order="attention",
+            order=query.sort,
+            descending=query.descending,
         ),
         "total": total,
         "pages": max(1, -(-total // PAGE_SIZE)),
@@ -96,11 +145,81 @@ def _fleet_context() -> dict[str, Any]:
 @bp.route("/terminals")
 @requires_role(Role.VIEWER)
 def index() -> str:
+    db = request_session()
     return render_template(
         "terminals.html",
-        customers=fleet.customer_names(request_session()),
+        customers=fleet.customer_names(db),
+        models=fleet.distinct_values(db, "model"),
+        firmwares=fleet.distinct_values(db, "firmware"),
         refresh_s=current_app.config["TMS_REFRESH_S"],
         **_fleet_context(),
+    )
+
+
+CSV_MAX_ROWS = 200_000
+CSV_BATCH = 2_000
+CSV_COLUMNS = [
+    "serial", "status", "status_reason", "customer", "store", "model", "firmware",
+    "last_heartbeat_at", "cpu_pct", "memory_pct", "disk_pct", "host", "maintenance",
+    "installed_at",
+]  # fmt: skip
+
+
+def csv_cell(value: Any) -> str:
+    """A value as a CSV cell a spreadsheet will not run: formulas are quoted away."""
+    if value is None:
+        return ""
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+@bp.route("/terminals.csv")
+@requires_role(Role.VIEWER)
+def export_csv() -> Response:
+    """The current view (filters and order, every page) as CSV, streamed."""
+    query = ListQuery.parse(request.args)
+    db = request_session()
+    user = acting_user()
+    users.record_audit(
+        db, user.username if user else "anonymous", "terminals.exported", "terminals",
+        {"filter": query.filter.to_json(), "sort": query.sort}, client_address(),
+    )  # fmt: skip
+    engine = engine_of(current_app)
+
+    def rows() -> Iterator[str]:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(CSV_COLUMNS)
+        # A session of its own: the request's is closed before the stream ends.
+        with Session(engine) as session:
+            for offset in range(0, CSV_MAX_ROWS, CSV_BATCH):
+                batch = fleet.list_terminals(
+                    session, query.filter, limit=CSV_BATCH, offset=offset,
+                    order=query.sort, descending=query.descending,
+                )  # fmt: skip
+                for t in batch:
+                    writer.writerow(
+                        csv_cell(v)
+                        for v in (
+                            t.serial, t.status, t.status_reason, t.customer, t.store, t.model,
+                            t.firmware, t.last_heartbeat_at, t.cpu, t.memory, t.disk,
+                            t.host_name, "yes" if t.maintenance else "", t.installed_at,
+                        )
+                    )  # fmt: skip
+                yield out.getvalue()
+                out.seek(0)
+                out.truncate()
+                if len(batch) < CSV_BATCH:
+                    return
+
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M")
+    return Response(
+        stream_with_context(rows()),
+        mimetype="text/csv",
+        headers={
+            "Content-Disposition": f'attachment; filename="tms-terminals-{stamp}.csv"',
+            "Cache-Control": "no-store",
+        },
     )
 
 

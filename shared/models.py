@@ -131,6 +131,22 @@ class Terminal(SQLModel, table=True):
     """One TC-200 and its latest known state (history lives in ``telemetry``)."""
 
     __tablename__ = "terminal"
+    __table_args__ = (
+        # The console's substring search (serial or host) at 100,000 terminals
+        # (migration 0009, pg_trgm).
+        Index(
+            "ix_terminal_serial_trgm",
+            "serial",
+            postgresql_using="gin",
+            postgresql_ops={"serial": "gin_trgm_ops"},
+        ),
+        Index(
+            "ix_terminal_host_trgm",
+            "host_name",
+            postgresql_using="gin",
+            postgresql_ops={"host_name": "gin_trgm_ops"},
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     serial: str = Field(max_length=64, unique=True)
