@@ -1,0 +1,229 @@
+"""The monthly reports' queries: uptime from the status history, alerts and incidents,
+firmware, and the audit row of an export.
+
+Uptime reads, per terminal, only the month's status changes and the last one before the
+month (a LATERAL subquery on status_change's terminal index), streamed a batch at a time
+and summed per store and customer in Python (console.uptime, console.report_model), so
+the fleet report never holds 100,000 terminals in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from itertools import groupby
+from operator import itemgetter
+from typing import Any
+
+from sqlalchemy import text
+from sqlmodel import Session, select
+
+from console.customer_repository import zone_of
+from console.report_model import (
+    TOP_ALERTING,
+    AlertCount,
+    AlertingTerminal,
+    FirmwareCount,
+    IncidentSummary,
+    Report,
+    ReportMonth,
+    ResolveTimes,
+    TerminalUptime,
+    UptimeTally,
+)
+from console.uptime import in_service_window, uptime_seconds
+from shared import audit_trail
+from shared.models import Customer
+
+BATCH = 5000
+FIRMWARE_SHOWN = 50
+# Terminals of one customer, or of all when :customer is NULL.
+_ONE_OR_ALL = "(CAST(:customer AS integer) IS NULL OR {column} = :customer)"
+# An alert belongs to its terminal's customer, or (a store PC's) to its own customer_id.
+_ALERT_SCOPE = _ONE_OR_ALL.format(column="COALESCE(t.customer_id, a.customer_id)")
+_ALERT_MONTH = "a.raised_at >= :start AND a.raised_at < :end"
+
+SQL_UPTIME_ROWS = f"""
+SELECT t.id, t.serial, c.name, s.code, s.name, t.status, t.firmware_version,
+       COALESCE(t.installed_at, t.created_at), t.decommissioned_at, ch.at, ch.new_status
+FROM terminal t
+JOIN customer c ON c.id = t.customer_id
+LEFT JOIN store s ON s.id = t.store_id
+LEFT JOIN LATERAL (
+    (SELECT sc.at, sc.new_status, sc.id FROM status_change sc
+     WHERE sc.terminal_id = t.id AND sc.at < :start
+     ORDER BY sc.at DESC, sc.id DESC LIMIT 1)
+    UNION ALL
+    (SELECT sc.at, sc.new_status, sc.id FROM status_change sc
+     WHERE sc.terminal_id = t.id AND sc.at >= :start AND sc.at < :end)
+) ch ON true
+WHERE {_ONE_OR_ALL.format(column="t.customer_id")}
+  AND COALESCE(t.installed_at, t.created_at) < :end
+  AND (t.decommissioned_at IS NULL OR t.decommissioned_at > :start)
+ORDER BY t.id, ch.at, ch.id
+"""
+SQL_ALERT_COUNTS = f"""
+SELECT a.kind, a.severity, count(*), COALESCE(sum(a.count), 0)
+FROM alert a LEFT JOIN terminal t ON t.id = a.terminal_id
+WHERE {_ALERT_MONTH} AND {_ALERT_SCOPE}
+GROUP BY a.kind, a.severity
+ORDER BY count(*) DESC, a.kind, a.severity
+"""
+# Resolved alerts only; a resolution stored before the raise or at infinity is no time.
+SQL_RESOLVE_TIMES = f"""
+SELECT count(*),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY d),
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY d)
+FROM (
+    SELECT CAST(extract(epoch FROM a.resolved_at - a.raised_at) AS double precision) AS d
+    FROM alert a LEFT JOIN terminal t ON t.id = a.terminal_id
+    WHERE {_ALERT_MONTH} AND {_ALERT_SCOPE}
+      AND isfinite(a.resolved_at) AND a.resolved_at >= a.raised_at
+) resolved
+"""
+SQL_INCIDENTS = f"""
+SELECT count(DISTINCT a.incident_id), count(a.incident_id)
+FROM alert a LEFT JOIN terminal t ON t.id = a.terminal_id
+WHERE {_ALERT_MONTH} AND {_ALERT_SCOPE}
+"""
+SQL_TOP_ALERTING = f"""
+SELECT t.serial, c.name, s.code, count(*), COALESCE(sum(a.count), 0)
+FROM alert a
+JOIN terminal t ON t.id = a.terminal_id
+JOIN customer c ON c.id = t.customer_id
+LEFT JOIN store s ON s.id = t.store_id
+WHERE {_ALERT_MONTH} AND {_ONE_OR_ALL.format(column="t.customer_id")}
+GROUP BY t.id, c.name, s.code
+ORDER BY count(*) DESC, sum(a.count) DESC NULLS LAST, t.serial
+LIMIT :limit
+"""
+# Current, as the brief of the report says: what the terminals in service run now.
+SQL_FIRMWARE = f"""
+SELECT t.firmware_version, count(*)
+FROM terminal t
+WHERE t.status <> 'decommissioned' AND t.decommissioned_at IS NULL
+  AND {_ONE_OR_ALL.format(column="t.customer_id")}
+GROUP BY t.firmware_version
+ORDER BY count(*) DESC, t.firmware_version NULLS LAST
+LIMIT :limit
+"""
+
+
+def customer_named(session: Session, name: str) -> Customer | None:
+    return session.exec(select(Customer).where(Customer.name == name)).first()
+
+
+def customer_names(session: Session) -> list[str]:
+    rows = session.execute(text("SELECT name FROM customer ORDER BY lower(name), id"))
+    return [row[0] for row in rows]
+
+
+def _uptime_rows(session: Session, params: dict[str, Any]) -> Iterator[Sequence[Any]]:
+    result = session.execute(
+        text(SQL_UPTIME_ROWS).execution_options(stream_results=True, yield_per=BATCH), params
+    )
+    yield from result
+
+
+def _tally_uptime(
+    rows: Iterable[Sequence[Any]], tally: UptimeTally, start: datetime, end: datetime, now: datetime
+) -> None:
+    for _, group in groupby(rows, key=itemgetter(0)):
+        first, *rest = list(group)
+        changes = [(row[9], row[10]) for row in (first, *rest) if row[9] is not None]
+        window = in_service_window(
+            start, end, in_service_from=first[7], decommissioned_at=first[8], now=now
+        )
+        seconds = uptime_seconds(window, changes)
+        tally.add(
+            TerminalUptime(
+                serial=first[1],
+                customer=first[2],
+                store_code=first[3],
+                store_name=first[4],
+                status=first[5],
+                firmware=first[6],
+                seconds=seconds,
+            )
+        )
+
+
+def _alerts(session: Session, params: dict[str, Any]) -> list[AlertCount]:
+    rows = session.execute(text(SQL_ALERT_COUNTS), params)
+    return [AlertCount(kind, severity, int(n), int(total)) for kind, severity, n, total in rows]
+
+
+def _resolve_times(session: Session, params: dict[str, Any]) -> ResolveTimes:
+    count, median, p90 = session.execute(text(SQL_RESOLVE_TIMES), params).one()
+    return ResolveTimes(int(count), median, p90)
+
+
+def _incidents(session: Session, params: dict[str, Any]) -> IncidentSummary:
+    incidents, grouped = session.execute(text(SQL_INCIDENTS), params).one()
+    return IncidentSummary(int(incidents), int(grouped))
+
+
+def _top_alerting(session: Session, params: dict[str, Any]) -> list[AlertingTerminal]:
+    rows = session.execute(text(SQL_TOP_ALERTING), {**params, "limit": TOP_ALERTING})
+    return [
+        AlertingTerminal(serial, customer, store, int(n), int(total))
+        for serial, customer, store, n, total in rows
+    ]
+
+
+def _firmware(session: Session, customer_id: int | None) -> list[FirmwareCount]:
+    rows = session.execute(text(SQL_FIRMWARE), {"customer": customer_id, "limit": FIRMWARE_SHOWN})
+    return [FirmwareCount(version, int(n)) for version, n in rows]
+
+
+def build_report(
+    session: Session, month: ReportMonth, customer: Customer | None, now: datetime
+) -> Report:
+    """The month's report for ``customer`` (its time zone's month) or the fleet (UTC)."""
+    zone = zone_of(customer.timezone if customer is not None else "UTC")
+    start, end = month.bounds(zone)
+    customer_id = customer.id if customer is not None else None
+    # Nothing after now is read: the month in progress ends at the present.
+    params = {"customer": customer_id, "start": start, "end": min(end, now)}
+    tally = UptimeTally(keep_all=customer is not None)
+    if now > start:
+        _tally_uptime(_uptime_rows(session, params), tally, start, end, now)
+    return Report(
+        month=month,
+        customer=customer.name if customer is not None else None,
+        timezone=zone.key,
+        start=start,
+        end=end,
+        generated_at=now,
+        total=tally.total,
+        terminals_counted=tally.counted,
+        stores=tally.stores(),
+        customers=[] if customer is not None else tally.customers(),
+        terminals=tally.terminals(),
+        alerts=_alerts(session, params),
+        resolve=_resolve_times(session, params),
+        incidents=_incidents(session, params),
+        firmware=_firmware(session, customer_id),
+        top_alerting=_top_alerting(session, params),
+        in_progress=now < end,
+    )
+
+
+def record_export(
+    session: Session,
+    actor: str,
+    report_format: str,
+    month: ReportMonth,
+    customer: str | None,
+    remote_addr: str | None,
+) -> None:
+    """Audit a download: the report leaves the building."""
+    audit_trail.record(
+        session,
+        actor,
+        "report.exported",
+        customer if customer is not None else "fleet",
+        {"format": report_format, "month": month.key, "customer": customer},
+        remote_addr,
+    )
+    session.commit()
