@@ -129,6 +129,7 @@ def create_app(settings: ConsoleSettings, database_url: str) -> Flask:
     app.jinja_env.filters.update(
         ago=formatting.ago,
         utc=formatting.utc_text,
+        local_time=formatting.local_time,
         percent=formatting.percent,
         percent_of_one=formatting.percent_of_one,
         load_level=formatting.load_level,

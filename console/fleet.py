@@ -8,14 +8,16 @@ objects, so templates and the JSON API cannot lazy-load or change anything by ac
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import case, func, text
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import Select, SelectOfScalar
 
+from shared import audit_trail
 from shared.models import (
     Customer,
     StatusChange,
@@ -36,7 +38,7 @@ _ATTENTION_ORDER = {
 
 Order = Literal["serial", "attention"]
 # A row query or a count query: both take the same filters.
-_RowQuery = Select[Terminal, Any, Any]  # terminal, customer name, store label
+_RowQuery = Select[Terminal, Any, Any, Any]  # terminal, customer, store label, time zone
 _Query = TypeVar("_Query", _RowQuery, SelectOfScalar[Any])
 
 
@@ -111,6 +113,7 @@ class TerminalView:
     maintenance_note: str | None = None
     installed_at: datetime | None = None
     updated_at: datetime | None = None
+    timezone: str = "UTC"  # the store's (else the customer's): times are shown in it
 
     def to_json(self) -> dict[str, Any]:
         """The API form: the fields support scripts rely on, timestamps in ISO 8601."""
@@ -148,7 +151,12 @@ def _iso(moment: datetime | None) -> str | None:
 def _base_query() -> _RowQuery:
     store_label = func.coalesce(func.nullif(Store.name, ""), Store.code)
     return (
-        select(Terminal, col(Customer.name).label("customer_name"), store_label.label("store"))
+        select(
+            Terminal,
+            col(Customer.name).label("customer_name"),
+            store_label.label("store"),
+            func.coalesce(col(Store.timezone), col(Customer.timezone)).label("timezone"),
+        )
         .join(Customer, col(Customer.id) == col(Terminal.customer_id))
         .outerjoin(Store, col(Store.id) == col(Terminal.store_id))
     )
@@ -208,6 +216,7 @@ def _view(row: Any) -> TerminalView:
         maintenance_note=terminal.maintenance_note,
         installed_at=terminal.installed_at,
         updated_at=terminal.updated_at,
+        timezone=row[3] or "UTC",
         delivery=DeliveryView(
             numbered_up_to=terminal.seq_high,
             gaps_found=terminal.seq_gaps_found or 0,
@@ -374,3 +383,101 @@ def bulk_problems(session: Session, bulk_id: int, limit: int = 50) -> list[BulkP
 def database_answers(session: Session) -> None:
     """Raises the driver's error when PostgreSQL does not answer a trivial query."""
     session.exec(select(text("1"))).one()
+
+
+# Periods of the terminal page's charts: how far back, and the width of one point.
+PERIODS: dict[str, tuple[timedelta, int]] = {
+    "24h": (timedelta(hours=24), 600),
+    "7d": (timedelta(days=7), 3600),
+    "30d": (timedelta(days=30), 6 * 3600),
+}
+
+
+@dataclass(frozen=True)
+class ResourcePoint:
+    at: datetime
+    cpu: float | None
+    memory: float | None
+    disk: float | None
+    heartbeats: int
+
+
+def resource_history(
+    session: Session, serial: str, period: str, now: datetime
+) -> list[ResourcePoint]:
+    """CPU, memory, disk and heartbeats per point over ``period``: the last day from
+    the raw heartbeats (one index range), longer periods from the hourly rollups."""
+    span, step = PERIODS[period]
+    since = now - span
+    if period == "24h":
+        statement = text(
+            "SELECT to_timestamp(floor(extract(epoch FROM h.ts) / :step) * :step),"
+            " avg(h.cpu_pct), avg(h.memory_pct), avg(h.disk_pct), count(*)"
+            " FROM telemetry h JOIN terminal t ON t.id = h.terminal_id"
+            " WHERE t.serial = :serial AND h.ts >= :since AND h.ts <= :now"
+            " GROUP BY 1 ORDER BY 1"
+        )
+    else:
+        statement = text(
+            "SELECT to_timestamp(floor(extract(epoch FROM h.hour) / :step) * :step),"
+            " sum(h.cpu_avg * h.samples) / nullif(sum(h.samples), 0),"
+            " sum(h.memory_avg * h.samples) / nullif(sum(h.samples), 0),"
+            " sum(h.disk_avg * h.samples) / nullif(sum(h.samples), 0), sum(h.samples)"
+            " FROM telemetry_hourly h JOIN terminal t ON t.id = h.terminal_id"
+            " WHERE t.serial = :serial AND h.hour >= :since AND h.hour <= :now"
+            " GROUP BY 1 ORDER BY 1"
+        )
+    rows = session.execute(
+        statement, {"step": step, "serial": serial, "since": since, "now": now}
+    ).all()
+    return [
+        ResourcePoint(at, _finite(cpu), _finite(memory), _finite(disk), int(count or 0))
+        for at, cpu, memory, disk, count in rows
+        if at is not None
+    ]
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+@dataclass(frozen=True)
+class AuditLine:
+    at: datetime | None
+    actor: str
+    action: str
+    detail: dict[str, Any] | None
+
+
+def terminal_audit(session: Session, serial: str, limit: int = 20) -> list[AuditLine]:
+    """What people and scripts did to this terminal, newest first."""
+    rows = session.execute(
+        text(
+            "SELECT at, actor, action, detail FROM audit_event WHERE target = :serial"
+            " ORDER BY id DESC LIMIT :limit"
+        ),
+        {"serial": serial, "limit": limit},
+    ).all()
+    return [AuditLine(at, actor, action, detail) for at, actor, action, detail in rows]
+
+
+def set_maintenance(
+    session: Session, serial: str, on: bool, note: str | None, actor: str, remote_addr: str | None
+) -> bool:
+    """Put a terminal under maintenance or take it out, audited; False if unknown."""
+    terminal = session.exec(select(Terminal).where(col(Terminal.serial) == serial)).first()
+    if terminal is None:
+        return False
+    terminal.maintenance = on
+    terminal.maintenance_note = (note or "").strip()[:200] or None if on else None
+    terminal.updated_at = datetime.now(UTC)
+    session.add(terminal)
+    audit_trail.record(
+        session, actor, "terminal.maintenance_on" if on else "terminal.maintenance_off",
+        serial, {"note": terminal.maintenance_note} if on else None, remote_addr,
+    )  # fmt: skip
+    session.commit()
+    return True

@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.diagnostics import Check, DiagnosticsReport, Outcome, report_of
 
@@ -158,3 +159,15 @@ _OUTCOME_ORDER = {Outcome.FAILED: 0, Outcome.WARNING: 1, Outcome.SKIPPED: 2, Out
 
 def checks_by_attention(report: DiagnosticsReport) -> list[Check]:
     return sorted(report.checks, key=lambda check: _OUTCOME_ORDER[check.outcome])
+
+
+def local_time(moment: datetime | None, zone: str | None) -> str:
+    """A time in a store's time zone ("2026-12-02 10:31 CET"); UTC when the zone is
+    unknown (it is free text in the database) or the time cannot be moved."""
+    if moment is None:
+        return "—"
+    try:
+        local = moment.astimezone(ZoneInfo(zone or "UTC"))
+    except (ZoneInfoNotFoundError, ValueError, OverflowError):
+        return utc_text(moment)
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname() or zone}"

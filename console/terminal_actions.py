@@ -7,9 +7,19 @@ session within seconds. A new secret is shown once, on a page that is not cached
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, make_response, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from werkzeug.wrappers import Response
 
+from console import fleet
 from console.access import acting_user, client_address, requires_role
 from console.db import request_session
 from registry import lifecycle
@@ -94,3 +104,22 @@ def swap(serial: str) -> Response:
         return _failed(serial, exc)
     db.commit()
     return _secret_page(new_serial, secret, f"Replaces {serial}, which is decommissioned.")
+
+
+@bp.post("/terminals/<serial>/maintenance")
+@requires_role(Role.OPERATOR)
+def maintenance(serial: str) -> Response:
+    """Start or end maintenance: the team's own flag, shown and filtered on, audited."""
+    on = request.form.get("on") == "yes"
+    note = request.form.get("note", "")
+    if len(note) > 200:
+        flash("The maintenance note is at most 200 characters.", "error")
+        return _back(serial)
+    user = acting_user()
+    assert user is not None
+    if not fleet.set_maintenance(
+        request_session(), serial, on, note, user.username, client_address()
+    ):
+        abort(404, description=f"There is no terminal with serial {serial}.")
+    flash(f"{serial} is {'under' if on else 'out of'} maintenance.", "info")
+    return _back(serial)

@@ -25,6 +25,7 @@ from werkzeug.datastructures import MultiDict
 from commands import queue
 from console import fleet, users
 from console.access import acting_user, client_address, requires_role
+from console.charts import LineChart, line_chart
 from console.db import engine_of, request_session
 from shared.models import Role, TerminalStatus
 
@@ -237,9 +238,30 @@ def render_detail(serial: str, **extra: Any) -> str:
     terminal = fleet.get_terminal(db, serial)
     if terminal is None:
         abort(404, description=f"There is no terminal with serial {serial}.")
+    period = request.args.get("period", "24h")
+    period = period if period in fleet.PERIODS else "24h"
+    now = datetime.now(UTC)
+    points = fleet.resource_history(db, serial, period, now)
+    start = now - fleet.PERIODS[period][0]
+    label = "%H:%M" if period == "24h" else "%d %b"
+
+    def chart(values: list[tuple[datetime, float | None]], **options: Any) -> LineChart:
+        drawn = [(at, value) for at, value in values if value is not None]
+        return line_chart(drawn, start, now, label_format=label, **options)
+
+    charts = {
+        "CPU": chart([(p.at, p.cpu) for p in points], y_max=100.0, y_suffix="%"),
+        "Memory": chart([(p.at, p.memory) for p in points], y_max=100.0, y_suffix="%"),
+        "Disk": chart([(p.at, p.disk) for p in points], y_max=100.0, y_suffix="%"),
+        "Heartbeats": chart([(p.at, float(p.heartbeats)) for p in points]),
+    }
     return render_template(
         "terminal.html",
         terminal=terminal,
+        charts=charts,
+        period=period,
+        periods=list(fleet.PERIODS),
+        audit=fleet.terminal_audit(db, serial),
         history=fleet.status_history(db, serial),
         commands=queue.list_commands(db, serial, limit=COMMAND_HISTORY),
         log=fleet.terminal_log(db, serial, limit=LOG_LINES),
