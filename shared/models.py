@@ -532,6 +532,15 @@ class AuditEvent(SQLModel, table=True):
             "at",
             postgresql_where=text("action = 'login.failed'"),
         ),
+        # A terminal's (or user's) own trail, newest first; the audit page's substring
+        # search on the target (migration 0010).
+        Index("ix_audit_target_id", "target", "id"),
+        Index(
+            "ix_audit_target_trgm",
+            "target",
+            postgresql_using="gin",
+            postgresql_ops={"target": "gin_trgm_ops"},
+        ),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
