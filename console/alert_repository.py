@@ -31,7 +31,7 @@ ACTIONS = ("acknowledge", "assign", "resolve")
 _ROW_COLUMNS = """
 a.id, a.kind, a.severity, a.status, a.message, a.count, a.raised_at, a.first_seen_at,
 a.last_seen_at, a.host_name, a.incident_id, a.resolution_note, a.resolved_at,
-a.acknowledged_at, t.serial, c.name, COALESCE(NULLIF(s.name, ''), s.code),
+a.acknowledged_at, t.serial, c.name, s.code,
 assignee.username, ack.username
 """
 _ROW_JOINS = """
