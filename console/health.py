@@ -35,12 +35,19 @@ def healthz() -> tuple[dict[str, Any], int]:
     body: dict[str, Any]
     try:
         fleet.database_answers(request_session())
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, OSError) as exc:
         log.warning("health check: database does not answer: %s", exc)
         body, code = {"status": "error", "database": "unavailable"}, 503
+    except Exception:  # a probe reads JSON: whatever went wrong, it gets JSON
+        log.exception("health check failed")
+        body, code = {"status": "error", "database": "unknown"}, 503
     else:
         body, code = {"status": "ok", "database": "ok"}, 200
-    platform = _platform()
+    try:
+        platform = _platform()
+    except (OSError, ValueError) as exc:
+        log.warning("health check: cannot read the platform status: %s", exc)
+        platform = None
     if platform is not None:
         body["platform"] = platform
     return body, code

@@ -185,7 +185,9 @@ def test_a_support_script_requests_over_mqtt_and_reads_its_result(
         with loop.fleet():
             _request(probe, "req-1", name="ping")
             accepted, finished = _replies(probe, 2)
-        assert (accepted.request_id, accepted.state) == ("req-1", "queued")
+        # The first reply tells the state when the relay queued it: on a busy machine the
+        # sender may have published it to the terminal already.
+        assert accepted.request_id == "req-1" and accepted.state in ("queued", "sent")
         assert (finished.state, finished.command_id) == ("succeeded", accepted.command_id)
         assert finished.output["pong"] is True
         row = scalar(
