@@ -229,6 +229,21 @@ class Alert(SQLModel, table=True):
             unique=True,
             postgresql_where=text("status <> 'resolved'"),
         ),
+        # The Alerts screen's keyset pages, newest first: active ones, and an
+        # incident's members (migration 0011).
+        Index(
+            "alert_active_raised_at_id",
+            text("raised_at DESC"),
+            text("id DESC"),
+            postgresql_where=text("status <> 'resolved'"),
+        ),
+        Index(
+            "alert_incident_raised_at_id",
+            "incident_id",
+            text("raised_at DESC"),
+            text("id DESC"),
+            postgresql_where=text("incident_id IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

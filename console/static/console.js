@@ -43,10 +43,18 @@
           // Keep an open <details> open across the swap.
           var open = Array.prototype.map.call(
             container.querySelectorAll("details[open][id]"), function (d) { return d.id; });
+          // Rows ticked for a bulk action stay ticked across the swap.
+          var ticked = Array.prototype.map.call(
+            container.querySelectorAll("input[type=checkbox][id]:checked"),
+            function (c) { return c.id; });
           container.innerHTML = html;
           open.forEach(function (id) {
             var details = document.getElementById(id);
             if (details) { details.open = true; }
+          });
+          ticked.forEach(function (id) {
+            var box = document.getElementById(id);
+            if (box) { box.checked = true; }
           });
           show("Live · updated " + new Date().toLocaleTimeString(), "ok");
         })

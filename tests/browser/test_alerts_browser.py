@@ -180,11 +180,6 @@ def test_the_list_refreshes_itself_and_keeps_an_open_incident_open(
     assert page.evaluate("window.tmsNoReload") is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="console.js swaps the partial and forgets ticked checkboxes; it keeps only open"
-    " <details>. Remove this mark once console.js keeps checked inputs with ids too.",
-)
 def test_a_ticked_alert_stays_ticked_across_a_refresh(
     page: Page, live_console: str, fleet: Fleet, make_user: Callable[..., str]
 ) -> None:

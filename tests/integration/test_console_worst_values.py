@@ -738,6 +738,20 @@ def post_bodies(stored: Stored) -> dict[str, list[dict[str, Any]]]:
             {"name": "ping", "rate": "5", "expected": "1", "customer": "", "q": "TC-MANY"},
         ],
         "alerts.resolve_view": [{"note": hostile(2000)}],
+        "alerts.bulk": [
+            {"action": "acknowledge", "alert": [str(i) for i in stored.alert_ids]},
+            {
+                "action": "assign",
+                "assignee": stored.username,
+                "alert": [str(i) for i in stored.alert_ids],
+            },
+            {
+                "action": "resolve",
+                "note": hostile(2000),
+                "alert": [str(i) for i in stored.alert_ids],
+            },
+            {"action": hostile(16), "alert": hostile(40)},
+        ],
         "user_admin.create": [
             {"username": hostile(64), "role": hostile(16)},
             {"username": "worst-new", "role": "viewer"},
