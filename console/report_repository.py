@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from itertools import groupby
-from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import text
@@ -43,24 +41,29 @@ _ONE_OR_ALL = "(CAST(:customer AS integer) IS NULL OR {column} = :customer)"
 _ALERT_SCOPE = _ONE_OR_ALL.format(column="COALESCE(t.customer_id, a.customer_id)")
 _ALERT_MONTH = "a.raised_at >= :start AND a.raised_at < :end"
 
+# One row per terminal, its changes as two arrays in time order (one row per change
+# repeated the terminal's columns and took longer to send than to compute).
 SQL_UPTIME_ROWS = f"""
 SELECT t.id, t.serial, c.name, s.code, s.name, t.status, t.firmware_version,
-       COALESCE(t.installed_at, t.created_at), t.decommissioned_at, ch.at, ch.new_status
+       COALESCE(t.installed_at, t.created_at), t.decommissioned_at, ch.ats, ch.statuses
 FROM terminal t
 JOIN customer c ON c.id = t.customer_id
 LEFT JOIN store s ON s.id = t.store_id
-LEFT JOIN LATERAL (
-    (SELECT sc.at, sc.new_status, sc.id FROM status_change sc
-     WHERE sc.terminal_id = t.id AND sc.at < :start
-     ORDER BY sc.at DESC, sc.id DESC LIMIT 1)
-    UNION ALL
-    (SELECT sc.at, sc.new_status, sc.id FROM status_change sc
-     WHERE sc.terminal_id = t.id AND sc.at >= :start AND sc.at < :end)
-) ch ON true
+CROSS JOIN LATERAL (
+    SELECT array_agg(x.at ORDER BY x.at, x.id) AS ats,
+           array_agg(x.new_status ORDER BY x.at, x.id) AS statuses
+    FROM (
+        (SELECT sc.at, sc.new_status, sc.id FROM status_change sc
+         WHERE sc.terminal_id = t.id AND sc.at < :start
+         ORDER BY sc.at DESC, sc.id DESC LIMIT 1)
+        UNION ALL
+        (SELECT sc.at, sc.new_status, sc.id FROM status_change sc
+         WHERE sc.terminal_id = t.id AND sc.at >= :start AND sc.at < :end)
+    ) x
+) ch
 WHERE {_ONE_OR_ALL.format(column="t.customer_id")}
   AND COALESCE(t.installed_at, t.created_at) < :end
   AND (t.decommissioned_at IS NULL OR t.decommissioned_at > :start)
-ORDER BY t.id, ch.at, ch.id
 """
 SQL_ALERT_COUNTS = f"""
 SELECT a.kind, a.severity, count(*), COALESCE(sum(a.count), 0)
@@ -128,24 +131,15 @@ def _uptime_rows(session: Session, params: dict[str, Any]) -> Iterator[Sequence[
 def _tally_uptime(
     rows: Iterable[Sequence[Any]], tally: UptimeTally, start: datetime, end: datetime, now: datetime
 ) -> None:
-    for _, group in groupby(rows, key=itemgetter(0)):
-        first, *rest = list(group)
-        changes = [(row[9], row[10]) for row in (first, *rest) if row[9] is not None]
+    for _, serial, customer, code, name, status, firmware, since, gone, ats, statuses in rows:
+        changes = zip(ats or (), statuses or (), strict=True)
         window = in_service_window(
-            start, end, in_service_from=first[7], decommissioned_at=first[8], now=now
+            start, end, in_service_from=since, decommissioned_at=gone, now=now
         )
-        seconds = uptime_seconds(window, changes)
         tally.add(
-            TerminalUptime(
-                serial=first[1],
-                customer=first[2],
-                store_code=first[3],
-                store_name=first[4],
-                status=first[5],
-                firmware=first[6],
-                seconds=seconds,
-            )
-        )
+            TerminalUptime(serial, customer, code, name, status, firmware,
+                           uptime_seconds(window, changes))
+        )  # fmt: skip
 
 
 def _alerts(session: Session, params: dict[str, Any]) -> list[AlertCount]:
