@@ -21,11 +21,12 @@ def _context() -> dict[str, Any]:
     now = datetime.now(UTC)
     day_points = repo.online_series(db, hours=24, step_s=900)
     month_points = repo.online_series(db, hours=24 * 30, step_s=6 * 3600)
+    totals, customers = repo.overview(db, now)
     return {
-        "totals": repo.totals(db),
-        "uptime": repo.fleet_uptime(db),
+        "totals": totals,
+        "uptime": repo.fleet_uptime(db, now),
         "critical": repo.critical_alerts(db),
-        "customers": repo.customers(db),
+        "customers": customers,
         "chart_day": line_chart(day_points, now - timedelta(hours=24), now),
         "chart_month": line_chart(
             month_points, now - timedelta(days=30), now, label_format="%d %b", x_labels=5

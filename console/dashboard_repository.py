@@ -1,10 +1,10 @@
 """Read side of the dashboard: fleet totals, critical alerts, customers at a glance,
-and uptime and online terminals over time from ``fleet_sample`` (ingest.fleet_samples).
+and uptime and online terminals over time from ingest's fleet samples
+(ingest.fleet_samples): the per-day sums for uptime, the fleet's per-bucket totals for
+the charts, so that no view reads a month of per-customer samples.
 
-Uptime and the charts change only when a new sample lands (every few minutes), yet
-summing a month of samples for 500 customers reads millions of rows: they are kept per
-process for ``CACHE_S`` seconds, so a dashboard refreshed every few seconds by several
-people costs that sum once a minute, not once a refresh.
+The charts change only when a new sample lands (every few minutes) and are kept per
+process for ``CACHE_S`` seconds.
 """
 
 from __future__ import annotations
@@ -93,28 +93,48 @@ class Uptime:
     month: float | None
 
 
-def totals(session: Session) -> Totals:
-    row = session.execute(
+def overview(session: Session, now: datetime | None = None) -> tuple[Totals, list[CustomerRow]]:
+    """Fleet totals and the per-customer table from one pass over the terminals, with
+    each customer's uptime this month from the daily sums."""
+    now = now or datetime.now(UTC)
+    rows = session.execute(
         text(
-            "SELECT count(*) FILTER (WHERE status <> 'decommissioned'),"
-            " count(*) FILTER (WHERE status = 'online'),"
-            " count(*) FILTER (WHERE status = 'offline'),"
-            " count(*) FILTER (WHERE status = 'error'),"
-            " count(*) FILTER (WHERE status = 'unknown'),"
-            " count(*) FILTER (WHERE maintenance AND status <> 'decommissioned')"
-            " FROM terminal"
-        )
-    ).one()
+            "SELECT c.id, c.name,"
+            " count(t.id) FILTER (WHERE t.status <> 'decommissioned'),"
+            " count(t.id) FILTER (WHERE t.status = 'online'),"
+            " count(t.id) FILTER (WHERE t.status = 'error'),"
+            " count(t.id) FILTER (WHERE t.status = 'offline'),"
+            " count(t.id) FILTER (WHERE t.status = 'unknown'),"
+            " count(t.id) FILTER (WHERE t.maintenance AND t.status <> 'decommissioned'),"
+            " (SELECT sum(d.online)::float8 / nullif(sum(d.in_service), 0)"
+            "  FROM fleet_sample_daily d WHERE d.customer_id = c.id AND d.day >= :month)"
+            " FROM customer c LEFT JOIN terminal t ON t.customer_id = c.id"
+            " GROUP BY c.id, c.name ORDER BY c.name"
+        ),
+        {"month": _month_start(now)},
+    ).all()
+    customers = [
+        CustomerRow(cid, name, int(total), int(online), int(errors), int(offline),
+                    _ratio(uptime, 1) if uptime is not None else None)
+        for cid, name, total, online, errors, offline, _unknown, _maint, uptime in rows
+    ]  # fmt: skip
     alerts = session.execute(
         text(
             "SELECT count(*), count(*) FILTER (WHERE severity = 'critical')"
             " FROM alert WHERE status <> 'resolved'"
         )
     ).one()
-    terminals, online, offline, error, unknown, maintenance = (int(value) for value in row)
-    return Totals(
-        terminals, online, offline, error, unknown, maintenance, int(alerts[0]), int(alerts[1])
+    totals = Totals(
+        terminals=sum(row[2] for row in rows),
+        online=sum(row[3] for row in rows),
+        offline=sum(row[5] for row in rows),
+        error=sum(row[4] for row in rows),
+        unknown=sum(row[6] for row in rows),
+        maintenance=sum(row[7] for row in rows),
+        open_alerts=int(alerts[0]),
+        critical_alerts=int(alerts[1]),
     )
+    return totals, customers
 
 
 def critical_alerts(session: Session, limit: int = CRITICAL_ALERTS) -> list[CriticalAlert]:
@@ -148,72 +168,36 @@ def _ratio(online: Any, in_service: Any) -> float | None:
 
 
 def fleet_uptime(session: Session, now: datetime | None = None) -> Uptime:
-    """Online share of terminal-time in service, today and this month (UTC)."""
+    """Online share of terminal-time in service, today and this month (UTC days)."""
     now = now or datetime.now(UTC)
-
-    def compute() -> Uptime:
-        row = session.execute(
-            text(
-                "SELECT sum(online) FILTER (WHERE bucket >= :day),"
-                " sum(in_service) FILTER (WHERE bucket >= :day),"
-                " sum(online), sum(in_service)"
-                " FROM fleet_sample WHERE bucket >= :month"
-            ),
-            {"day": _day_start(now), "month": _month_start(now)},
-        ).one()
-        return Uptime(_ratio(row[0], row[1]), _ratio(row[2], row[3]))
-
-    return _cached(_key(session, "uptime"), compute)
-
-
-def customers(session: Session, now: datetime | None = None) -> list[CustomerRow]:
-    """Every customer with its terminals, online, errors and uptime this month."""
-    now = now or datetime.now(UTC)
-
-    def month_uptime() -> dict[int, float | None]:
-        rows = session.execute(
-            text(
-                "SELECT customer_id, sum(online), sum(in_service) FROM fleet_sample"
-                " WHERE bucket >= :month GROUP BY customer_id"
-            ),
-            {"month": _month_start(now)},
-        ).all()
-        return {customer_id: _ratio(online, total) for customer_id, online, total in rows}
-
-    uptime = _cached(_key(session, "customer-uptime"), month_uptime)
-    rows = session.execute(
+    row = session.execute(
         text(
-            "SELECT c.id, c.name,"
-            " count(t.id) FILTER (WHERE t.status <> 'decommissioned'),"
-            " count(t.id) FILTER (WHERE t.status = 'online'),"
-            " count(t.id) FILTER (WHERE t.status = 'error'),"
-            " count(t.id) FILTER (WHERE t.status = 'offline')"
-            " FROM customer c LEFT JOIN terminal t ON t.customer_id = c.id"
-            " GROUP BY c.id, c.name ORDER BY c.name"
-        )
-    ).all()
-    return [
-        CustomerRow(cid, name, int(total), int(online), int(errors), int(offline), uptime.get(cid))
-        for cid, name, total, online, errors, offline in rows
-    ]
+            "SELECT sum(online) FILTER (WHERE day >= :day), sum(in_service) FILTER"
+            " (WHERE day >= :day), sum(online), sum(in_service)"
+            " FROM fleet_sample_daily WHERE day >= :month"
+        ),
+        {"day": _day_start(now), "month": _month_start(now)},
+    ).one()
+    return Uptime(_ratio(row[0], row[1]), _ratio(row[2], row[3]))
 
 
 def online_series(
     session: Session, hours: int, step_s: int, now: datetime | None = None
 ) -> list[tuple[datetime, float]]:
     """Online terminals of the whole fleet over the last ``hours``, one point per
-    ``step_s`` (the average of the samples in each step)."""
+    ``step_s`` (the average of the fleet's samples in each step)."""
     now = now or datetime.now(UTC)
 
     def compute() -> list[tuple[datetime, float]]:
         rows = session.execute(
             text(
-                "SELECT to_timestamp(floor(extract(epoch FROM bucket) / :step) * :step) AS at,"
-                " sum(online)::float8 / count(DISTINCT bucket)"
-                " FROM fleet_sample WHERE bucket >= :since GROUP BY 1 ORDER BY 1"
+                "SELECT to_timestamp(floor(extract(epoch FROM bucket) / :step) * :step),"
+                " avg(online)::float8 FROM fleet_sample_total WHERE bucket >= :since"
+                " GROUP BY 1 ORDER BY 1"
             ),
             {"step": step_s, "since": now - timedelta(hours=hours)},
         ).all()
         return [(at, float(value)) for at, value in rows if at is not None]
 
+    # A new sample lands every few minutes: a refresh every few seconds reads it once.
     return _cached(_key(session, f"online-{hours}-{step_s}"), compute)

@@ -1,12 +1,14 @@
 """Fleet samples: terminals per status and customer, every few minutes, for uptime.
 
-The dashboard's uptime (today, this month) and its online charts read ``fleet_sample``
-instead of the terminals' status history: a month of five-minute samples for 500
-customers is 4 million small rows read by primary key range, where the history would
-be every status change of 100,000 terminals. A sample is one GROUP BY over the terminal
-table (tens of milliseconds at 100,000 terminals). Buckets are aligned to the interval
-and written ``ON CONFLICT DO NOTHING``, so several ingest workers, or a restart within
-a bucket, write each bucket once.
+The dashboard's uptime (today, this month) and its online charts come from these
+samples instead of the terminals' status history. A sample is one GROUP BY over the
+terminal table (tens of milliseconds at 100,000 terminals), written three ways in one
+statement: per customer and bucket (``fleet_sample``, the customer pages), the fleet
+per bucket (``fleet_sample_total``, the charts: 8,640 rows for 30 days) and per
+customer and day (``fleet_sample_daily``, uptime: 15,500 rows for a month of 500
+customers, where the samples are 4 million). Buckets are aligned to the interval and
+written ``ON CONFLICT DO NOTHING``, and the daily sums grow only by what was inserted,
+so several ingest workers, or a restart within a bucket, count a bucket once.
 """
 
 from __future__ import annotations
@@ -16,17 +18,33 @@ from datetime import UTC, datetime
 from psycopg import AsyncConnection
 
 SQL_SAMPLE = """
-INSERT INTO fleet_sample (bucket, customer_id, in_service, online, offline, error, unknown,
-                          maintenance)
-SELECT %(bucket)s, customer_id,
-       count(*) FILTER (WHERE status <> 'decommissioned'),
-       count(*) FILTER (WHERE status = 'online'),
-       count(*) FILTER (WHERE status = 'offline'),
-       count(*) FILTER (WHERE status = 'error'),
-       count(*) FILTER (WHERE status = 'unknown'),
-       count(*) FILTER (WHERE maintenance AND status <> 'decommissioned')
-FROM terminal GROUP BY customer_id
-ON CONFLICT (bucket, customer_id) DO NOTHING
+WITH counted AS (
+    SELECT customer_id,
+           count(*) FILTER (WHERE status <> 'decommissioned') AS in_service,
+           count(*) FILTER (WHERE status = 'online') AS online,
+           count(*) FILTER (WHERE status = 'offline') AS offline,
+           count(*) FILTER (WHERE status = 'error') AS error,
+           count(*) FILTER (WHERE status = 'unknown') AS unknown,
+           count(*) FILTER (WHERE maintenance AND status <> 'decommissioned') AS maintenance
+    FROM terminal GROUP BY customer_id
+), inserted AS (
+    INSERT INTO fleet_sample (bucket, customer_id, in_service, online, offline, error,
+                              unknown, maintenance)
+    SELECT %(bucket)s, customer_id, in_service, online, offline, error, unknown, maintenance
+    FROM counted
+    ON CONFLICT (bucket, customer_id) DO NOTHING
+    RETURNING customer_id, in_service, online
+), total AS (
+    INSERT INTO fleet_sample_total (bucket, in_service, online)
+    SELECT %(bucket)s, sum(in_service), sum(online) FROM inserted HAVING count(*) > 0
+    ON CONFLICT (bucket) DO NOTHING
+)
+INSERT INTO fleet_sample_daily (day, customer_id, samples, in_service, online)
+SELECT %(day)s, customer_id, 1, in_service, online FROM inserted
+ON CONFLICT (day, customer_id) DO UPDATE SET
+    samples = fleet_sample_daily.samples + 1,
+    in_service = fleet_sample_daily.in_service + EXCLUDED.in_service,
+    online = fleet_sample_daily.online + EXCLUDED.online
 """
 
 
@@ -37,6 +55,9 @@ def bucket_of(moment: datetime, interval_s: int) -> datetime:
 
 
 async def sample_fleet(conn: AsyncConnection, now: datetime, interval_s: int) -> int:
-    """Write this bucket's sample (once); returns the rows written (0 if already there)."""
-    cursor = await conn.execute(SQL_SAMPLE, {"bucket": bucket_of(now, interval_s)})
+    """Write this bucket's sample (once), and add it to the fleet's total per bucket and
+    each customer's sums per day; returns the customers sampled (0 if already there)."""
+    bucket = bucket_of(now, interval_s)
+    day = bucket.replace(hour=0, minute=0, second=0, microsecond=0)
+    cursor = await conn.execute(SQL_SAMPLE, {"bucket": bucket, "day": day})
     return max(cursor.rowcount, 0)

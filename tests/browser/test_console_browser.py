@@ -60,6 +60,20 @@ def test_sign_in_and_see_the_list_change_without_reloading(
                 " interval '5 minutes') b"
             )
         )
+        # What the sampler adds with each sample (ingest.fleet_samples).
+        conn.execute(
+            text(
+                "INSERT INTO fleet_sample_total SELECT bucket, sum(in_service), sum(online)"
+                " FROM fleet_sample GROUP BY bucket"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO fleet_sample_daily SELECT date_trunc('day', bucket, 'UTC'),"
+                " customer_id, count(*), sum(in_service), sum(online) FROM fleet_sample"
+                " GROUP BY 1, 2"
+            )
+        )
 
     page.goto(live_console + "/")
     expect(page).to_have_url(live_console + "/login?next=%2F")

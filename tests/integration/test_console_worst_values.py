@@ -20,6 +20,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from itertools import cycle, product
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from werkzeug.test import TestResponse
 
 from console import users
 from console.db import engine_of
+from console.report_model import ReportMonth
 from console.stored_values import CUT_JSON, MAX_JSON_DEPTH, UNREADABLE_JSON
 from shared.command_catalog import CATALOG
 from shared.command_states import CommandState
@@ -698,6 +700,14 @@ def argument_values(stored: Stored) -> dict[str, list[Any]]:
         "token_id": [*stored.token_ids, 2_000_000_000],
         "customer_id": [*stored.customer_ids, 2_000_000_000],
         "store_id": [*stored.store_ids, 2_000_000_000],
+        "month": [
+            ReportMonth.last_full(datetime.now(UTC)).key,
+            ReportMonth.of(datetime.now(UTC)).key,
+            "2026-13",
+            "0000-01",
+            "9999-12",
+            hostile(40, slash=False),
+        ],
     }
 
 
@@ -800,7 +810,10 @@ def calls(app: Flask, stored: Stored, method: str) -> Iterator[Call]:
             except BuildError:
                 continue  # a value the route cannot take, e.g. an empty serial
             if method == "GET":
-                for query in query_strings(stored) if not names else [""]:
+                queries = query_strings(stored) if not names else [""]
+                if rule.endpoint.startswith("reports."):  # a customer's report, and the fleet's
+                    queries = ["", "?" + urlencode({"customer": stored.customer})]
+                for query in queries:
                     yield Call(method, path + query, rule.endpoint, {})
             else:
                 for body in bodies.get(rule.endpoint, [{}]):
@@ -814,6 +827,11 @@ def _refuse_constant(name: str) -> None:
 def problems_of(call: Call, response: TestResponse) -> list[str]:
     where = f"{call.method} {call.url[:120]!r}"
     found = []
+    if response.mimetype == "application/pdf":
+        data = response.get_data()
+        if response.status_code == 200 and not data.startswith(b"%PDF-"):
+            found.append(f"{where}: not a PDF")
+        return found + ([f"{where}: {response.status_code}"] if response.status_code >= 500 else [])
     body = response.get_data(as_text=True)
     if response.status_code >= 500:
         found.append(f"{where}: {response.status_code}")

@@ -35,6 +35,15 @@ def sql(app: Flask, statement: str, **params: object) -> None:
         session.commit()
 
 
+# What ingest's sampler adds with each sample, from fleet_sample rows a test wrote.
+DERIVE_ROLLUPS = (
+    "INSERT INTO fleet_sample_total SELECT bucket, sum(in_service), sum(online)"
+    " FROM fleet_sample GROUP BY bucket;"
+    " INSERT INTO fleet_sample_daily SELECT date_trunc('day', bucket, 'UTC'), customer_id,"
+    " count(*), sum(in_service), sum(online) FROM fleet_sample GROUP BY 1, 2"
+)
+
+
 def alert(app: Flask, serial: str, kind: str, severity: str, minutes_ago: int,
           status: str = "open") -> None:  # fmt: skip
     sql(
@@ -92,6 +101,8 @@ def test_uptime_and_charts_come_from_the_fleet_samples(
             " unknown, maintenance) SELECT :b, id, 4, :o, 4 - :o, 0, 0, 0 FROM customer",
             b=bucket, o=online,
         )  # fmt: skip
+    for statement in DERIVE_ROLLUPS.split(";"):
+        sql(console_app, statement)
     page = viewer.get("/").get_data(as_text=True)
     assert 'id="uptime-today">87.5%<' in page
     month = "58.3%" if day.day > 1 else "87.5%"
@@ -142,8 +153,38 @@ def test_the_sampler_writes_one_row_per_customer_and_bucket(
             " s.maintenance FROM fleet_sample s JOIN customer c ON c.id = s.customer_id"
             " ORDER BY c.name"
         ).fetchall()
+        total = conn.execute("SELECT bucket, in_service, online FROM fleet_sample_total").fetchall()
+        daily = conn.execute(
+            "SELECT c.name, d.day, d.samples, d.in_service, d.online FROM fleet_sample_daily d"
+            " JOIN customer c ON c.id = d.customer_id ORDER BY c.name"
+        ).fetchall()
     bucket = datetime(2026, 12, 2, 10, 5, tzinfo=UTC)
     assert rows == [("Acme", bucket, 2, 1, 0, 1, 0, 1), ("Bolt", bucket, 1, 0, 1, 0, 0, 0)]
+    assert total == [(bucket, 3, 1)]
+    day = datetime(2026, 12, 2, tzinfo=UTC)
+    # Counted once though sampled twice in the bucket.
+    assert daily == [("Acme", day, 1, 2, 1), ("Bolt", day, 1, 1, 0)]
+
+
+def test_daily_sums_grow_with_each_new_bucket(
+    console_app: Flask, fleet: Fleet, database_url: str
+) -> None:
+    fleet.add_terminal("TC-1", customer="Acme", status="online")
+    fleet.add_terminal("TC-2", customer="Acme", status="offline")
+    start = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+
+    async def sample(minutes: list[int]) -> None:
+        async with await psycopg.AsyncConnection.connect(
+            libpq_url(database_url), autocommit=True
+        ) as conn:
+            for minute in minutes:
+                await sample_fleet(conn, start + timedelta(minutes=minute), 300)
+
+    asyncio.run(sample([0, 5, 10, 12]))  # three buckets; 12 is in the bucket of 10
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        daily = conn.execute("SELECT samples, in_service, online FROM fleet_sample_daily").fetchone()
+        totals = conn.execute("SELECT count(*) FROM fleet_sample_total").fetchone()
+    assert daily == (3, 6, 3) and totals == (3,)
 
 
 def test_buckets_are_aligned_to_the_interval() -> None:
