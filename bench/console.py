@@ -287,6 +287,18 @@ SEED_STEPS: list[tuple[str, str]] = [
         """,
     ),
     (
+        "fleet totals",
+        # What the sampler adds with each sample: the fleet per bucket...
+        "INSERT INTO fleet_sample_total SELECT bucket, sum(in_service), sum(online)"
+        " FROM fleet_sample GROUP BY bucket",
+    ),
+    (
+        "fleet daily sums",
+        # ...and each customer's sums per day.
+        "INSERT INTO fleet_sample_daily SELECT date_trunc('day', bucket, 'UTC'), customer_id,"
+        " count(*), sum(in_service), sum(online) FROM fleet_sample GROUP BY 1, 2",
+    ),
+    (
         "audit events",
         # login.failed rows are old and from other addresses: the sign-in throttle
         # counts recent failures, and the benchmark's viewer must still get in.
