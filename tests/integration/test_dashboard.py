@@ -182,7 +182,9 @@ def test_daily_sums_grow_with_each_new_bucket(
 
     asyncio.run(sample([0, 5, 10, 12]))  # three buckets; 12 is in the bucket of 10
     with psycopg.connect(libpq_url(database_url)) as conn:
-        daily = conn.execute("SELECT samples, in_service, online FROM fleet_sample_daily").fetchone()
+        daily = conn.execute(
+            "SELECT samples, in_service, online FROM fleet_sample_daily"
+        ).fetchone()
         totals = conn.execute("SELECT count(*) FROM fleet_sample_total").fetchone()
     assert daily == (3, 6, 3) and totals == (3,)
 
