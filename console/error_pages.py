@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, jsonify, render_template
+from flask import Blueprint, g, jsonify, render_template
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.wrappers import Response
 
-from console.access import is_api_request
+from console.access import is_api_request, login_manager
 
 bp = Blueprint("errors", __name__)
 log = logging.getLogger(__name__)
@@ -51,3 +52,26 @@ def internal_error(error: InternalServerError) -> Response | tuple[str, int]:
     if original is not None:
         log.error("unhandled error", exc_info=original)
     return http_error(error)
+
+
+DATABASE_DOWN = (
+    "The console cannot reach its database just now. Nothing you did was lost; TMS keeps "
+    "trying, and this page works again as soon as the database answers. Reload in a minute."
+)
+
+
+@bp.app_errorhandler(OperationalError)
+@bp.app_errorhandler(InterfaceError)
+def database_unavailable(error: DBAPIError) -> Response | tuple[str, int]:
+    """A lost database is a 503 with what to do, not a 500 and not a trace."""
+    log.warning("database unavailable: %s", str(error.orig or error).strip()[:300])
+    if is_api_request():
+        response = jsonify(error="database_unavailable", message=DATABASE_DOWN)
+        response.status_code = 503
+        response.headers["Retry-After"] = "30"
+        return response
+    # Rendering asks flask-login for the user, which needs the database: this page is
+    # shown as to an anonymous visitor.
+    g._login_user = login_manager.anonymous_user()
+    page = render_template("database_down.html", message=DATABASE_DOWN)
+    return page, 503

@@ -200,3 +200,26 @@ def test_pages_send_security_headers(client: FlaskClient) -> None:
     headers = client.get("/login").headers
     assert "default-src 'self'" in headers["Content-Security-Policy"]
     assert headers["X-Frame-Options"] == "DENY"
+
+
+def test_a_lost_database_is_a_503_page_with_what_to_do_not_a_trace(
+    console_settings: ConsoleSettings,
+) -> None:
+    from shared.ports import free_port
+
+    # Nothing listens there: every query fails to connect.
+    url = f"postgresql+psycopg://tms:x@127.0.0.1:{free_port()}/tms?connect_timeout=2"
+    app = create_app(console_settings, url)
+    app.config["TESTING"] = True
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["_user_id"] = "a-session-token"  # a signed-in browser
+    page = client.get("/")
+    body = page.get_data(as_text=True)
+    assert page.status_code == 503
+    assert "cannot reach its database" in body and "Traceback" not in body
+    assert 'id="database-down"' in body
+    api = client.get("/api/v1/terminals", headers={"Authorization": "Bearer tms_x"})
+    assert api.status_code == 503 and api.get_json()["error"] == "database_unavailable"
+    assert api.headers["Retry-After"] == "30"
+    engine_of(app).dispose()
