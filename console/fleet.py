@@ -477,3 +477,29 @@ def set_maintenance(
     )  # fmt: skip
     session.commit()
     return True
+
+
+@dataclass(frozen=True)
+class TerminalAlert:
+    id: int
+    kind: str
+    severity: str
+    status: str
+    message: str
+    raised_at: datetime | None
+    resolved_at: datetime | None
+    count: int
+
+
+def terminal_alerts(session: Session, serial: str, limit: int = 10) -> list[TerminalAlert]:
+    """The terminal's open alerts first, then its latest resolved ones."""
+    rows = session.execute(
+        text(
+            "SELECT a.id, a.kind, a.severity, a.status, a.message, a.raised_at,"
+            " a.resolved_at, a.count FROM alert a JOIN terminal t ON t.id = a.terminal_id"
+            " WHERE t.serial = :serial"
+            " ORDER BY (a.status = 'resolved'), a.raised_at DESC, a.id DESC LIMIT :limit"
+        ),
+        {"serial": serial, "limit": limit},
+    ).all()
+    return [TerminalAlert(*row) for row in rows]

@@ -262,6 +262,7 @@ def render_detail(serial: str, **extra: Any) -> str:
         period=period,
         periods=list(fleet.PERIODS),
         audit=fleet.terminal_audit(db, serial),
+        alerts=fleet.terminal_alerts(db, serial),
         history=fleet.status_history(db, serial),
         commands=queue.list_commands(db, serial, limit=COMMAND_HISTORY),
         log=fleet.terminal_log(db, serial, limit=LOG_LINES),

@@ -121,3 +121,23 @@ def test_viewers_and_support_cannot_change_maintenance(
     assert 'id="maintenance-badge"' not in client.get(f"/terminals/{terminal}").get_data(
         as_text=True
     )
+
+
+def test_the_terminals_alerts_open_ones_first(
+    client: FlaskClient, make_user: Callable[..., str], terminal: str, console_app: Flask
+) -> None:
+    make_user("vera", "viewer")
+    sign_in(client, "vera")
+    for kind, status, minutes in (("offline", "resolved", 5), ("high_cpu", "open", 60)):
+        sql(
+            console_app,
+            "INSERT INTO alert (scope, kind, severity, status, message, count, terminal_id,"
+            " customer_id, raised_at, resolved_at) SELECT 'terminal:' || id, :kind, 'warning',"
+            " :status, 'because', 1, id, customer_id, now() - make_interval(mins => :m),"
+            " CASE WHEN CAST(:status AS varchar) = 'resolved' THEN now() END FROM terminal",
+            kind=kind, status=status, m=minutes,
+        )  # fmt: skip
+    panel = client.get(f"/terminals/{terminal}").get_data(as_text=True)
+    panel = panel.split('id="terminal-alerts"')[1].split("</section>")[0]
+    assert panel.index("high_cpu") < panel.index("offline")  # open first, though older
+    assert "q=TC-1" in panel
