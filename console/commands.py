@@ -207,29 +207,23 @@ def cancel(command_id: str) -> Response:
 
 # -- bulk: one command for the terminals of a list filter --------------------------------
 
-_SELECTION_FIELDS = ("status", "customer", "q", "store", "firmware")
+
+def selection_of(values: MultiDict[str, str]) -> fleet.TerminalFilter:
+    """The terminals list's selection: its filters, or the rows ticked in it."""
+    return ListQuery.parse(values).filter
 
 
-def selection_of(values: Mapping[str, str]) -> fleet.TerminalFilter:
-    """The terminals list's filter (status, customer, q) plus store and firmware."""
-    listed = ListQuery.parse(MultiDict(dict(values)))
-    return fleet.TerminalFilter(
-        status=listed.status,
-        customer=listed.customer,
-        search=listed.search,
-        store=values.get("store", "").strip()[:200] or None,
-        firmware=values.get("firmware", "").strip()[:64] or None,
-    )
-
-
-def selection_args(wanted: fleet.TerminalFilter) -> dict[str, str]:
+def selection_args(wanted: fleet.TerminalFilter) -> dict[str, Any]:
     """The selection as query-string or hidden-field values (the list's names)."""
-    values = {
-        "status": wanted.status,
+    status = "maintenance" if wanted.maintenance else wanted.status
+    values: dict[str, Any] = {
+        "status": status,
         "customer": wanted.customer,
         "q": wanted.search,
         "store": wanted.store,
         "firmware": wanted.firmware,
+        "model": wanted.model,
+        "serial": list(wanted.serials),
     }
     return {key: value for key, value in values.items() if value}
 

@@ -45,6 +45,7 @@ class TerminalFilter:
     firmware: str | None = None  # an exact firmware version
     model: str | None = None  # an exact model
     maintenance: bool | None = None  # True: only those under maintenance
+    serials: tuple[str, ...] = ()  # rows ticked in the list: only these
 
     def describe(self) -> str:
         """The selection in words, for confirmation pages and the bulk's summary."""
@@ -55,12 +56,18 @@ class TerminalFilter:
             f"firmware {self.firmware}" if self.firmware else "",
             f"model {self.model}" if self.model else "",
             "under maintenance" if self.maintenance else "",
+            f"{len(self.serials)} chosen terminal{'s' if len(self.serials) != 1 else ''}"
+            if self.serials
+            else "",
             f"serial, host or store contains {self.search!r}" if self.search else "",
         ]
         return " · ".join(part for part in parts if part)
 
     def to_json(self) -> dict[str, Any]:
-        return {key: value for key, value in asdict(self).items() if value}
+        found = {key: value for key, value in asdict(self).items() if value}
+        if "serials" in found:
+            found["serials"] = list(found["serials"])
+        return found
 
 
 @dataclass(frozen=True)
@@ -175,6 +182,8 @@ def _filtered(query: _Query, wanted: TerminalFilter) -> _Query:
             | col(Terminal.host_name).ilike(pattern, escape="\\")
             | in_matching_store
         )
+    if wanted.serials:
+        query = query.where(col(Terminal.serial).in_(wanted.serials))
     if wanted.model:
         query = query.where(col(Terminal.model) == wanted.model)
     if wanted.maintenance:

@@ -50,6 +50,8 @@ CARD_ORDER = [
 
 # "maintenance" is not a status but is filtered like one: the team's own flag.
 MAINTENANCE = "maintenance"
+# Rows one may tick for a bulk command; more is a filter's job.
+MAX_PICKED = 1000
 SORTS = frozenset({"attention", *fleet.SORT_COLUMNS})
 
 
@@ -66,6 +68,7 @@ class ListQuery:
     model: str | None = None
     sort: str = "attention"
     descending: bool = False
+    serials: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, args: MultiDict[str, str]) -> ListQuery:
@@ -85,6 +88,11 @@ class ListQuery:
             model=args.get("model", "").strip()[:64] or None,
             sort=sort if sort in SORTS else "attention",
             descending=args.get("dir", "") == "desc",
+            serials=tuple(
+                dict.fromkeys(
+                    v.strip()[:64] for v in args.getlist("serial")[:MAX_PICKED] if v.strip()
+                )
+            ),
         )
 
     @property
@@ -98,6 +106,7 @@ class ListQuery:
             self.firmware,
             self.model,
             True if maintenance else None,
+            self.serials,
         )
 
     def args(self, **changes: Any) -> dict[str, Any]:
@@ -112,6 +121,7 @@ class ListQuery:
             "sort": self.sort if self.sort != "attention" else None,
             "dir": "desc" if self.descending else None,
             "page": self.page if self.page > 1 else None,
+            "serial": list(self.serials) or None,
         }
         current.update(changes)
         return {key: value for key, value in current.items() if value}

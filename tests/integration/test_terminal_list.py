@@ -103,3 +103,23 @@ def test_csv_exports_the_current_view_and_is_audited(
 
 def test_the_export_needs_a_signed_in_user(client: FlaskClient, stocked: Fleet) -> None:
     assert client.get("/terminals.csv").status_code == 302
+
+
+def test_ticked_rows_become_a_bulk_selection_of_exactly_those(
+    client: FlaskClient, make_user: Callable[..., str], stocked: Fleet
+) -> None:
+    make_user("otto", "operator")
+    sign_in(client, "otto")
+    page = client.get("/terminals").get_data(as_text=True)
+    assert 'form="bulk-pick" id="pick-TC-0001"' in page and 'id="bulk-pick"' in page
+    chosen = client.get("/commands/bulk/new?serial=TC-0001&serial=TC-0003&serial=TC-0001")
+    body = chosen.get_data(as_text=True)
+    assert chosen.status_code == 200
+    assert "2 chosen terminals" in body
+    assert body.count('name="serial"') >= 2  # carried on to the next step
+    assert 'id="bulk-count">2<' in body
+
+
+def test_viewers_get_no_tick_boxes(viewer: FlaskClient, stocked: Fleet) -> None:
+    page = viewer.get("/terminals").get_data(as_text=True)
+    assert 'id="bulk-pick"' not in page and "pick-TC-0001" not in page
