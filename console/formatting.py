@@ -48,14 +48,14 @@ def percent(value: float | None) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:.0f}%"
 
 
-def percent_of_one(value: float | None) -> str:
-    """A 0..1 share as a percentage with one decimal (uptime: 99.9 %, not 100 %)."""
+def percent_of_one(value: float | None, decimals: int = 1) -> str:
+    """A 0..1 share (an uptime) as a percentage: '99.9%', never '100.0%' below 1."""
     if value is None or not math.isfinite(value):
         return "—"
-    shown = f"{value * 100:.1f}"
-    # Never round an outage away: below 100 % is never shown as 100.0 %.
-    if shown == "100.0" and value < 1:
-        shown = "99.9"
+    shown = f"{value * 100:.{decimals}f}"
+    # Never round an outage away: below 100 % is shown as the highest figure under it.
+    if value < 1 and float(shown) >= 100:
+        shown = f"{100 - 10**-decimals:.{decimals}f}"
     return f"{shown}%"
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from console.formatting import percent_of_one
 from console.uptime import UptimeSeconds
 
 # The earliest month a report covers: TMS keeps no history from before.
@@ -238,13 +239,8 @@ class UptimeTally:
 
 
 def share_text(value: float | None) -> str:
-    """An uptime as a percentage with two decimals; never rounds an outage up to 100 %."""
-    if value is None or not math.isfinite(value):
-        return "—"
-    shown = f"{value * 100:.2f}"
-    if shown == "100.00" and value < 1:
-        shown = "99.99"
-    return f"{shown}%"
+    """A report's uptime: two decimals, never rounded up to 100 % (formatting's rule)."""
+    return percent_of_one(value, decimals=2)
 
 
 def hours_text(seconds: float | None) -> str:

@@ -194,12 +194,6 @@ def record_audit(
     session.commit()
 
 
-def recent_audit(session: Session, limit: int = 200) -> list[AuditEvent]:
-    return list(
-        session.exec(select(AuditEvent).order_by(col(AuditEvent.id).desc()).limit(limit)).all()
-    )
-
-
 def list_users(session: Session) -> list[UserAccount]:
     return list(session.exec(select(UserAccount).order_by(col(UserAccount.username))).all())
 

@@ -24,7 +24,7 @@ from ingest.alerts.config import AlertConfig
 from ingest.alerts.notify import OutboxWorker
 from ingest.alerts.rules import BatchAlerts
 from ingest.counters import IngestCounters
-from ingest.fleet_samples import sample_fleet
+from ingest.fleet_samples import bucket_of, sample_fleet
 from ingest.retention import RetentionReport, run_retention
 from ingest.sweep import sweep_once
 from shared.db import libpq_url
@@ -119,9 +119,16 @@ async def fleet_sample_loop(
     """One fleet sample per bucket (ingest.fleet_samples); checked a few times a
     bucket, so that a bucket missed while PostgreSQL was away is written when it is back."""
 
+    written: datetime | None = None
+
     async def once() -> None:
+        nonlocal written
+        now = datetime.now(UTC)
+        if bucket_of(now, interval_s) == written:
+            return  # this bucket is done: no scan of the terminal table until the next
         async with pool.connection() as conn:
-            await sample_fleet(conn, datetime.now(UTC), interval_s)
+            await sample_fleet(conn, now, interval_s)
+        written = bucket_of(now, interval_s)
 
     await _every(stop, max(1.0, interval_s / 5), "fleet sample", once)
 

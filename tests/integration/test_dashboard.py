@@ -193,3 +193,37 @@ def test_buckets_are_aligned_to_the_interval() -> None:
     moment = datetime(2026, 12, 2, 10, 7, 31, tzinfo=UTC)
     assert bucket_of(moment, 300) == datetime(2026, 12, 2, 10, 5, tzinfo=UTC)
     assert bucket_of(moment, 3600) == datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+
+
+def test_ingests_sampling_loop_writes_the_current_bucket_once(
+    console_app: Flask, fleet: Fleet, database_url: str
+) -> None:
+    from ingest.background import fleet_sample_loop, make_side_pool
+
+    fleet.add_terminal("TC-1", customer="Acme", status="online")
+
+    async def run() -> int:
+        pool = make_side_pool(database_url, 5.0)
+        await pool.open()
+        stop = asyncio.Event()
+        task = asyncio.create_task(fleet_sample_loop(pool, 3600, stop))
+        try:
+            for _ in range(200):  # the loop checks at once, then every 720 s
+                async with pool.connection() as conn:
+                    row = await (await conn.execute("SELECT count(*) FROM fleet_sample")).fetchone()
+                if row and row[0]:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await task
+            await pool.close()
+        with psycopg.connect(libpq_url(database_url)) as conn:
+            found = conn.execute(
+                "SELECT (SELECT count(*) FROM fleet_sample) + (SELECT count(*)"
+                " FROM fleet_sample_total) + (SELECT count(*) FROM fleet_sample_daily)"
+            ).fetchone()
+        assert found is not None
+        return int(found[0])
+
+    assert asyncio.run(run()) == 3  # one row in each: the customer, the fleet, the day
