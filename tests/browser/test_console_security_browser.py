@@ -11,12 +11,11 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 from pydantic import SecretStr
 
-from console.app import create_app
 from console.db import engine_of
 from console.server import ConsoleServer
 from shared.ports import free_port
 from shared.settings import ConsoleSettings
-from tests.fixtures.console import TEST_PASSWORD
+from tests.fixtures.console import TEST_PASSWORD, build_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -115,7 +114,7 @@ def fenced_console(database_url: str) -> Iterator[str]:
         secret_key=SecretStr("test-secret-key-0123456789abcdef"),
         allowed_networks="10.0.0.0/8",  # type: ignore[arg-type]  # parsed by the setting
     )
-    app = create_app(settings, database_url)
+    app = build_app(settings, database_url)
     server = ConsoleServer(app, "127.0.0.1", free_port(), threads=2)
     thread = threading.Thread(target=server.serve, daemon=True)
     thread.start()

@@ -13,11 +13,10 @@ from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from console import users
-from console.app import create_app
 from console.db import engine_of
 from shared.models import AuditEvent, ConsoleSession
 from shared.settings import ConsoleSettings
-from tests.fixtures.console import TEST_PASSWORD, csrf_of, sign_in
+from tests.fixtures.console import TEST_PASSWORD, build_app, csrf_of, sign_in
 
 pytestmark = pytest.mark.integration
 
@@ -234,7 +233,7 @@ def fenced_app(database_url: str) -> Iterator[Flask]:
         secret_key=SecretStr("test-secret-key-0123456789abcdef"),
         allowed_networks=("10.20.0.0/16",),  # type: ignore[arg-type]  # validated to networks
     )
-    app = create_app(settings, database_url)
+    app = build_app(settings, database_url)
     app.config["TESTING"] = True
     yield app
     engine_of(app).dispose()
