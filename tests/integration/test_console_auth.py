@@ -10,12 +10,11 @@ from flask.testing import FlaskClient
 from sqlmodel import Session, col, select
 
 from console.access import requires_role
-from console.app import create_app
 from console.db import engine_of
 from console.errors import ConsoleConfigError
 from shared.models import AuditEvent, Role, UserAccount
 from shared.settings import ConsoleSettings
-from tests.fixtures.console import TEST_PASSWORD, csrf_of, sign_in
+from tests.fixtures.console import TEST_PASSWORD, build_app, csrf_of, sign_in
 
 pytestmark = pytest.mark.integration
 
@@ -173,7 +172,7 @@ def test_requires_role_follows_the_role_order(
     role: str,
     status: int,
 ) -> None:
-    app = create_app(console_settings, database_url)
+    app = build_app(console_settings, database_url)
     probe = Blueprint("probe", __name__)
 
     @probe.route("/probe")
@@ -193,7 +192,7 @@ def test_requires_role_follows_the_role_order(
 
 def test_app_refuses_to_start_without_secret_key(database_url: str) -> None:
     with pytest.raises(ConsoleConfigError, match="set TMS_CONSOLE_SECRET_KEY"):
-        create_app(ConsoleSettings(), database_url)
+        build_app(ConsoleSettings(), database_url)
 
 
 def test_pages_send_security_headers(client: FlaskClient) -> None:
@@ -209,7 +208,7 @@ def test_a_lost_database_is_a_503_page_with_what_to_do_not_a_trace(
 
     # Nothing listens there: every query fails to connect.
     url = f"postgresql+psycopg://tms:x@127.0.0.1:{free_port()}/tms?connect_timeout=2"
-    app = create_app(console_settings, url)
+    app = build_app(console_settings, url)
     app.config["TESTING"] = True
     client = app.test_client()
     with client.session_transaction() as session:
