@@ -266,6 +266,27 @@ class CommandSettings(_Section):
     request_burst: int = Field(default=20, ge=1, le=10_000)
 
 
+class FirmwareSettings(_Section):
+    """The firmware library (`tms firmware`, the console's firmware screen and download)."""
+
+    # Image files, named by their SHA-256. Empty: <data_dir>/firmware.
+    store_dir: Path | None = None
+    # The platform's Ed25519 signing key (`tms firmware keygen`); only the processes that
+    # add images read it. Empty: <data_dir>/firmware-signing.key.
+    signing_key: Path | None = None
+    # The terminal models an image may name; a typo would otherwise make an image no
+    # terminal takes.
+    models: tuple[str, ...] = ("TC-200",)
+    # A TC-200 stages at most 16 MiB (agent/PROTOCOL.md).
+    max_image_bytes: int = Field(default=16 * 1024 * 1024, ge=1, le=16 * 1024 * 1024)
+
+    def store_dir_in(self, data_dir: Path) -> Path:
+        return (self.store_dir or data_dir / "firmware").expanduser().absolute()
+
+    def signing_key_in(self, data_dir: Path) -> Path:
+        return (self.signing_key or data_dir / "firmware-signing.key").expanduser().absolute()
+
+
 class SupervisionSettings(_Section):
     """How `tms up` restarts a part that dies (tms/supervision_policy.py)."""
 
@@ -294,6 +315,7 @@ class Settings(_Section):
     alerts: AlertSettings = AlertSettings()
     notify: NotifySettings = NotifySettings()
     supervision: SupervisionSettings = SupervisionSettings()
+    firmware: FirmwareSettings = FirmwareSettings()
 
 
 ENV_PREFIX = "TMS_"
