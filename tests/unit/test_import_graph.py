@@ -10,7 +10,9 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("agent", "broker", "commands", "console", "ingest", "registry", "shared", "tms")
+PACKAGES = (
+    "agent", "broker", "commands", "console", "ingest", "registry", "rollouts", "shared", "tms"
+)  # fmt: skip
 
 
 def _modules() -> dict[str, Path]:
@@ -132,8 +134,9 @@ ALLOWED = {
     "ingest": {"shared"},
     "commands": {"shared"},
     "registry": {"shared"},
+    "rollouts": {"shared"},
     "broker": {"shared", "registry"},
-    "console": {"shared", "commands", "registry"},
+    "console": {"shared", "commands", "registry", "rollouts"},
     "tms": set(PACKAGES),
 }
 
