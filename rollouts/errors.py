@@ -1,0 +1,33 @@
+"""The exception root of the rollouts package and its specific errors.
+
+Each is a ``ValueError`` whose message a console form can show beside the field it
+names: it says what is wrong and what would be accepted.
+"""
+
+from __future__ import annotations
+
+from shared.errors import TMSError
+
+
+class RolloutError(TMSError, ValueError):
+    """Root of every error the rollout rules raise on purpose."""
+
+
+class VersionError(RolloutError):
+    """A firmware version that the rollout rules cannot order (a range bound, a release)."""
+
+
+class TargetError(RolloutError):
+    """A target that selects nothing sensible (an empty or inverted version range)."""
+
+
+class WaveSpecError(RolloutError):
+    """A wave spec that is not a list of cumulative percentages or of group sizes."""
+
+
+class WindowError(RolloutError):
+    """A maintenance window that is not ``[days] HH:MM-HH:MM``."""
+
+
+class PolicyError(RolloutError):
+    """A rollout policy with a threshold, limit or delay out of range."""
