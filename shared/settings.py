@@ -207,6 +207,18 @@ class AgentSettings(_Section):
     log_path: Path | None = None
     log_max_bytes: int = Field(default=10_000_000, ge=10_000)
     log_backups: int = Field(default=5, ge=1, le=100)
+    # Firmware updates (agent/PROTOCOL.md, the firmware command). The platform's Ed25519
+    # public key (PEM) that every image's manifest must be signed with; empty: the agent
+    # refuses firmware commands.
+    firmware_public_key: Path | None = None
+    # Downloaded images; empty: <state_dir>/firmware.
+    firmware_dir: Path | None = None
+    # CA certificates for https downloads; empty: the system's trust store.
+    firmware_tls_ca: Path | None = None
+    # A download read that waits this long for data is cut (and resumed).
+    firmware_read_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    # How long the TC-200 may take to come back after booting a new image.
+    firmware_boot_wait_s: float = Field(default=120.0, gt=0, le=3600)
 
 
 class SimulateSettings(_Section):
