@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.errors import TMSError
+from shared.firmware_signature import MAX_IMAGE_BYTES, MODEL, VERSION, FirmwareManifest
 from shared.models import Role
 
 # The same order as the console's roles: each may do what the ones below it may.
@@ -65,6 +67,47 @@ class ResendArgs(_Args):
         return self
 
 
+class FirmwareArgs(_Args):
+    """One firmware image for the agent to download, verify and install (agent/PROTOCOL.md).
+
+    ``version``, ``models``, ``size`` and ``sha256`` are the signed manifest
+    (shared.firmware_signature), ``signature`` its Ed25519 signature in base64. The agent
+    fetches ``mirror_url`` first when given (without credentials), then ``url`` (the
+    console's ``/agent/v1/firmware/<version>/image``, with the terminal's own login).
+    ``download_only``: stop once the image is downloaded and verified (outside a store's
+    maintenance window); a later command for the same version installs the kept file.
+    """
+
+    version: str = Field(pattern=f"^{VERSION.pattern}$")
+    models: list[Annotated[str, Field(pattern=f"^{MODEL.pattern}$")]] = Field(
+        min_length=1, max_length=32
+    )
+    size: int = Field(ge=1, le=MAX_IMAGE_BYTES)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    signature: str = Field(min_length=1, max_length=200)
+    url: str = Field(max_length=2000)
+    mirror_url: str | None = Field(default=None, max_length=2000)
+    download_only: bool = False
+
+    @field_validator("url", "mirror_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("an http:// or https:// URL with a host")
+        if parts.username is not None or parts.password is not None:
+            # The agent sends its own credentials; a URL must not carry anyone's.
+            raise ValueError("a URL without user:password@")
+        return value
+
+    def manifest(self) -> FirmwareManifest:
+        return FirmwareManifest(
+            self.version, tuple(sorted(set(self.models))), self.size, self.sha256
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class CommandSpec:
     """One command: its arguments, the least role that may send it, and its timing.
@@ -100,6 +143,20 @@ _SPECS = (
     ),
     CommandSpec(
         "set_config", "Write TC-200 settings", TerminalConfig, Role.OPERATOR, 30, 3, 86_400
+    ),
+    # Sent by rollouts (issue 16), which take the manifest and signature from the firmware
+    # library: nobody types a signature into a form. Up to a 16 MiB download, the USB
+    # transfer and a reboot of up to 120 s: 15 minutes before the sender asks again (a
+    # repeat of the id is answered, never installed twice).
+    CommandSpec(
+        "firmware",
+        "Download, verify and install a firmware image",
+        FirmwareArgs,
+        Role.ADMIN,
+        900,
+        3,
+        86_400,
+        system=True,
     ),
     CommandSpec(
         "resend",
