@@ -1,8 +1,8 @@
 """The commands a TC-200 agent runs: every one of ``shared.command_catalog.CATALOG``.
 
 ping, diagnostics, fetch_logs, reboot, restart_agent, reset_usb, set_config, resend
-(asked by ingest, not by people), and the firmware stub. Each handler takes a parsed
-``Command`` and returns the result's output; arguments are checked with the
+(asked by ingest, not by people), and firmware (agent/firmware_update.py). Each handler
+takes a parsed ``Command`` and returns the result's output; arguments are checked with the
 catalogue's models (a refusal is answered "rejected" with the reason), a terminal that
 cannot do it raises ``CommandFailed`` (answered "error"). Driver calls run in a worker
 thread when the terminal's reads block, so a slow USB answer never stalls the MQTT
@@ -40,12 +40,21 @@ from agent.diagnostics import (
     dns_skip_reason,
 )
 from agent.errors import AgentError, TerminalFault
-from agent.outbox import MessageQueue
+from agent.firmware_outcome import Progress, UpdateState, outcome_event, progress_event
+from agent.firmware_update import FirmwareOptions, FirmwareUpdateFailed, FirmwareUpdater
+from agent.outbox import MessageQueue, OutgoingMessage
 from agent.tc200_protocol import DeviceInfo, DeviceMetrics, StatusReport
 from agent.terminal import UsbTerminal
 from agent.usb_driver import TC200Driver
-from shared.command_catalog import CommandRefused, ResendArgs, TerminalConfig, check_args
-from shared.messages import MAX_PAYLOAD_BYTES, Command, HostMetrics, utcnow
+from shared import topics
+from shared.command_catalog import (
+    CommandRefused,
+    FirmwareArgs,
+    ResendArgs,
+    TerminalConfig,
+    check_args,
+)
+from shared.messages import MAX_PAYLOAD_BYTES, Command, Event, HostMetrics, utcnow
 from shared.settings import MqttClientSettings
 
 log = logging.getLogger(__name__)
@@ -147,8 +156,12 @@ class TerminalCommands:
         host_metrics: Callable[[], HostMetrics],
         log_tail: LogTail,
         clock: Callable[[], datetime] = utcnow,
+        *,
+        firmware: FirmwareOptions | None = None,
     ) -> None:
         self._terminal = terminal
+        # None: no [agent] firmware_public_key, and firmware commands fail saying so.
+        self._firmware = firmware
         self._runtime = runtime
         self._host_metrics = host_metrics
         self._log_tail = log_tail
@@ -271,10 +284,46 @@ class TerminalCommands:
         }
 
     async def firmware(self, command: Command) -> dict[str, Any]:
-        raise CommandFailed(
-            "firmware update over MQTT is not supported yet; the driver can transfer, "
-            "verify and boot an image, the command comes in a later release"
+        """Download, verify and install an image; a redelivered id is answered, not run
+        again (agent/commands.py), and a terminal already on the version is not touched.
+
+        Progress events go into the outbox as the update moves on; they leave with the
+        next message the agent sends (at the latest this command's result).
+        """
+        args = FirmwareArgs.model_validate(_checked(command))
+        if self._firmware is None:
+            raise CommandFailed(
+                "this agent takes no firmware: set [agent] firmware_public_key "
+                "(TMS_AGENT_FIRMWARE_PUBLIC_KEY) to the platform's public key file"
+            )
+        updater = FirmwareUpdater(
+            self._terminal, self._firmware, run=self._blocking, on_progress=self._progress
         )
+        report = await updater.update(args)
+        ended = outcome_event(args.version, report.verdict)
+        if ended is not None:
+            self._queue_event(ended)
+        log.info(
+            "%s: firmware %s (command %s): %s%s",
+            self._runtime.serial,
+            args.version,
+            command.id,
+            report.verdict.state.value,
+            f": {report.verdict.reason}" if report.verdict.reason else "",
+        )
+        if report.verdict.state in (UpdateState.SUCCEEDED, UpdateState.VERIFIED):
+            return report.output()
+        raise FirmwareUpdateFailed(report)
+
+    def _progress(self, progress: Progress) -> None:
+        event = progress_event(progress)
+        if event is not None:
+            log.info("%s: %s", self._runtime.serial, event.message)
+            self._queue_event(event)
+
+    def _queue_event(self, event: Event) -> None:
+        topic = topics.event(self._runtime.serial)
+        self._runtime.outbox.put(OutgoingMessage(topic, event.to_payload(), droppable=False))
 
     # Diagnostics: gather facts (here), judge them (agent/diagnostics.py).
 
@@ -433,6 +482,9 @@ def terminal_handlers(
     runtime: AgentRuntime,
     host_metrics: Callable[[], HostMetrics],
     log_tail: LogTail,
+    *,
+    firmware: FirmwareOptions | None = None,
 ) -> dict[str, CommandHandler]:
-    """The command table for one agent (pass it to TerminalAgent as a factory of runtime)."""
-    return TerminalCommands(terminal, runtime, host_metrics, log_tail).handlers()
+    """The command table for one agent (pass it to TerminalAgent as a factory of runtime);
+    without ``firmware`` (FirmwareOptions.from_settings) the agent refuses firmware."""
+    return TerminalCommands(terminal, runtime, host_metrics, log_tail, firmware=firmware).handlers()
