@@ -1,6 +1,7 @@
 """The customers screens: the list with each customer's counts, one customer (details,
-stores, terminals by status, open alerts, uptime), and adding and editing customers and
-their stores (operators and admins). Queries and changes are console.customer_repository's.
+stores, terminals by status, open alerts, uptime), one store (its terminals, their open
+alerts, its uptime), and adding and editing customers and their stores (operators and
+admins). Queries and changes are console.customer_repository's.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from werkzeug.wrappers import Response
 
 from console import customer_repository as repository
+from console import store_repository
 from console.access import acting_user, client_address, requires_role
 from console.customer_forms import CONTRACT_TYPES, CustomerForm, StoreForm, zone_names
 from console.db import request_session
@@ -157,6 +159,26 @@ def add_store(customer_id: int) -> Response | tuple[str, int]:
         return _detail_page(customer, form, 400)
     flash(f"Store {store.code} added.", "info")
     return redirect(url_for("customers.detail", customer_id=customer_id, _anchor="stores"))
+
+
+@bp.get(f"/customers/<{ID}:customer_id>/stores/<{ID}:store_id>")
+@requires_role(Role.VIEWER)
+def store(customer_id: int, store_id: int) -> str:
+    customer = _customer_or_404(customer_id)
+    found = _store_or_404(customer, store_id)
+    assert found.id is not None
+    db = request_session()
+    return render_template(
+        "store.html",
+        customer=customer,
+        store=found,
+        counts=store_repository.counts(db, found.id),
+        terminals=store_repository.terminals(db, found.id),
+        terminals_shown=store_repository.TERMINALS_SHOWN,
+        alerts=store_repository.open_alerts(db, found.id),
+        alerts_shown=store_repository.OPEN_ALERTS_SHOWN,
+        uptime=store_repository.uptime(db, found),
+    )
 
 
 def _store_form_page(

@@ -113,6 +113,8 @@ class TerminalView:
     installed_at: datetime | None = None
     updated_at: datetime | None = None
     timezone: str = "UTC"  # the store's (else the customer's): times are shown in it
+    customer_id: int | None = None  # for links to the customer's and the store's pages
+    store_id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The API form: the fields support scripts rely on, timestamps in ISO 8601."""
@@ -220,6 +222,8 @@ def _view(row: Any) -> TerminalView:
         installed_at=terminal.installed_at,
         updated_at=terminal.updated_at,
         timezone=row[3] or "UTC",
+        customer_id=terminal.customer_id,
+        store_id=terminal.store_id,
         delivery=DeliveryView(
             numbered_up_to=terminal.seq_high,
             gaps_found=terminal.seq_gaps_found or 0,

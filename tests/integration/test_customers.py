@@ -580,3 +580,96 @@ def test_unknown_customers_and_stores_are_404_with_a_message(
     assert operator.get("/customers/99999999999999999999").status_code == 404
     assert operator.get("/customers/abc").status_code == 404
     assert operator.get("/customers/-1").status_code == 404
+
+
+def test_the_store_page(viewer: FlaskClient, console_app: Flask, shops: dict[str, int]) -> None:
+    acme = shops["ACME"]
+    s1, s2 = store_of(console_app, acme, "S1"), store_of(console_app, acme, "S2")
+    add_alert(console_app, serial="A-3", kind="error", message="printer jam")
+    add_alert(console_app, serial="A-4", kind="offline", message="other store")
+    add_alert(console_app, serial="A-1", kind="offline", message="old news", status="resolved")
+    sql(console_app, "UPDATE terminal SET maintenance = true WHERE serial = 'A-2'")
+    html = page(viewer, f"/customers/{acme}/stores/{s1.id}")
+    assert 'Store <span class="mono">S1</span>' in html
+    facts = {
+        name: int(value) for name, value in re.findall(r'id="count-([\w-]+)"[^>]*>(\d+)<', html)
+    }
+    assert facts == {"in-service": 3, "online": 2, "offline": 0, "error": 1, "maintenance": 1}
+    table = html.split('id="store-terminals-table"')[1].split("</table>")[0]
+    assert re.findall(r">(A-\d)</a>", table) == ["A-1", "A-2", "A-3"]
+    assert "A-4" not in table and "B-1" not in table
+    alerts = html.split('id="store-alerts-table"')[1].split("</table>")[0]
+    assert "printer jam" in alerts
+    assert "other store" not in alerts and "old news" not in alerts
+    # The terminal list link keeps both the customer and the store.
+    with console_app.test_request_context():
+        listed = url_for("terminals.index", customer="ACME", store="S1")
+    assert f'href="{escape(listed)}"' in html
+    # A viewer gets no edit control; the customer page links each store's page.
+    assert 'id="edit-store"' not in html and "/edit" not in html
+    customer_page = page(viewer, f"/customers/{acme}")
+    assert f'href="/customers/{acme}/stores/{s2.id}"' in customer_page
+    # The terminal's page links its customer and its store.
+    terminal_page = page(viewer, "/terminals/A-3")
+    assert f'href="/customers/{acme}/stores/{s1.id}"' in terminal_page
+    assert f'href="/customers/{acme}"' in terminal_page
+
+
+def test_store_uptime_comes_from_status_history_in_the_stores_time_zone(
+    console_app: Flask, fleet: Fleet
+) -> None:
+    from console import store_repository
+
+    fleet.add_terminal("T-1", customer="Tokio", store="J1")
+    fleet.add_terminal("T-2", customer="Tokio", store="J1")
+    sql(console_app, "UPDATE store SET timezone = 'Asia/Tokyo'")
+    # Both in service since long before the month.
+    sql(console_app, "UPDATE terminal SET installed_at = '2025-01-01T00:00:00Z'")
+    customer = customer_named(console_app, "Tokio")
+    assert customer.id is not None
+    store = store_of(console_app, customer.id, "J1")
+    # 2026-03-01 00:00 in Tokyo is 2026-02-28 15:00 UTC; "now" is 2026-03-02 03:00 Tokyo.
+    now = datetime(2026, 3, 1, 18, 0, tzinfo=UTC)
+    changes = [
+        ("T-1", "2026-02-20T00:00:00Z", "online"),  # before the month: online from its start
+        ("T-1", "2026-03-01T12:00:00Z", "offline"),  # Tokyo 21:00 on 1 March
+        ("T-2", "2026-02-28T21:00:00Z", "online"),  # Tokyo 06:00 on 1 March
+    ]
+    for serial, at, status in changes:
+        sql(
+            console_app,
+            "INSERT INTO status_change (terminal_id, at, new_status, reason)"
+            " VALUES ((SELECT id FROM terminal WHERE serial = :serial), :at, :status, '')",
+            serial=serial, at=at, status=status,
+        )  # fmt: skip
+    with Session(engine_of(console_app)) as session:
+        uptime = store_repository.uptime(session, store, now)
+    assert uptime.timezone == "Asia/Tokyo"
+    # Today (Tokyo 2 March from 15:00 UTC on 1 March, 3 h so far): T-1 offline, T-2 online.
+    assert (uptime.today.online, uptime.today.in_service) == (3 * 3600, 2 * 3 * 3600)
+    # The month (27 h so far): T-1 online 21 h, T-2 online from its change 21 h.
+    assert (uptime.month.online, uptime.month.in_service) == (42 * 3600, 2 * 27 * 3600)
+    assert store_repository.StoreUptime.text(uptime.month) == "77.78%"
+
+
+def test_a_store_with_no_terminals_in_service_shows_a_dash_and_other_stores_are_404(
+    viewer: FlaskClient, console_app: Flask, shops: dict[str, int]
+) -> None:
+    acme, beta = shops["ACME"], shops["Beta Foods"]
+    empty_code = "S9"
+    sql(
+        console_app,
+        "INSERT INTO store (customer_id, code, name, timezone)"
+        " VALUES (:c, :code, '', 'Nowhere/Atlantis')",
+        c=acme,
+        code=empty_code,
+    )
+    empty = store_of(console_app, acme, empty_code)
+    html = page(viewer, f"/customers/{acme}/stores/{empty.id}")
+    assert 'id="uptime-today">—<' in html and 'id="uptime-month">—<' in html
+    assert "No terminals at this store." in html and "No open alerts." in html
+    beta_store = store_of(console_app, beta, "S1")
+    response = viewer.get(f"/customers/{acme}/stores/{beta_store.id}")
+    assert response.status_code == 404
+    assert f"Customer ACME has no store with id {beta_store.id}." in response.get_data(as_text=True)
+    assert viewer.get(f"/customers/{acme}/stores/99999999999").status_code == 404
