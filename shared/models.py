@@ -379,7 +379,19 @@ class TerminalLog(SQLModel, table=True):
     data: dict[str, Any] | None = _json()
 
 
+class FirmwareState(StrEnum):
+    """A firmware image's life: uploaded (draft), offered to rollouts (released), kept
+    for the record but offered no more (deprecated). It only moves forward."""
+
+    DRAFT = "draft"
+    RELEASED = "released"
+    DEPRECATED = "deprecated"
+
+
 class Firmware(SQLModel, table=True):
+    """A firmware image in the library: the image itself is a file named by its SHA-256
+    in the firmware store ([firmware] store_dir), not a column (migration 0013)."""
+
     __tablename__ = "firmware"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -389,6 +401,17 @@ class Firmware(SQLModel, table=True):
     sha256: str = Field(max_length=64)
     notes: str = Field(default="", max_length=4000)
     created_at: datetime | None = _ts(nullable=False, server_now=True)
+    # The terminal models it fits, a JSON list of names (shared.firmware_signature).
+    models: list[str] | None = _json()
+    # Ed25519 over the manifest (version, models, size, SHA-256), base64; key_id names
+    # the platform key that made it. The private key is a file, never in the database.
+    signature: str = Field(default="", max_length=200)
+    key_id: str = Field(default="", max_length=32)
+    state: str = Field(default=FirmwareState.DRAFT.value, max_length=16, index=True)
+    created_by: str = Field(default="", max_length=200)
+    released_at: datetime | None = _ts()
+    released_by: str | None = Field(default=None, max_length=200)
+    deprecated_at: datetime | None = _ts()
 
 
 class UpdateTask(SQLModel, table=True):

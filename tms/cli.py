@@ -24,6 +24,7 @@ COMMANDS = {
     "ingest": "ingest.cli:ingest",
     "console": "console.cli:console",
     "commands": "commands.cli:commands",
+    "firmware": "rollouts.cli:firmware",
     "user": "console.cli:user",
     "agent": "agent.cli:agent",
     "simulate": "agent.cli:simulate",

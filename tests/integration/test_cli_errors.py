@@ -39,6 +39,10 @@ DATABASE_COMMANDS: list[list[str]] = [
     ["user", "add", "ann", "--role", "viewer"],
     ["user", "token", "admin", "--name", "nightly"],
     ["user", "revoke-token", "admin", "--name", "nightly"],
+    ["firmware", "add", "{tmp}/tc200-2.5.0.img", "--version", "2.5.0"],
+    ["firmware", "list"],
+    ["firmware", "release", "2.5.0"],
+    ["firmware", "deprecate", "2.5.0"],
     # The daemons check their database before they serve.
     ["broker", "--data-dir", "{tmp}/broker-data", "--port", "{port}"],
     ["ingest"],
@@ -61,6 +65,7 @@ def _with_url(url: str, *, password: str | None = None, database: str | None = N
 
 def _run_all(work_dir: Path, url: str) -> Results:
     (work_dir / "terminals.csv").write_text("serial,customer,store\nT-9,Acme,S1\n")
+    (work_dir / "tc200-2.5.0.img").write_bytes(b"TC200FW:2.5.0\n" + bytes(4096))
     env = clean_env(
         TMS_DATABASE_URL=url,
         TMS_INGEST_MQTT_USERNAME="tms-ingest",
