@@ -82,8 +82,12 @@ def _load_user(session_token: str) -> ConsoleUser | None:
     return ConsoleUser.of(account, session_token)
 
 
+# Agents' downloads (console.firmware_download): machine clients, answered in JSON too.
+AGENT_PREFIX = "/agent/"
+
+
 def is_api_request() -> bool:
-    return request.path.startswith(API_PREFIX)
+    return request.path.startswith((API_PREFIX, AGENT_PREFIX))
 
 
 def authenticate_bearer() -> None:

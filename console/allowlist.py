@@ -13,6 +13,9 @@ from shared import audit_trail
 
 # Left open whatever the list says: the supervisor's and a load balancer's probe.
 OPEN_PATHS = frozenset({"/healthz"})
+# Terminals' agents fetching firmware from every store's address: their own credentials
+# decide (console.firmware_download), the list of people's networks does not.
+OPEN_PREFIXES = ("/agent/v1/",)
 # One audit line per refused address per this many seconds: a scan from outside the
 # list is recorded, but cannot fill the audit trail.
 AUDIT_EVERY_S = 60.0
@@ -44,7 +47,11 @@ class _Allowlist:
         self._audited: dict[str, float] = {}
 
     def check(self) -> None:
-        if request.path in OPEN_PATHS or address_allowed(request.remote_addr, self.networks):
+        if (
+            request.path in OPEN_PATHS
+            or request.path.startswith(OPEN_PREFIXES)
+            or address_allowed(request.remote_addr, self.networks)
+        ):
             return
         address = request.remote_addr or "unknown"
         now = time.monotonic()

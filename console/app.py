@@ -20,6 +20,7 @@ from console import (
     customers,
     dashboard,
     error_pages,
+    firmware_download,
     formatting,
     health,
     reports,
@@ -31,8 +32,9 @@ from console.db import database
 from console.errors import ConsoleConfigError
 from console.login_throttle import ThrottlePolicy
 from console.strict_json import StrictJSONProvider
+from rollouts.library import Library, firmware_library_of
 from shared.db import make_engine
-from shared.settings import ConsoleSettings
+from shared.settings import ConsoleSettings, Settings
 
 MIN_SECRET_KEY_LENGTH = 16
 
@@ -94,8 +96,11 @@ def _refuse_bad_input() -> None:
                 )
 
 
-def create_app(settings: ConsoleSettings, database_url: str) -> Flask:
-    """Build the console for ``settings`` against the PostgreSQL at ``database_url``."""
+def create_app(
+    settings: ConsoleSettings, database_url: str, firmware: Library | None = None
+) -> Flask:
+    """Build the console for ``settings`` against the PostgreSQL at ``database_url``;
+    ``firmware``: where the firmware library is (default: the default data dir's)."""
     app = Flask(__name__)
     # Before anything builds the Jinja environment, which takes its tojson from here.
     app.json = StrictJSONProvider(app)
@@ -164,4 +169,5 @@ def create_app(settings: ConsoleSettings, database_url: str) -> Flask:
 
     app.register_blueprint(alerts.bp)
     app.register_blueprint(dead_letters.bp)
+    firmware_download.init_app(app, firmware or firmware_library_of(Settings()))
     return app

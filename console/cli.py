@@ -39,10 +39,16 @@ def console(ctx: click.Context) -> None:
     """Run the web console on [console] host and port (TMS_CONSOLE_HOST/PORT)."""
     from console.app import create_app
     from console.server import ConsoleServer
+    from rollouts.library import firmware_library_of
 
     configure_logging()
-    settings: ConsoleSettings = settings_of(ctx).console
-    app = create_app(settings, database_url_of(ctx, open_stopped=False))
+    everything = settings_of(ctx)
+    settings: ConsoleSettings = everything.console
+    app = create_app(
+        settings,
+        database_url_of(ctx, open_stopped=False),
+        firmware_library_of(everything),
+    )
     try:
         # A wrong URL or password is one line at start, not a 503 on every page later.
         with engine_of(app).connect() as connection:

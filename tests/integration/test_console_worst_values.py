@@ -14,6 +14,7 @@ JSON must be strict JSON.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import time
@@ -40,6 +41,7 @@ from console.report_model import ReportMonth
 from console.stored_values import CUT_JSON, MAX_JSON_DEPTH, UNREADABLE_JSON
 from shared.command_catalog import CATALOG
 from shared.command_states import CommandState
+from shared.credentials import hash_secret
 from shared.db import libpq_url
 from tests.fixtures.console import csrf_of, diagnostics_result, sign_in
 
@@ -48,6 +50,9 @@ pytestmark = pytest.mark.integration
 # -- the worst values --------------------------------------------------------------------
 
 XSS = '<script>alert("tms-xss")</script>'
+# The terminal whose agent opens the firmware download routes (console.firmware_download).
+AGENT_USER = "TC-AGENT"
+AGENT_SECRET = "agent-secret-for-the-worst-values"
 # Text that must never reach a page unescaped (the base template's own <script src=...>
 # does not match).
 RAW_MARKERS = ("<script>alert", "<img src=x")
@@ -610,11 +615,32 @@ def _store_ingest_side(conn: psycopg.Connection[Any], ids: dict[str, int], store
                 LATEST if serial == "TC-ODD" else None,
             ),
         )
+    # Released, so that the agents' download routes read it with every column hostile.
     firmware = _one(
         conn,
-        "INSERT INTO firmware (version, filename, size, sha256, notes, created_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-        (stored.firmware, hostile(255), BIGINT_MAX, hostile(64), hostile(4000), LATEST),
+        "INSERT INTO firmware (version, filename, size, sha256, notes, created_at, models,"
+        " signature, key_id, state, created_by, released_at, released_by, deprecated_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, 'released', %s, %s, %s, %s)"
+        " RETURNING id",
+        (
+            stored.firmware, hostile(255), BIGINT_MAX, hostile(64), hostile(4000), LATEST,
+            ODD_JSON["deep-unreadable"], hostile(200), hostile(32), hostile(200), EARLIEST,
+            hostile(200), "infinity",
+        ),
+    )  # fmt: skip
+    # A second, with a list of models of every JSON kind.
+    conn.execute(
+        "INSERT INTO firmware (version, filename, size, sha256, models, state)"
+        " VALUES (%s, '', %s, %s, %s::jsonb, 'deprecated')",
+        ("0", -BIGINT_MAX, "0" * 64, '[1, null, "TC-200", {"a": []}, 1e308]'),
+    )
+    # A terminal the agents' routes accept (HTTP Basic): its secret is known.
+    agent = _one(conn, "SELECT id FROM terminal WHERE status <> 'decommissioned' LIMIT 1")
+    secret = hash_secret(AGENT_SECRET)
+    conn.execute(
+        "INSERT INTO credential (username, kind, terminal_id, salt, secret_hash)"
+        " VALUES (%s, 'terminal', %s, %s, %s)",
+        (AGENT_USER, agent, secret.salt, secret.secret_hash),
     )
     for number, terminal in zip(FLOATS, ids.values(), strict=False):
         conn.execute(
@@ -700,6 +726,7 @@ def argument_values(stored: Stored) -> dict[str, list[Any]]:
         "token_id": [*stored.token_ids, 2_000_000_000],
         "customer_id": [*stored.customer_ids, 2_000_000_000],
         "store_id": [*stored.store_ids, 2_000_000_000],
+        "version": [stored.firmware, "0", "no-such-version"],
         "month": [
             ReportMonth.last_full(datetime.now(UTC)).key,
             ReportMonth.of(datetime.now(UTC)).key,
@@ -839,7 +866,7 @@ def problems_of(call: Call, response: TestResponse) -> list[str]:
         found.append(f"{where}: a traceback in the answer")
     if response.mimetype == "text/html":
         found += [f"{where}: unescaped {marker!r}" for marker in RAW_MARKERS if marker in body]
-    api = call.url.startswith("/api/")
+    api = call.url.startswith(("/api/", "/agent/"))
     if api and not 300 <= response.status_code < 400 and response.mimetype != "application/json":
         found.append(f"{where}: API answered {response.mimetype}")
     if response.mimetype == "application/json":
@@ -871,6 +898,9 @@ def open_all(client: FlaskClient, token: str | None, all_calls: Iterator[Call]) 
     for call in all_calls:
         api = call.url.startswith("/api/")
         headers = {"Authorization": f"Bearer {token}"} if api and token else {}
+        if call.url.startswith("/agent/") and token:  # as a terminal's agent
+            raw = base64.b64encode(f"{AGENT_USER}:{AGENT_SECRET}".encode()).decode()
+            headers = {"Authorization": f"Basic {raw}"}
         started = time.perf_counter()
         try:
             if call.method == "GET":
