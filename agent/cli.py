@@ -15,6 +15,7 @@ import click
 
 from agent.agent_log import LOG_FORMAT, install_log_ring
 from agent.errors import AgentError
+from agent.firmware_update import FirmwareOptions
 from agent.handlers import terminal_handlers
 from agent.host_metrics import read_host_metrics
 from agent.runtime import AgentOptions, RunOutcome, TerminalAgent
@@ -158,9 +159,9 @@ def agent(ctx: click.Context, config_file: Path | None, simulated_device: bool |
     _configure_logging()
     add_log_file(settings)
     log_ring = install_log_ring()
-    queue_path = settings.queue_path or (
-        state_dir_of(settings, all_settings.paths.data_dir) / "queue.sqlite3"
-    )
+    state_dir = state_dir_of(settings, all_settings.paths.data_dir)
+    queue_path = settings.queue_path or (state_dir / "queue.sqlite3")
+    firmware = FirmwareOptions.from_settings(settings, state_dir, serial, secret)
     state_file = StateFile(queue_path, settings.outbox_max, keep_sent=settings.resend_keep)
     terminal = build_terminal(settings, serial)
     terminal_agent = TerminalAgent(
@@ -170,7 +171,7 @@ def agent(ctx: click.Context, config_file: Path | None, simulated_device: bool |
         terminal,
         options=AgentOptions.from_settings(settings),
         handlers=lambda runtime: terminal_handlers(
-            terminal, runtime, read_host_metrics, log_ring.tail
+            terminal, runtime, read_host_metrics, log_ring.tail, firmware=firmware
         ),
         queue=state_file,
         recent_commands=state_file,

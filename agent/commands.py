@@ -26,7 +26,11 @@ RECENT_COMMANDS_MAX = 256
 
 
 class CommandFailed(Exception):
-    """Raised by a handler for a command that ran and failed; the message is reported."""
+    """Raised by a handler for a command that ran and failed; the message is reported,
+    with ``output`` (what it found before failing, e.g. a firmware update's steps) when
+    the handler set one."""
+
+    output: dict[str, Any] = {}
 
 
 class CommandRejected(Exception):
@@ -136,7 +140,10 @@ class CommandProcessor:
         except CommandRejected as exc:
             return _rejected(command_id, str(exc))
         except CommandFailed as exc:
-            return CommandResult(id=command_id, status=CommandStatus.ERROR, error=str(exc)[:2000])
+            output = exc.output if isinstance(exc.output, dict) else {}
+            return CommandResult(
+                id=command_id, status=CommandStatus.ERROR, output=output, error=str(exc)[:2000]
+            )
         except Exception as exc:
             # The per-command guard: a bug in one handler must not take the agent down.
             log.exception("%s: command %s (%s) crashed", self.serial, command_id, command.name)

@@ -327,10 +327,18 @@ def test_reboot_of_an_unplugged_terminal_is_an_error_not_a_crash() -> None:
     assert "no TC-200" in (result.error or "")
 
 
-def test_firmware_is_not_supported_yet() -> None:
-    result = Harness().run("firmware")
-    assert result.status is CommandStatus.ERROR
-    assert "not supported yet" in (result.error or "")
+def test_an_agent_without_the_platform_key_refuses_firmware() -> None:
+    result = Harness().run(
+        "firmware",
+        version="2.5.0",
+        models=["TC-200"],
+        size=4110,
+        sha256="0" * 64,
+        signature="c2lnbmF0dXJl",
+        url="https://console.example/agent/v1/firmware/2.5.0/image",
+    )
+    assert result.status is not CommandStatus.OK
+    assert "firmware_public_key" in (result.error or "")
 
 
 def test_log_file_rotates(tmp_path: Path) -> None:
