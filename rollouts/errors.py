@@ -31,3 +31,12 @@ class WindowError(RolloutError):
 
 class PolicyError(RolloutError):
     """A rollout policy with a threshold, limit or delay out of range."""
+
+
+class FirmwareError(RolloutError):
+    """A refused change to the firmware library; ``field`` names the form field (or
+    ``key`` for the signing key) it belongs beside."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field

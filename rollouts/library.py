@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from rollouts.errors import FirmwareError
 from shared import audit_trail
-from shared.errors import TMSError
 from shared.firmware_signature import (
     FirmwareManifest,
     FirmwareRejected,
@@ -36,14 +36,6 @@ from shared.settings import Settings
 IMAGE_MAGIC = b"TC200FW:"
 NOTES_MAX = 4000
 FILENAME_MAX = 255
-
-
-class FirmwareError(TMSError, ValueError):
-    """A refused library change; ``field`` names the form field it belongs beside."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass(frozen=True)
