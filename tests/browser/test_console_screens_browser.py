@@ -179,3 +179,27 @@ def test_create_a_customer_and_read_its_monthly_report(
     assert data.startswith(b"%PDF-")
     text_of_pdf = pdf_text(data)
     assert b"Acme Grocers" in text_of_pdf and b"TC-0005" in text_of_pdf
+
+
+def test_from_a_customer_to_a_store_and_on_to_its_terminal(
+    page: Page, live_console: str, stocked: Fleet, make_user: Callable[..., str],
+    screenshots: Path,
+) -> None:  # fmt: skip
+    make_user("vera", "viewer")
+    sign_in(page, live_console, "vera")
+    page.click("nav >> text=Customers")
+    page.click("main >> text=Acme Grocers")
+    page.click("#stores-table >> text=S00")
+    expect(page.locator("h1")).to_contain_text("S00")
+    # Acme's S00 holds TC-0000, TC-0003 (in error) and TC-0006: Bolt's S00 is another store.
+    rows = page.locator("#store-terminals-table tbody tr")
+    expect(rows).to_have_count(3)
+    expect(page.locator("#count-error")).to_have_text("1")
+    expect(page.locator("#store-terminals-table")).to_contain_text("PIN pad not responding")
+    expect(page.locator("#store-terminals-table")).not_to_contain_text("TC-0009")
+    expect(page.locator("#edit-store")).to_have_count(0)  # a viewer
+    page.screenshot(path=screenshots / "console-store.png", full_page=True)
+    page.click("#store-terminals-table >> text=TC-0003")
+    expect(page.locator("h1")).to_have_text("TC-0003")
+    page.click("#terminal-store")
+    expect(page.locator("h1")).to_contain_text("S00")
