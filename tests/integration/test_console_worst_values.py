@@ -630,8 +630,8 @@ def _store_ingest_side(conn: psycopg.Connection[Any], ids: dict[str, int], store
     )  # fmt: skip
     # A second, with a list of models of every JSON kind.
     conn.execute(
-        "INSERT INTO firmware (version, filename, size, sha256, models, state)"
-        " VALUES (%s, '', %s, %s, %s::jsonb, 'deprecated')",
+        "INSERT INTO firmware (version, filename, size, sha256, notes, models, state)"
+        " VALUES (%s, '', %s, %s, '', %s::jsonb, 'deprecated')",
         ("0", -BIGINT_MAX, "0" * 64, '[1, null, "TC-200", {"a": []}, 1e308]'),
     )
     # A terminal the agents' routes accept (HTTP Basic): its secret is known.
