@@ -41,14 +41,12 @@ _ONE_OR_ALL = "(CAST(:customer AS integer) IS NULL OR {column} = :customer)"
 _ALERT_SCOPE = _ONE_OR_ALL.format(column="COALESCE(t.customer_id, a.customer_id)")
 _ALERT_MONTH = "a.raised_at >= :start AND a.raised_at < :end"
 
-# One row per terminal, its changes as two arrays in time order (one row per change
-# repeated the terminal's columns and took longer to send than to compute).
-SQL_UPTIME_ROWS = f"""
-SELECT t.id, t.serial, c.name, s.code, s.name, t.status, t.firmware_version,
-       COALESCE(t.installed_at, t.created_at), t.decommissioned_at, ch.ats, ch.statuses
-FROM terminal t
-JOIN customer c ON c.id = t.customer_id
-LEFT JOIN store s ON s.id = t.store_id
+# A terminal ``t``'s status changes from the last one before :start to :end, as two
+# arrays in time order, ``ch.ats`` and ``ch.statuses`` (one row per change repeated the
+# terminal's columns and took longer to send than to compute); and the terminals in
+# service at some time in [:start, :end). The reports and the store page read uptime
+# (console.uptime) from them.
+STATUS_CHANGES_IN_PERIOD = """
 CROSS JOIN LATERAL (
     SELECT array_agg(x.at ORDER BY x.at, x.id) AS ats,
            array_agg(x.new_status ORDER BY x.at, x.id) AS statuses
@@ -61,9 +59,19 @@ CROSS JOIN LATERAL (
          WHERE sc.terminal_id = t.id AND sc.at >= :start AND sc.at < :end)
     ) x
 ) ch
+"""
+IN_SERVICE_IN_PERIOD = """COALESCE(t.installed_at, t.created_at) < :end
+  AND (t.decommissioned_at IS NULL OR t.decommissioned_at > :start)"""
+
+SQL_UPTIME_ROWS = f"""
+SELECT t.id, t.serial, c.name, s.code, s.name, t.status, t.firmware_version,
+       COALESCE(t.installed_at, t.created_at), t.decommissioned_at, ch.ats, ch.statuses
+FROM terminal t
+JOIN customer c ON c.id = t.customer_id
+LEFT JOIN store s ON s.id = t.store_id
+{STATUS_CHANGES_IN_PERIOD}
 WHERE {_ONE_OR_ALL.format(column="t.customer_id")}
-  AND COALESCE(t.installed_at, t.created_at) < :end
-  AND (t.decommissioned_at IS NULL OR t.decommissioned_at > :start)
+  AND {IN_SERVICE_IN_PERIOD}
 """
 SQL_ALERT_COUNTS = f"""
 SELECT a.kind, a.severity, count(*), COALESCE(sum(a.count), 0)

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from console.customer_repository import OpenAlert, period_starts, zone_of
+from console.report_repository import IN_SERVICE_IN_PERIOD, STATUS_CHANGES_IN_PERIOD
 from console.uptime import UptimeSeconds, in_service_window, uptime_seconds
 from shared.models import Store
 
@@ -49,26 +50,13 @@ WHERE t.store_id = :id
 ORDER BY a.raised_at DESC, a.id DESC
 LIMIT :limit
 """
-# Each terminal of the store in service during the month, with its status changes from
-# the last one before the month on, in time order (the same shape as the reports' rows).
-SQL_HISTORY = """
+# Each terminal of the store in service during the month, with its status changes
+# (the reports' rows: console.report_repository).
+SQL_HISTORY = f"""
 SELECT COALESCE(t.installed_at, t.created_at), t.decommissioned_at, ch.ats, ch.statuses
 FROM terminal t
-CROSS JOIN LATERAL (
-    SELECT array_agg(x.at ORDER BY x.at, x.id) AS ats,
-           array_agg(x.new_status ORDER BY x.at, x.id) AS statuses
-    FROM (
-        (SELECT sc.at, sc.new_status, sc.id FROM status_change sc
-         WHERE sc.terminal_id = t.id AND sc.at < :start
-         ORDER BY sc.at DESC, sc.id DESC LIMIT 1)
-        UNION ALL
-        (SELECT sc.at, sc.new_status, sc.id FROM status_change sc
-         WHERE sc.terminal_id = t.id AND sc.at >= :start AND sc.at < :end)
-    ) x
-) ch
-WHERE t.store_id = :id
-  AND COALESCE(t.installed_at, t.created_at) < :end
-  AND (t.decommissioned_at IS NULL OR t.decommissioned_at > :start)
+{STATUS_CHANGES_IN_PERIOD}
+WHERE t.store_id = :id AND {IN_SERVICE_IN_PERIOD}
 """
 
 
