@@ -7,6 +7,7 @@ thread-safe, so the sender's loop and the request relay share one client.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import socket
@@ -22,6 +23,7 @@ from shared.errors import TMSError
 from shared.settings import MqttClientSettings
 
 log = logging.getLogger(__name__)
+_LINK_NUMBERS = itertools.count(1)
 
 OnMessage = Callable[[str, bytes, bool], None]  # topic, payload, retained
 
@@ -49,8 +51,9 @@ class MqttLink:
         self._connected = threading.Event()
         self.refused: str | None = None
         # Not an account's name (the broker keeps those for their owners), and one per
-        # process: two senders must not take each other's connection over.
-        client_id = f"tms-commands-{socket.gethostname()}-{os.getpid()}"[:64]
+        # link, not per process: two links with one id take each other's connection
+        # over, again and again (seen with two senders in one test process).
+        client_id = f"tms-commands-{socket.gethostname()[:30]}-{os.getpid()}-{next(_LINK_NUMBERS)}"
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
