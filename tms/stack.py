@@ -14,11 +14,14 @@ from typing import Any
 
 from sqlmodel import Session
 
-from agent.sim.fleet_file import load_fleet_file, write_fleet_file
+from agent.sim.fleet_file import FleetFirmware, load_fleet_file, write_fleet_file
 from broker.certs import TlsFiles
+from rollouts.errors import FirmwareError
+from rollouts.library import read_signing_key, write_signing_key
 from shared import schema
 from shared.db import make_engine
 from shared.errors import TMSError
+from shared.firmware_signature import generate_key, private_key_pem, public_key_pem
 from shared.models import AccountKind
 from shared.platform_status import STATUS_FILE_NAME
 from shared.ports import PortInUseError, ensure_port_free
@@ -75,6 +78,22 @@ def simulated_serial(index: int) -> str:
     return f"SIM{index:06d}"
 
 
+def ensure_signing_key(path: Path) -> bytes:
+    """The PEM public half of the firmware signing key at ``path``, made first if there
+    is none (owner-only, never in the database); a key already there is kept."""
+    if not path.exists():
+        try:
+            write_signing_key(path, private_key_pem(generate_key()))
+        except FirmwareError:
+            pass  # another process made one meanwhile: that is the key
+        except OSError as exc:
+            raise PlatformError(
+                f"cannot write the firmware signing key {path}: {exc.strerror}; check "
+                "[firmware] signing_key (TMS_FIRMWARE_SIGNING_KEY)"
+            ) from exc
+    return public_key_pem(read_signing_key(path))
+
+
 class Platform:
     """Owns the data directory and the processes of one `tms up`."""
 
@@ -93,6 +112,7 @@ class Platform:
         self.admin_password: str | None = None
         self.database_url = ""
         self.killed_before = False
+        self.firmware_public_key = b""
 
     # -- start-up -------------------------------------------------------------
 
@@ -227,14 +247,25 @@ class Platform:
             path,
             [(serial, known[serial]) for serial in wanted],
             MqttClientSettings(host=broker.host, port=broker.port),
+            self._fleet_firmware(path.parent),
         )
         return path
+
+    def _fleet_firmware(self, directory: Path) -> FleetFirmware:
+        """The platform's public key beside the fleet's credentials, where its agents
+        read it; written on every start, so it follows a key replaced meanwhile."""
+        public_key = directory / "firmware-public.pem"
+        directory.mkdir(parents=True, exist_ok=True)
+        public_key.write_bytes(self.firmware_public_key)
+        return FleetFirmware(public_key=public_key, directory=directory / "firmware")
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
         assert self.cluster is not None
         stored = self._secrets()
+        signing_key = self.settings.firmware.signing_key_in(self.data_dir)
+        self.firmware_public_key = ensure_signing_key(signing_key)
         external = self.settings.database.url is not None
         record_database_kind(self.data_dir, external)
         if not external and self.cluster.is_initialized():

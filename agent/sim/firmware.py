@@ -4,12 +4,19 @@ No USB here: ``agent.sim.usb_backend`` carries these frames over a pyusb backend
 update path is complete: an image is staged (size and SHA-256 announced first, chunks at
 offsets), verified on commit, and booted; an image whose header is not a TC-200 image,
 or any image after ``fail_next_boot()``, fails to boot and the terminal rolls back.
+
+A simulated image (``make_image``) is ``TC200FW:<version>\n``, optionally a second line
+``sim-fail-boot-percent=<p>\n``, then padding. That line makes the image fail its boot
+self-test on p % of the terminals, chosen by a stable hash of (serial, version): the
+same terminals on every run and in every process, so a test or a bench knows the share.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from agent.frame import Frame, FrameError, decode_frame, encode_frame, response_opcode
 from agent.sim.device import MODEL, SimulatedTC200
@@ -34,24 +41,95 @@ from shared.messages import DeviceStatus
 
 FIRMWARE_MAGIC = b"TC200FW:"
 MAX_FIRMWARE_SIZE = 16 * 1024 * 1024
+VERSION_MAX = 32
+# The simulator's own header line; a real TC-200 image has none, so it boots everywhere.
+FAIL_BOOT_FIELD = b"sim-fail-boot-percent="
+# How much of an image its header may take: rollouts.library reads the version in the
+# first 64 bytes after the magic, and a header must not reach into the padding.
+HEADER_MAX = 128
+DEFAULT_BODY_BYTES = 4096
 # Settings the terminal accepts in WRITE_CONFIG; anything else is a BAD_REQUEST.
 CONFIG_KEYS = frozenset({"display_brightness", "beep_volume", "timezone", "receipt_header"})
 
 
-def firmware_image(version: str, body: bytes = b"\x00" * 4096) -> bytes:
-    """A bootable simulated image announcing ``version``."""
+@dataclass(frozen=True, slots=True)
+class ImageHeader:
+    """What a simulated image's header says: its version, and on what share of
+    terminals (percent, 0..100) it fails the boot self-test."""
+
+    version: str
+    fail_boot_percent: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 < len(self.version) <= VERSION_MAX or not self.version.isascii():
+            raise ValueError(f"version {self.version!r}: 1-{VERSION_MAX} ASCII characters")
+        if "\n" in self.version:
+            raise ValueError("a version is one line")
+        if not (math.isfinite(self.fail_boot_percent) and 0 <= self.fail_boot_percent <= 100):
+            raise ValueError(f"fail_boot_percent {self.fail_boot_percent}: 0 to 100")
+
+    def encode(self) -> bytes:
+        header = FIRMWARE_MAGIC + self.version.encode("ascii") + b"\n"
+        if self.fail_boot_percent:
+            # repr: the exact float comes back when the header is read.
+            header += FAIL_BOOT_FIELD + repr(self.fail_boot_percent).encode() + b"\n"
+        return header
+
+    def fails_on(self, serial: str) -> bool:
+        """Whether this image fails its boot self-test on the terminal ``serial``."""
+        return boot_draw(serial, self.version) < self.fail_boot_percent
+
+
+def boot_draw(serial: str, version: str) -> float:
+    """A number in [0, 100) fixed by (serial, version): a terminal fails an image's boot
+    when it falls below the image's fail-boot percent. SHA-256, not hash(): it must not
+    change between processes (the fleet runs in several)."""
+    digest = hashlib.sha256(f"{serial}\0{version}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") * 100 / 2**64
+
+
+def make_image(version: str, *, fail_boot_percent: float = 0, size: int | None = None) -> bytes:
+    """A simulated image announcing ``version``, failing its boot on ``fail_boot_percent``
+    % of terminals (by serial), padded with zeros to ``size`` bytes (default: 4 KiB of
+    padding). rollouts.library accepts it: the magic and the version on the first line."""
+    header = ImageHeader(version, float(fail_boot_percent)).encode()
+    if size is None:
+        size = len(header) + DEFAULT_BODY_BYTES
+    if not len(header) <= size <= MAX_FIRMWARE_SIZE:
+        raise ValueError(
+            f"an image of {size} bytes: it holds its {len(header)}-byte header and a "
+            f"TC-200 takes at most {MAX_FIRMWARE_SIZE}"
+        )
+    return header + bytes(size - len(header))
+
+
+def firmware_image(version: str, body: bytes = b"\x00" * DEFAULT_BODY_BYTES) -> bytes:
+    """A bootable simulated image announcing ``version``, with ``body`` after its header."""
     return FIRMWARE_MAGIC + version.encode() + b"\n" + body
 
 
-def _image_version(image: bytes) -> str | None:
-    if not image.startswith(FIRMWARE_MAGIC) or b"\n" not in image:
+def parse_image_header(image: bytes) -> ImageHeader | None:
+    """The header of a simulated image, or None for bytes that are no TC-200 image (or
+    carry a fail-boot line that does not parse): the bootloader refuses those."""
+    head = image[:HEADER_MAX]
+    if not head.startswith(FIRMWARE_MAGIC):
         return None
-    raw = image[len(FIRMWARE_MAGIC) : image.index(b"\n")]
+    first, newline, rest = head[len(FIRMWARE_MAGIC) :].partition(b"\n")
+    if not newline:
+        return None
+    percent = 0.0
+    if rest.startswith(FAIL_BOOT_FIELD):
+        raw, newline, _ = rest[len(FAIL_BOOT_FIELD) :].partition(b"\n")
+        if not newline:
+            return None
+        try:
+            percent = float(raw.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            return None
     try:
-        version = raw.decode("ascii")
-    except UnicodeDecodeError:
+        return ImageHeader(first.decode("ascii"), percent)
+    except (UnicodeDecodeError, ValueError):
         return None
-    return version if 0 < len(version) <= 32 else None
 
 
 class _Staging:
@@ -184,13 +262,13 @@ class TC200Firmware:
         if staging is None or not staging.committed:
             return response_payload(Result.BAD_STATE)
         self._staging = None
-        version = _image_version(bytes(staging.image))
-        if version is None or self._fail_next_boot:
+        header = parse_image_header(bytes(staging.image[:HEADER_MAX]))
+        if header is None or self._fail_next_boot or header.fails_on(self.serial):
             # The bootloader's self-test failed: the old image runs on.
             self._fail_next_boot = False
             self.flags = InfoFlags.ROLLED_BACK
         else:
-            self.hardware.firmware = version
+            self.hardware.firmware = header.version
             self.flags = InfoFlags.NONE
         self.restart_requested = True
         return response_payload(Result.OK)

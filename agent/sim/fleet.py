@@ -14,6 +14,11 @@ restarts it in place: the MQTT session ends (result sent, presence offline), the
 USB link is re-opened and the agent connects again, keeping its in-memory outbox and
 recent command ids (a real agent keeps both on disk), so a redelivered command id is not
 run twice. ``fetch_logs`` reads the fleet process's log lines that name the terminal.
+``firmware`` works when the fleet is given ``FleetFirmware`` (the credentials file's
+``firmware`` section): each terminal downloads from the URL in the command with its own
+login into a directory of its own, verifies with the platform's public key and installs
+over its simulated USB; without it, firmware commands are refused as by a real agent
+that has no public key.
 """
 
 from __future__ import annotations
@@ -23,12 +28,15 @@ import contextlib
 import logging
 import random
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from agent.agent_log import LogRing, install_log_ring
 from agent.commands import CommandHandler
 from agent.errors import AgentError, TerminalFault
+from agent.firmware_download import Credentials, DownloadOptions
+from agent.firmware_update import FirmwareOptions
 from agent.handlers import AgentRuntime, reset_usb_link, terminal_handlers
 from agent.outbox import Outbox
 from agent.runtime import (
@@ -39,9 +47,11 @@ from agent.runtime import (
     tls_context_for,
 )
 from agent.sim.device import SimulatedHostMetrics
+from agent.sim.fleet_file import FleetFirmware
 from agent.sim.usb_backend import SimulatedUsbBackend, SimulatedUsbTerminal
 from agent.terminal import UsbTerminal
 from agent.usb_driver import open_terminal
+from shared.firmware_signature import FirmwareRejected, load_public_key
 from shared.settings import MqttClientSettings
 
 log = logging.getLogger(__name__)
@@ -95,13 +105,19 @@ def build_fleet(
     usb_glitch_rate: float = 0.0,
     rng: random.Random | None = None,
     keep_sent: int = FLEET_KEEP_SENT,
+    firmware: FleetFirmware | None = None,
 ) -> list[TerminalAgent]:
-    """One agent per (serial, secret), each over its own simulated terminal and store PC."""
+    """One agent per (serial, secret), each over its own simulated terminal and store PC.
+
+    With ``firmware`` every terminal takes firmware commands; its key is checked here,
+    so a fleet with an unreadable key does not start.
+    """
     serials = [serial for serial, _ in terminals]
     if len(set(serials)) != len(serials):
         raise AgentError("the fleet lists a terminal serial more than once")
     rng = rng or random.Random()
     tls_context = tls_context_for(mqtt)  # one context shared by every connection
+    firmware_of = firmware_options(firmware) if firmware is not None else _no_firmware
     log_ring = install_log_ring()  # one per process, read per terminal
     poll_s = min(status_poll_s, heartbeat_interval_s)
     return [
@@ -126,9 +142,49 @@ def build_fleet(
             random.Random(rng.random()),
             log_ring,
             keep_sent,
+            firmware_of(serial, secret),
         )
         for serial, secret in terminals
     ]
+
+
+def _no_firmware(serial: str, secret: str) -> None:
+    return None
+
+
+def firmware_options(firmware: FleetFirmware) -> Callable[[str, str], FirmwareOptions]:
+    """Each terminal's FirmwareOptions from the fleet's: its own directory and login,
+    one TLS context for all; AgentError if the public key or the CA cannot be read."""
+    firmware = firmware.anchored(Path.cwd())  # absolute paths stay as they are
+    try:
+        load_public_key(firmware.public_key.read_bytes())
+    except (OSError, FirmwareRejected) as exc:
+        raise AgentError(
+            f"the fleet's firmware public key {firmware.public_key} is unusable: {exc}; "
+            "`tms firmware public-key` prints the platform's"
+        ) from exc
+    context = None
+    if firmware.tls_ca is not None:
+        try:
+            context = ssl.create_default_context(cafile=str(firmware.tls_ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise AgentError(
+                f"cannot load the fleet's firmware CA {firmware.tls_ca}: {exc}"
+            ) from exc
+    download = DownloadOptions(read_timeout_s=firmware.read_timeout_s, ssl_context=context)
+    directory = firmware.directory
+    assert directory is not None  # anchored() set it
+
+    def options(serial: str, secret: str) -> FirmwareOptions:
+        return FirmwareOptions(
+            public_key=firmware.public_key,
+            directory=directory / serial,
+            credentials=Credentials(serial, secret),
+            download=download,
+            boot_wait_s=firmware.boot_wait_s,
+        )
+
+    return options
 
 
 def _simulated_agent(
@@ -141,6 +197,7 @@ def _simulated_agent(
     rng: random.Random,
     log_ring: LogRing,
     keep_sent: int,
+    firmware: FirmwareOptions | None,
 ) -> TerminalAgent:
     terminal = SimulatedUsbTerminal(lambda: open_terminal(backend=backend), rng=rng)
     host_metrics = SimulatedHostMetrics(serial)
@@ -150,7 +207,7 @@ def _simulated_agent(
         return log_ring.tail(count, containing=serial)
 
     def handlers(runtime: AgentRuntime) -> dict[str, CommandHandler]:
-        return terminal_handlers(terminal, runtime, host_metrics, log_tail)
+        return terminal_handlers(terminal, runtime, host_metrics, log_tail, firmware=firmware)
 
     return TerminalAgent(
         serial,
@@ -178,11 +235,13 @@ async def run_fleet(
     status_poll_s: float = DEFAULT_STATUS_POLL_S,
     usb_glitch_rate: float = 0.0,
     agents_out: list[TerminalAgent] | None = None,
+    firmware: FleetFirmware | None = None,
 ) -> FleetSummary:
     """Run the fleet until ``stop`` is set; every terminal goes offline cleanly.
 
     ``agents_out``, when given, receives the agents as soon as they exist (tests and
-    callers that want live counters read them through ``summarise``).
+    callers that want live counters read them through ``summarise``). ``firmware``: see
+    ``build_fleet``.
     """
     agents = build_fleet(
         terminals,
@@ -191,6 +250,7 @@ async def run_fleet(
         fault_rate,
         status_poll_s=status_poll_s,
         usb_glitch_rate=usb_glitch_rate,
+        firmware=firmware,
     )
     if agents_out is not None:
         agents_out.extend(agents)
