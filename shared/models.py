@@ -25,7 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
 
@@ -133,6 +133,9 @@ class Store(SQLModel, table=True):
     name: str = Field(default="", max_length=200)
     timezone: str = Field(default="UTC", max_length=64)
     created_at: datetime | None = _ts(nullable=False, server_now=True)
+    # When a firmware install may begin, in the store's own time zone, as
+    # rollouts.windows.parse_window reads it ("Mon-Fri 02:00-05:00"); None: any time.
+    maintenance_window: str | None = Field(default=None, max_length=100)
 
 
 class Terminal(SQLModel, table=True):
@@ -157,6 +160,8 @@ class Terminal(SQLModel, table=True):
         # The list's default order, problems first (console.fleet ATTENTION_RANK;
         # migration 0012).
         Index("ix_terminal_attention", text(ATTENTION_RANK_SQL), "serial"),
+        # Rollout targets ask for terminals carrying every one of some tags (migration 0014).
+        Index("ix_terminal_tags", "tags", postgresql_using="gin"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -193,6 +198,11 @@ class Terminal(SQLModel, table=True):
     updated_at: datetime | None = _ts()
     # Message sequence (migration 0006): the agent's newest stream, the highest number
     # written of it, and counts of numbers found missing, got back, and given up on.
+    # Free labels a rollout can target ("pilot", "pilot-hold"); migration 0014.
+    tags: list[str] = Field(
+        default_factory=list,
+        sa_column=Column(ARRAY(String(64)), nullable=False, server_default=text("'{}'")),
+    )
     seq_stream: str | None = Field(default=None, max_length=32)
     seq_high: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     seq_gaps_found: int = _counter()
@@ -414,19 +424,82 @@ class Firmware(SQLModel, table=True):
     deprecated_at: datetime | None = _ts()
 
 
-class UpdateTask(SQLModel, table=True):
-    """One terminal's part in a firmware push."""
+class Rollout(SQLModel, table=True):
+    """A release pushed to a set of terminals in waves (rollouts/, migration 0014).
 
-    __tablename__ = "update_task"
+    ``target`` and ``policy`` are the rollout's rules as JSON (rollouts.rollout_json), kept
+    as they were when it started; ``seed`` fixes which terminals fall in which wave."""
+
+    __tablename__ = "rollout"
 
     id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
     firmware_id: int = Field(foreign_key="firmware.id", index=True)
-    terminal_id: int = Field(foreign_key="terminal.id", index=True)
-    status: str = Field(default="pending", max_length=32, index=True)
-    progress_pct: float = 0.0
-    error: str | None = Field(default=None, max_length=2000)
+    # rollouts.decide.RolloutState
+    state: str = Field(default="running", max_length=16, index=True)
+    target: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    policy: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    wave_spec: str = Field(max_length=200)
+    seed: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # Terminals of the target left out at creation, counted per reason.
+    excluded: dict[str, int] | None = _json()
+    halt_reason: str | None = Field(default=None, max_length=2000)
+    # What the driver last said it waits for ("wave 2 waits for approval").
+    note: str | None = Field(default=None, max_length=2000)
+    created_by: str = Field(max_length=200)
     created_at: datetime | None = _ts(nullable=False, server_now=True)
     updated_at: datetime | None = _ts(nullable=False, server_now=True)
+    finished_at: datetime | None = _ts()
+
+
+class RolloutWave(SQLModel, table=True):
+    __tablename__ = "rollout_wave"
+
+    rollout_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("rollout.id", ondelete="CASCADE"), primary_key=True)
+    )
+    number: int = Field(primary_key=True)  # 1-based
+    size: int
+    started_at: datetime | None = _ts()
+    approved_at: datetime | None = _ts()
+    approved_by: str | None = Field(default=None, max_length=200)
+
+
+class UpdateTask(SQLModel, table=True):
+    """One terminal's part in a rollout (rollouts.tasks has its states and moves)."""
+
+    __tablename__ = "update_task"
+    __table_args__ = (
+        UniqueConstraint("rollout_id", "terminal_id", name="uq_update_task_rollout_terminal"),
+        Index("ix_update_task_rollout_wave_state", "rollout_id", "wave", "state"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    rollout_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("rollout.id", ondelete="CASCADE"), nullable=False)
+    )
+    firmware_id: int = Field(foreign_key="firmware.id", index=True)
+    terminal_id: int = Field(foreign_key="terminal.id", index=True)
+    wave: int
+    state: str = Field(
+        default="queued", sa_column=Column(String(32), nullable=False, server_default="queued")
+    )
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    retry_at: datetime | None = _ts()
+    command_id: str | None = Field(default=None, max_length=64, index=True)
+    # The command in flight only downloads and verifies: the store's window was closed.
+    download_only: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
+    )
+    percent: float | None = None  # of the download, while downloading
+    from_version: str | None = Field(default=None, max_length=64)
+    version_after: str | None = Field(default=None, max_length=64)
+    failure: str | None = Field(default=None, max_length=64)  # one word, for counting
+    reason: str | None = Field(default=None, max_length=2000)  # a sentence, for people
+    created_at: datetime | None = _ts(nullable=False, server_now=True)
+    updated_at: datetime | None = _ts(nullable=False, server_now=True)
+    started_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
 
 
 class TelemetryRow(SQLModel, table=True):

@@ -642,12 +642,38 @@ def _store_ingest_side(conn: psycopg.Connection[Any], ids: dict[str, int], store
         " VALUES (%s, 'terminal', %s, %s, %s)",
         (AGENT_USER, agent, secret.salt, secret.secret_hash),
     )
+    rollout = _one(
+        conn,
+        "INSERT INTO rollout (name, firmware_id, state, target, policy, wave_spec, seed,"
+        " excluded, halt_reason, note, created_by, created_at, updated_at, finished_at)"
+        " VALUES (%s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s)"
+        " RETURNING id",
+        (
+            hostile(200), firmware, hostile(16), ODD_JSON["deep-unreadable"],
+            '[1, null, "x", {"a": []}, 1e308]', hostile(200), -BIGINT_MAX,
+            '{"x": -1e308, "": null}', hostile(2000), hostile(2000), hostile(200),
+            EARLIEST, "infinity", "-infinity",
+        ),
+    )  # fmt: skip
+    conn.execute(
+        "INSERT INTO rollout_wave (rollout_id, number, size, started_at, approved_at,"
+        " approved_by) VALUES (%s, %s, %s, %s, %s, %s), (%s, %s, %s, NULL, NULL, NULL)",
+        (rollout, INT_MIN, INT_MAX, EARLIEST, "infinity", hostile(200), rollout, 0, -1),
+    )
+    conn.execute("UPDATE store SET maintenance_window = %s", (hostile(100),))
+    conn.execute("UPDATE terminal SET tags = ARRAY[%s, '', %s]", (hostile(64), hostile(64)))
     for number, terminal in zip(FLOATS, ids.values(), strict=False):
         conn.execute(
-            "INSERT INTO update_task (firmware_id, terminal_id, status, progress_pct, error,"
-            " created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (firmware, terminal, hostile(32), number, hostile(2000), EARLIEST, "infinity"),
-        )
+            "INSERT INTO update_task (rollout_id, firmware_id, terminal_id, wave, state,"
+            " attempts, retry_at, command_id, percent, from_version, version_after, failure,"
+            " reason, created_at, updated_at, started_at, finished_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                rollout, firmware, terminal, INT_MIN, hostile(32), INT_MAX, "-infinity",
+                hostile(64), number, hostile(64), hostile(64), hostile(64), hostile(2000),
+                EARLIEST, "infinity", LATEST, EARLIEST,
+            ),
+        )  # fmt: skip
         conn.execute(
             "INSERT INTO heartbeat_policy (terminal_id, interval_s, missed) VALUES (%s, %s, %s)",
             (terminal, math.inf if number != number else 5e-324, INT_MAX),
