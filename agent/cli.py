@@ -262,6 +262,7 @@ def simulate(
                 connect_spread_s=settings.connect_spread_s,
                 status_poll_s=settings.status_poll_interval_s,
                 usb_glitch_rate=settings.usb_glitch_rate,
+                firmware=fleet.firmware,
             )
 
         return run_until_signalled(fleet_main)
