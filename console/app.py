@@ -13,6 +13,7 @@ from console import (
     allowlist,
     api,
     api_commands,
+    api_firmware,
     audit,
     auth,
     commands,
@@ -21,6 +22,7 @@ from console import (
     dashboard,
     error_pages,
     firmware_download,
+    firmware_screens,
     formatting,
     health,
     reports,
@@ -30,6 +32,7 @@ from console import (
 )
 from console.db import database
 from console.errors import ConsoleConfigError
+from console.firmware import allow_image_uploads
 from console.login_throttle import ThrottlePolicy
 from console.strict_json import StrictJSONProvider
 from rollouts.library import Library, firmware_library_of
@@ -116,7 +119,10 @@ def create_app(
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
 
-    # First of the request hooks: nothing else reads a value PostgreSQL would refuse.
+    # Before any hook reads a body: an admin's firmware upload may be as large as an
+    # image; every other request keeps MAX_CONTENT_LENGTH.
+    app.before_request(allow_image_uploads)
+    # First of the other request hooks: nothing else reads a value PostgreSQL would refuse.
     app.before_request(_refuse_bad_input)
     database.init_app(app, make_engine(database_url))
     access.init_app(app)
@@ -160,6 +166,8 @@ def create_app(
         audit.bp,
         api.bp,
         api_commands.bp,
+        firmware_screens.bp,
+        api_firmware.bp,
         health.bp,
         error_pages.bp,
         user_admin.bp,
