@@ -40,3 +40,12 @@ class FirmwareError(RolloutError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class RolloutNotFound(RolloutError, LookupError):
+    """No rollout has that id."""
+
+
+class RolloutConflict(RolloutError):
+    """The rollout's state does not allow that (resume a completed one, approve a wave
+    that is open already): the console answers 409."""

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -291,6 +292,21 @@ class FirmwareSettings(_Section):
     models: tuple[str, ...] = ("TC-200",)
     # A TC-200 stages at most 16 MiB (agent/PROTOCOL.md).
     max_image_bytes: int = Field(default=16 * 1024 * 1024, ge=1, le=16 * 1024 * 1024)
+    # Where agents fetch images: the console as the store PCs reach it (e.g.
+    # "https://tms.example.com"). Empty: http://<console host>:<console port>.
+    download_base_url: str = ""
+    # A mirror (a CDN, a store's own cache) serving <mirror>/<sha256>.img without a
+    # login; agents try it first and fall back to the console. Empty: none.
+    mirror_base_url: str = ""
+
+    def download_url_of(self, console: ConsoleSettings, version: str) -> str:
+        # A console listening on every address is reached on this host's loopback.
+        host = "127.0.0.1" if console.host in ("0.0.0.0", "::", "") else console.host
+        base = self.download_base_url or f"http://{host}:{console.port}"
+        return f"{base.rstrip('/')}/agent/v1/firmware/{quote(version, safe='')}/image"
+
+    def mirror_url_of(self, sha256: str) -> str | None:
+        return f"{self.mirror_base_url.rstrip('/')}/{sha256}.img" if self.mirror_base_url else None
 
     def store_dir_in(self, data_dir: Path) -> Path:
         return (self.store_dir or data_dir / "firmware").expanduser().absolute()

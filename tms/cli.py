@@ -25,6 +25,7 @@ COMMANDS = {
     "console": "console.cli:console",
     "commands": "commands.cli:commands",
     "firmware": "rollouts.cli:firmware",
+    "rollouts": "rollouts.rollouts_cli:rollouts",
     "user": "console.cli:user",
     "agent": "agent.cli:agent",
     "simulate": "agent.cli:simulate",
