@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import available_timezones
 
+from rollouts.errors import WindowError
+from rollouts.windows import parse_window
 from shared.models import ContractType
 
 NAME_MAX = 200
@@ -21,6 +23,9 @@ PHONE_MAX = 64
 TIMEZONE_MAX = 64
 STORE_CODE_MAX = 64
 STORE_NAME_MAX = 200
+# What a person may type in the install window field; a window in its normal form is
+# far shorter than the column (100), and a long paste is refused before it is parsed.
+WINDOW_INPUT_MAX = 100
 CONTRACT_TYPES = [contract.value for contract in ContractType]
 
 # Deliberately loose: one "@", something before it, a dotted domain after it, no spaces.
@@ -133,14 +138,20 @@ class CustomerForm:
 
 @dataclass
 class StoreForm:
-    """A store of a customer as typed, and the error of each bad field."""
+    """A store of a customer as typed, and the error of each bad field.
+
+    ``maintenance_window`` is when a firmware install may begin, in the store's own
+    time zone, in the normal form ``rollouts.windows`` writes ("Mon-Fri 02:00-05:00");
+    None: at any time. A bad one keeps the text as typed, to be shown beside its error.
+    """
 
     code: str = ""
     name: str = ""
     timezone: str = "UTC"
+    maintenance_window: str | None = None
     errors: dict[str, str] = field(default_factory=dict)
 
-    FIELDS = ("code", "name", "timezone")
+    FIELDS = ("code", "name", "timezone", "maintenance_window")
 
     @classmethod
     def of(cls, store: Any) -> StoreForm:
@@ -160,10 +171,24 @@ class StoreForm:
         parsed.timezone, zone_error = _timezone(parsed.timezone)
         if zone_error:
             parsed.errors["timezone"] = zone_error
+        parsed.maintenance_window, window_error = _window(value("maintenance_window"))
+        if window_error:
+            parsed.errors["maintenance_window"] = window_error
         return parsed
 
-    def values(self) -> dict[str, str]:
+    def values(self) -> dict[str, str | None]:
         return {name: getattr(self, name) for name in self.FIELDS}
+
+
+def _window(value: str) -> tuple[str | None, str | None]:
+    """The install window in its normal form (None: any time) and its error."""
+    if len(value) > WINDOW_INPUT_MAX:
+        return value, f"The install window is at most {WINDOW_INPUT_MAX} characters."
+    try:
+        window = parse_window(value)
+    except WindowError as exc:
+        return value, f"{str(exc)[:1].upper()}{str(exc)[1:]}."
+    return (str(window) if window is not None else None), None
 
 
 def same_name(first: str, second: str) -> bool:

@@ -7,6 +7,7 @@ its own unit of work with its audit row (``shared.audit_trail``) and ``updated_a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -315,7 +316,9 @@ def _commit(session: Session, field: str, message: str) -> None:
         raise NameTaken(field, message) from exc
 
 
-def _changes(before: dict[str, str], after: dict[str, str]) -> dict[str, dict[str, str]]:
+def _changes(
+    before: Mapping[str, str | None], after: Mapping[str, str | None]
+) -> dict[str, dict[str, str | None]]:
     return {
         name: {"from": before[name], "to": value}
         for name, value in after.items()
@@ -350,7 +353,7 @@ def create_customer(
 
 def update_customer(
     session: Session, actor: str, customer: Customer, form: CustomerForm, remote_addr: str | None
-) -> dict[str, dict[str, str]]:
+) -> dict[str, dict[str, str | None]]:
     """Save the changed fields with an audit row naming them; returns the changes (none:
     nothing written)."""
     _lock_names(session)
@@ -384,7 +387,13 @@ def create_store(
     assert customer.id is not None
     _lock_names(session)
     _check_store_code(session, customer.id, form.code, None)
-    store = Store(customer_id=customer.id, code=form.code, name=form.name, timezone=form.timezone)
+    store = Store(
+        customer_id=customer.id,
+        code=form.code,
+        name=form.name,
+        timezone=form.timezone,
+        maintenance_window=form.maintenance_window,
+    )
     session.add(store)
     session.flush()
     audit_trail.record(
@@ -402,7 +411,7 @@ def update_store(
     store: Store,
     form: StoreForm,
     remote_addr: str | None,
-) -> dict[str, dict[str, str]]:
+) -> dict[str, dict[str, str | None]]:
     assert customer.id is not None
     _lock_names(session)
     session.refresh(store, with_for_update=True)

@@ -448,7 +448,7 @@ def test_an_operator_adds_and_edits_a_store(
     assert (event.action, event.target) == ("store.created", "ACME/S3")
     assert event.detail == {
         "id": added.id, "customer_id": acme, "code": "S3", "name": "Hafen",
-        "timezone": "Europe/Berlin",
+        "timezone": "Europe/Berlin", "maintenance_window": None,
     }  # fmt: skip
     path = f"/customers/{acme}/stores/{added.id}/edit"
     assert 'value="Hafen"' in page(operator, path)
@@ -502,6 +502,57 @@ def test_a_bad_store_edit_is_refused(
     status, html = post(operator, path, {"code": "S2", "name": "n" * 201, "timezone": "UTC"})
     assert status == 400 and 'aria-describedby="name-error"' in html
     assert store_of(console_app, acme, "S2").name == "Store S2"
+    assert audit(console_app, "store.") == []
+
+
+def test_a_stores_install_window_is_kept_normalised_audited_and_shown_in_its_zone(
+    operator: FlaskClient, console_app: Flask, shops: dict[str, int]
+) -> None:
+    acme = shops["ACME"]
+    new = {"code": "S4", "timezone": "Europe/Berlin", "maintenance_window": "sat,sun 22:00-4:00"}
+    assert post(operator, f"/customers/{acme}/stores", new)[0] == 302
+    added = store_of(console_app, acme, "S4")
+    assert added.maintenance_window == "Sat,Sun 22:00-04:00"
+    assert audit(console_app, "store.")[-1].detail["maintenance_window"] == "Sat,Sun 22:00-04:00"
+    shown = page(operator, f"/customers/{acme}/stores/{added.id}")
+    fact = shown.split('id="maintenance-window">')[1].split("</dd>")[0]
+    assert "Sat,Sun 22:00-04:00" in fact and "Europe/Berlin" in fact
+    path = f"/customers/{acme}/stores/{added.id}/edit"
+    assert 'value="Sat,Sun 22:00-04:00"' in page(operator, path)
+    # Changed to every weekday, then cleared: none is "any time" (NULL), each audited.
+    edit = {"code": "S4", "name": "", "timezone": "Europe/Berlin"}
+    assert (
+        post(operator, path, {**edit, "maintenance_window": "Monday-Friday 02:00-05:00"})[0] == 302
+    )
+    assert store_of(console_app, acme, "S4").maintenance_window == "Mon-Fri 02:00-05:00"
+    assert audit(console_app, "store.")[-1].detail["changes"] == {
+        "maintenance_window": {"from": "Sat,Sun 22:00-04:00", "to": "Mon-Fri 02:00-05:00"}
+    }
+    assert post(operator, path, {**edit, "maintenance_window": "  "})[0] == 302
+    assert store_of(console_app, acme, "S4").maintenance_window is None
+    assert audit(console_app, "store.")[-1].detail["changes"] == {
+        "maintenance_window": {"from": "Mon-Fri 02:00-05:00", "to": None}
+    }
+    fact = page(operator, f"/customers/{acme}/stores/{added.id}").split('id="maintenance-window">')
+    assert fact[1].startswith("any time")
+
+
+def test_a_bad_install_window_is_refused_beside_its_field(
+    operator: FlaskClient, console_app: Flask, shops: dict[str, int]
+) -> None:
+    acme = shops["ACME"]
+    s1 = store_of(console_app, acme, "S1")
+    path = f"/customers/{acme}/stores/{s1.id}/edit"
+    typed = {"code": "S1", "name": "", "timezone": "UTC", "maintenance_window": "Mon-Fry 2-5"}
+    status, html = post(operator, path, typed)
+    assert status == 400 and 'aria-describedby="maintenance_window-error"' in html
+    error = html.split('id="maintenance_window-error">')[1].split("</p>")[0]
+    assert "is not a window" in error
+    assert 'value="Mon-Fry 2-5"' in html  # kept as typed, to be corrected
+    status, html = post(operator, f"/customers/{acme}/stores", {**typed, "code": "S9"})
+    assert status == 400 and 'id="store-maintenance_window-error"' in html
+    assert store_of(console_app, acme, "S1").maintenance_window is None
+    assert sql(console_app, "SELECT count(*) FROM store WHERE code = 'S9'")[0][0] == 0
     assert audit(console_app, "store.") == []
 
 

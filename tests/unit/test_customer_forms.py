@@ -91,12 +91,46 @@ def test_a_form_filled_from_a_customer_round_trips() -> None:
 
 def test_store_form() -> None:
     good = StoreForm.parse({"code": " S-001 ", "name": "", "timezone": "utc"})
-    assert good.errors == {} and good.values() == {"code": "S-001", "name": "", "timezone": "UTC"}
+    assert good.errors == {} and good.values() == {
+        "code": "S-001", "name": "", "timezone": "UTC", "maintenance_window": None,
+    }  # fmt: skip
     bad = StoreForm.parse({"code": "", "name": "n" * 201, "timezone": "Nowhere"})
     assert set(bad.errors) == {"code", "name", "timezone"}
     assert bad.errors["code"] == "Enter the store code."
     assert "64" in StoreForm.parse({"code": "c" * 65, "timezone": "UTC"}).errors["code"]
     assert StoreForm.parse({"code": "c" * 64, "timezone": "UTC"}).errors == {}
+
+
+@pytest.mark.parametrize(
+    ("typed", "stored"),
+    [
+        ("", None),
+        ("   ", None),
+        (" monday-friday 2:00 - 5:00 ", "Mon-Fri 02:00-05:00"),
+        ("sat,sun 22:00-04:00", "Sat,Sun 22:00-04:00"),
+        ("Mon,Tue,Wed,Thu,Fri,Sat,Sun 00:00-24:00", "00:00-24:00"),
+    ],
+)
+def test_the_install_window_is_kept_in_its_normal_form(typed: str, stored: str | None) -> None:
+    form = StoreForm.parse({"code": "S1", "timezone": "UTC", "maintenance_window": typed})
+    assert form.errors == {} and form.maintenance_window == stored
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("02:00", "is not a window"),
+        ("25:00-05:00", "is not a time of day"),
+        ("Mon-Fry 02:00-05:00", "is not a day"),
+        ("02:00-02:00", "leave it blank"),
+        ("Mon " * 30 + "02:00-05:00", "at most 100 characters"),
+    ],
+)
+def test_a_bad_install_window_is_named_and_kept_as_typed(typed: str, message: str) -> None:
+    form = StoreForm.parse({"code": "S1", "timezone": "UTC", "maintenance_window": typed})
+    assert set(form.errors) == {"maintenance_window"}
+    assert message in form.errors["maintenance_window"]
+    assert form.maintenance_window == typed.strip()
 
 
 def test_names_differing_only_in_case_are_the_same_name() -> None:
