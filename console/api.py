@@ -12,6 +12,7 @@ from werkzeug.datastructures import MultiDict
 from console import fleet
 from console.access import authenticate_bearer, requires_role
 from console.db import request_session
+from registry import terminal_tags
 from shared.models import Role, TerminalStatus
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -52,8 +53,15 @@ class TerminalQuery:
         status = args.get("status") or None
         if status is not None and status not in _STATUSES:
             raise ApiInputError(f"status must be one of {', '.join(_STATUSES)}, not {status!r}")
+        tags = [tag.strip() for value in args.getlist("tag") for tag in value.split(",")]
+        try:
+            wanted = terminal_tags.check_tags(tag for tag in tags if tag)
+        except terminal_tags.TagError as exc:
+            raise ApiInputError(f"tag: {exc}") from None
         return cls(
-            filter=fleet.TerminalFilter(status=status, customer=args.get("customer") or None),
+            filter=fleet.TerminalFilter(
+                status=status, customer=args.get("customer") or None, tags=wanted
+            ),
             limit=_int_param(args, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
             offset=_int_param(args, "offset", 0, 0, 2**31 - 1),
         )

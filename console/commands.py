@@ -224,6 +224,7 @@ def selection_args(wanted: fleet.TerminalFilter) -> dict[str, Any]:
         "firmware": wanted.firmware,
         "model": wanted.model,
         "serial": list(wanted.serials),
+        "tag": ",".join(wanted.tags),
     }
     return {key: value for key, value in values.items() if value}
 

@@ -13,10 +13,11 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import func, literal_column, text
+from sqlalchemy import false, func, literal_column, text
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import Select, SelectOfScalar
 
+from registry.terminal_tags import TAGS_MAX, is_tag
 from shared import audit_trail
 from shared.models import (
     ATTENTION_RANK_SQL,
@@ -46,6 +47,7 @@ class TerminalFilter:
     model: str | None = None  # an exact model
     maintenance: bool | None = None  # True: only those under maintenance
     serials: tuple[str, ...] = ()  # rows ticked in the list: only these
+    tags: tuple[str, ...] = ()  # only terminals carrying every one of these
 
     def describe(self) -> str:
         """The selection in words, for confirmation pages and the bulk's summary."""
@@ -60,13 +62,15 @@ class TerminalFilter:
             if self.serials
             else "",
             f"serial, host or store contains {self.search!r}" if self.search else "",
+            f"tagged {', '.join(self.tags)}" if self.tags else "",
         ]
         return " · ".join(part for part in parts if part)
 
     def to_json(self) -> dict[str, Any]:
         found = {key: value for key, value in asdict(self).items() if value}
-        if "serials" in found:
-            found["serials"] = list(found["serials"])
+        for key in ("serials", "tags"):
+            if key in found:
+                found[key] = list(found[key])
         return found
 
 
@@ -115,6 +119,7 @@ class TerminalView:
     timezone: str = "UTC"  # the store's (else the customer's): times are shown in it
     customer_id: int | None = None  # for links to the customer's and the store's pages
     store_id: int | None = None
+    tags: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The API form: the fields support scripts rely on, timestamps in ISO 8601."""
@@ -132,9 +137,9 @@ class TerminalView:
         }
 
     def to_detail_json(self) -> dict[str, Any]:
-        """One terminal's API form: the list's fields and its message delivery."""
+        """One terminal's API form: the list's fields, its tags and its message delivery."""
         delivery = self.delivery.to_json() if self.delivery is not None else None
-        return self.to_json() | {"delivery": delivery}
+        return self.to_json() | {"tags": list(self.tags), "delivery": delivery}
 
 
 @dataclass(frozen=True)
@@ -197,7 +202,20 @@ def _filtered(query: _Query, wanted: TerminalFilter) -> _Query:
         query = query.where(col(Terminal.store_id).in_(stores))
     if wanted.firmware:
         query = query.where(col(Terminal.firmware_version) == wanted.firmware)
+    if wanted.tags:
+        query = query.where(_carries(wanted.tags))
     return query
+
+
+def _carries(tags: tuple[str, ...]) -> Any:
+    """Terminals carrying every one of ``tags``: ``tags @> ARRAY[...]``, which the GIN
+    index (ix_terminal_tags) answers. A tag no terminal can carry (malformed, or more
+    tags than a terminal may have) matches nothing: never dropped from the filter, which
+    would widen a selection a bulk command is sent to; and never cast to varchar(64),
+    which would cut a long one down to a tag that exists."""
+    if len(tags) > TAGS_MAX or not all(is_tag(tag) for tag in tags):
+        return false()
+    return col(Terminal.tags).contains(list(tags))
 
 
 def _view(row: Any) -> TerminalView:
@@ -224,6 +242,7 @@ def _view(row: Any) -> TerminalView:
         timezone=row[3] or "UTC",
         customer_id=terminal.customer_id,
         store_id=terminal.store_id,
+        tags=tuple(terminal.tags or ()),
         delivery=DeliveryView(
             numbered_up_to=terminal.seq_high,
             gaps_found=terminal.seq_gaps_found or 0,

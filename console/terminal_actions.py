@@ -1,8 +1,10 @@
-"""Terminal lifecycle actions for admins: rotate, revoke, decommission, swap.
+"""Terminal lifecycle actions for admins: rotate, revoke, decommission, swap; and the
+team's own marks for operators: maintenance and tags.
 
-Each is one POST from the terminal page, done by ``registry.lifecycle`` in one
-transaction together with its audit record; the broker applies it to the live
-session within seconds. A new secret is shown once, on a page that is not cached.
+Each is one POST from the terminal page, done by ``registry.lifecycle`` (or
+``registry.terminal_tags``) in one transaction together with its audit record; the
+broker applies a lifecycle action to the live session within seconds. A new secret is
+shown once, on a page that is not cached.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from werkzeug.wrappers import Response
 from console import fleet
 from console.access import acting_user, client_address, requires_role
 from console.db import request_session
-from registry import lifecycle
+from console.terminals import render_detail
+from registry import lifecycle, terminal_tags
 from registry.errors import ProvisioningError
 from shared.models import Role
 
@@ -122,4 +125,35 @@ def maintenance(serial: str) -> Response:
     ):
         abort(404, description=f"There is no terminal with serial {serial}.")
     flash(f"{serial} is {'under' if on else 'out of'} maintenance.", "info")
+    return _back(serial)
+
+
+# What the tags box accepts: 20 tags of 64 characters and their separators, with room.
+TAGS_INPUT_MAX = 2000
+
+
+@bp.post("/terminals/<serial>/tags")
+@requires_role(Role.OPERATOR)
+def tags(serial: str) -> Response | tuple[str, int]:
+    """Set the terminal's tags from a comma-separated list (empty: none), audited; a bad
+    list is shown again beside the box with what is wrong."""
+    typed = request.form.get("tags", "")
+    db = request_session()
+    try:
+        if len(typed) > TAGS_INPUT_MAX:
+            raise terminal_tags.TagError(f"the list is at most {TAGS_INPUT_MAX} characters")
+        wanted = terminal_tags.parse_tags(typed)
+        change = terminal_tags.change_tags(db, _actor(), serial, replace=wanted)
+    except terminal_tags.TagError as exc:
+        db.rollback()
+        error = str(exc)
+        return render_detail(serial, tags_typed=typed[:TAGS_INPUT_MAX], tags_error=error), 400
+    except ProvisioningError as exc:  # no such terminal
+        db.rollback()
+        abort(404, description=str(exc))
+    db.commit()
+    if change.changed:
+        flash(f"Tags of {serial}: {', '.join(change.after) or 'none'}.", "info")
+    else:
+        flash(f"Tags of {serial}: nothing changed.", "info")
     return _back(serial)

@@ -27,6 +27,7 @@ from console import fleet, users
 from console.access import acting_user, client_address, requires_role
 from console.charts import LineChart, line_chart
 from console.db import engine_of, request_session
+from registry.terminal_tags import TAG_MAX, TAGS_MAX
 from shared.models import Role, TerminalStatus
 
 bp = Blueprint("terminals", __name__)
@@ -69,6 +70,7 @@ class ListQuery:
     sort: str = "attention"
     descending: bool = False
     serials: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, args: MultiDict[str, str]) -> ListQuery:
@@ -93,6 +95,7 @@ class ListQuery:
                     v.strip()[:64] for v in args.getlist("serial")[:MAX_PICKED] if v.strip()
                 )
             ),
+            tags=_tags_wanted(args.getlist("tag")),
         )
 
     @property
@@ -107,6 +110,7 @@ class ListQuery:
             self.model,
             True if maintenance else None,
             self.serials,
+            self.tags,
         )
 
     def args(self, **changes: Any) -> dict[str, Any]:
@@ -122,6 +126,7 @@ class ListQuery:
             "dir": "desc" if self.descending else None,
             "page": self.page if self.page > 1 else None,
             "serial": list(self.serials) or None,
+            "tag": ",".join(self.tags) or None,
         }
         current.update(changes)
         return {key: value for key, value in current.items() if value}
@@ -130,6 +135,16 @@ class ListQuery:
         """A column header's link: sort by it, or turn the order round if it is the key."""
         again = self.sort == column and not self.descending
         return self.args(sort=column, dir="desc" if again else None, page=None)
+
+
+def _tags_wanted(values: list[str]) -> tuple[str, ...]:
+    """The tags of ``?tag=a&tag=b`` or ``?tag=a,b``, each once. A malformed one is kept
+    (it matches nothing, console.fleet) rather than dropped, which would widen the list;
+    past one more than a terminal may carry, more cannot narrow it further."""
+    found = dict.fromkeys(
+        tag.strip()[: TAG_MAX + 1] for value in values for tag in value.split(",") if tag.strip()
+    )
+    return tuple(found)[: TAGS_MAX + 1]
 
 
 def _fleet_context() -> dict[str, Any]:

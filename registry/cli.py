@@ -121,6 +121,28 @@ def swap_terminal(ctx: click.Context, old_serial: str, new_serial: str) -> None:
     _show_secret(new_serial, secret)
 
 
+@terminal.command("tag")
+@click.argument("serial")
+@click.option("--add", "add", multiple=True, metavar="TAG", help="Give it this tag (repeatable).")
+@click.option(
+    "--remove", "remove", multiple=True, metavar="TAG", help="Take this tag off (repeatable)."
+)
+@click.pass_context
+def tag_terminal(
+    ctx: click.Context, serial: str, add: tuple[str, ...], remove: tuple[str, ...]
+) -> None:
+    """Add or remove tags of terminal SERIAL (rollouts target tags); prints its tags.
+
+    A tag is 1 to 64 letters, digits and . _ : - ; a terminal carries at most 20.
+    Without --add or --remove it only prints them."""
+    from registry.terminal_tags import change_tags
+
+    change = in_session(ctx, lambda s: change_tags(s, _actor(), serial, add=add, remove=remove))
+    tags = ", ".join(change.after) or "(none)"
+    unchanged = " (unchanged)" if (add or remove) and not change.changed else ""
+    click.echo(f"Tags of {serial}: {tags}{unchanged}")
+
+
 _ROLES = [kind.value for kind in SERVICE_KINDS]
 
 
