@@ -9,7 +9,7 @@ from flask import Blueprint, abort
 from flask import request as flask_request
 from werkzeug.datastructures import MultiDict
 
-from console import fleet
+from console import fleet, update_history
 from console.access import authenticate_bearer, requires_role
 from console.db import request_session
 from registry import terminal_tags
@@ -88,7 +88,9 @@ def list_terminals() -> dict[str, Any]:
 @bp.get("/terminals/<serial>")
 @requires_role(Role.VIEWER)
 def get_terminal(serial: str) -> dict[str, Any]:
-    terminal = fleet.get_terminal(request_session(), serial)
+    db = request_session()
+    terminal = fleet.get_terminal(db, serial)
     if terminal is None:
         abort(404, description=f"no terminal with serial {serial!r}")
-    return terminal.to_detail_json()
+    updates = update_history.terminal_updates(db, serial)
+    return terminal.to_detail_json() | {"updates": [update.to_json() for update in updates]}

@@ -23,7 +23,7 @@ from sqlmodel import Session
 from werkzeug.datastructures import MultiDict
 
 from commands import queue
-from console import fleet, users
+from console import fleet, update_history, users
 from console.access import acting_user, client_address, requires_role
 from console.charts import LineChart, line_chart
 from console.db import engine_of, request_session
@@ -291,6 +291,8 @@ def render_detail(serial: str, **extra: Any) -> str:
         history=fleet.status_history(db, serial),
         commands=queue.list_commands(db, serial, limit=COMMAND_HISTORY),
         log=fleet.terminal_log(db, serial, limit=LOG_LINES),
+        updates=update_history.terminal_updates(db, serial),
+        updates_shown=update_history.UPDATES_SHOWN,
         refresh_s=current_app.config["TMS_REFRESH_S"],
         **extra,
     )
