@@ -8,7 +8,7 @@ checks, audits and tells the driver.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -356,22 +356,10 @@ class TaskView:
         return cls(*row)
 
     def to_json(self) -> dict[str, Any]:
+        """The API form: the fields as they are, timestamps in ISO 8601."""
         return {
-            "serial": self.serial,
-            "wave": self.wave,
-            "state": self.state,
-            "attempts": self.attempts,
-            "percent": self.percent,
-            "failure": self.failure,
-            "reason": self.reason,
-            "from_version": self.from_version,
-            "version_after": self.version_after,
-            "download_only": self.download_only,
-            "retry_at": _iso(self.retry_at),
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
-            "updated_at": _iso(self.updated_at),
-            "command_id": self.command_id,
+            name: _iso(value) if isinstance(value, datetime) else value
+            for name, value in asdict(self).items()
         }
 
 
@@ -475,7 +463,7 @@ def form_choices(session: Session) -> FormChoices:
         versions=tuple(
             ReleasedFirmware(
                 row[0],
-                tuple(m for m in (row[1] or []) if isinstance(m, str)),
+                tuple(m for m in row[1] if isinstance(m, str)) if isinstance(row[1], list) else (),
                 row[2],
             )
             for row in versions
