@@ -4,8 +4,10 @@ Every ``sweep_interval_s`` (1 s by default) one transaction marks terminals whos
 last heartbeat is older than N intervals offline ("heartbeat missed", with a
 status_change row), and a second one reads the terminals that are offline or in
 error with their whole store-PC groups, plans the alerts (``ingest.alerts.plan``)
-and applies them. A third one notifies, summarises and closes storm incidents when
-they are due (``ingest.alerts.incidents``): their schedule is the sweep's. Working
+and applies them. Another queues the notifications of alerts other processes raise
+(a halted rollout: ``ingest.alerts.store.notify_raised_elsewhere``). A last one
+notifies, summarises and closes storm incidents when they are due
+(``ingest.alerts.incidents``): their schedule is the sweep's. Working
 from the database, not from memory, keeps this right across restarts and with
 several ingest processes; advisory locks let one process at a time decide.
 """
@@ -22,7 +24,7 @@ import psycopg
 from ingest.alerts.config import KIND_ERROR, KIND_OFFLINE, KIND_PC_OFFLINE, AlertConfig
 from ingest.alerts.incidents import TickResult, incident_tick
 from ingest.alerts.plan import TerminalSnapshot, plan_status_alerts
-from ingest.alerts.store import ApplyResult, apply_actions, open_alerts
+from ingest.alerts.store import ApplyResult, apply_actions, notify_raised_elsewhere, open_alerts
 from ingest.status import REASON_HEARTBEAT_MISSED
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ SQL_OPEN_COUNT = "SELECT count(*) FROM alert WHERE status <> 'resolved'"
 class SweepResult:
     heartbeats_missed: int = 0
     alerts: ApplyResult | None = None
+    raised_elsewhere_notifications: int = 0
     incidents: TickResult | None = None
     open_alerts: int = 0
 
@@ -124,6 +127,8 @@ async def sweep_once(
         result.heartbeats_missed = await mark_missed_heartbeats(conn, config)
     async with conn.transaction():
         result.alerts = await status_alerts(conn, config, now)
+    async with conn.transaction():
+        result.raised_elsewhere_notifications = await notify_raised_elsewhere(conn, config, now)
     async with conn.transaction():
         result.incidents = await incident_tick(conn, config, now)
         row = await (await conn.execute(SQL_OPEN_COUNT)).fetchone()

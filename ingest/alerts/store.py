@@ -5,6 +5,9 @@ its notification rows commit together with what caused them or not at all. New
 alerts are notified alone, unless ``ingest.alerts.incidents`` folds them into a storm
 incident: then the routes that receive incidents count them in its notifications,
 and only the routes that do not still get each alert alone.
+
+Alerts other processes raise straight into the table (``RAISED_ELSEWHERE``) have no
+outbox rows; the sweep queues theirs (``notify_raised_elsewhere``).
 """
 
 from __future__ import annotations
@@ -54,6 +57,23 @@ SQL_RESOLVE = """
 UPDATE alert AS a SET status = 'resolved', resolved_at = v.at, resolution_note = v.note
 FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[]) AS v(scope, kind, at, note)
 WHERE a.scope = v.scope AND a.kind = v.kind AND a.status <> 'resolved'
+"""
+
+# Kinds that other processes raise by inserting the alert row themselves: the rollout
+# driver's halt (rollouts/driver.py, which may import only shared/, so it cannot queue
+# notifications). The sweep notifies them through the same routes.
+RAISED_ELSEWHERE = ("rollout_halted",)
+ELSEWHERE_LOCK = 0x746D7303  # pg_advisory_xact_lock key: one process queues them at a time
+# Open ones not told yet: no outbox row at all. One that no route takes never gets a row
+# and is read again each sweep: a few rows by the status index, and nothing written.
+SQL_UNTOLD = """
+SELECT a.id, a.kind, a.severity, a.scope, a.message, a.customer_id, a.terminal_id,
+       a.first_seen_at, a.incident_id
+FROM alert a
+WHERE a.status = 'open' AND a.kind = ANY(%s::text[])
+  AND NOT EXISTS (SELECT 1 FROM notification_outbox o WHERE o.alert_id = a.id)
+ORDER BY a.id
+LIMIT 100
 """
 
 SQL_CUSTOMERS = "SELECT id, name FROM customer WHERE id = ANY(%s::int[])"
@@ -185,3 +205,36 @@ async def apply_actions(
         grouped = result.incident_id is not None
         result.notifications = await _notify_each(conn, config, new, now, grouped)
     return result
+
+
+async def notify_raised_elsewhere(
+    conn: psycopg.AsyncConnection[Any], config: AlertConfig, now: datetime
+) -> int:
+    """Queue the notifications of open ``RAISED_ELSEWHERE`` alerts that have none yet,
+    as ``apply_actions`` does for the alerts ingest raises; the number of rows queued.
+
+    A halt is told alone rather than folded into a storm: it is one event a person must
+    act on. One that a storm incident has gathered already is told by the incident on
+    the routes that take incidents, and alone on the others. Run in a transaction: the
+    lock keeps two ingest processes from queueing the same alert twice."""
+    if not config.routes:
+        return 0
+    locked = await (
+        await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (ELSEWHERE_LOCK,))
+    ).fetchone()
+    if not locked or not locked[0]:
+        return 0
+    rows = await (await conn.execute(SQL_UNTOLD, (list(RAISED_ELSEWHERE),))).fetchall()
+    alone: list[_NewAlert] = []
+    in_incident: list[_NewAlert] = []
+    for id_, kind, severity, scope, message, customer_id, terminal_id, first, incident in rows:
+        try:
+            level = Severity(severity)
+        except ValueError:  # written by another process: an unknown word is told as critical
+            level = Severity.CRITICAL
+        alert = _NewAlert(id_, kind, level, scope, message, customer_id, terminal_id, first)
+        (alone if incident is None else in_incident).append(alert)
+    queued = await _notify_each(conn, config, alone, now, grouped=False) if alone else 0
+    if in_incident:
+        queued += await _notify_each(conn, config, in_incident, now, grouped=True)
+    return queued

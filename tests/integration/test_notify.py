@@ -18,6 +18,7 @@ from aiosmtpd.controller import Controller
 from ingest.alerts.config import DEFAULT_RULES, AlertConfig, parse_alert_config
 from ingest.alerts.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, OutboxWorker, verify
 from ingest.sweep import SweepResult, sweep_once
+from rollouts.driver import _RAISE_HALT_ALERT
 from shared.ports import free_port
 from shared.settings import NotifySettings
 from tests.waiting import wait_until
@@ -207,3 +208,96 @@ def test_a_storm_incident_is_mailed_when_it_opens_and_when_it_closes_with_its_co
     assert "by customer: Acme 28" in closed
     assert all(m.rcpt_tos == ["ops@x.org"] for m in inbox.messages)
     assert deliver(database_url, worker) == 0
+
+
+def halt(database_url: str, rollout_id: int) -> int:
+    """The alert row the rollout driver writes when it halts a rollout (its own SQL)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            _RAISE_HALT_ALERT,
+            {
+                "scope": f"rollout:{rollout_id}",
+                "message": f"rollout {rollout_id} (pilot) halted: wave 1: 2 of 10 failed",
+            },
+        )
+        row = conn.execute(
+            "SELECT id FROM alert WHERE scope = %s AND status = 'open'", (f"rollout:{rollout_id}",)
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def test_a_halted_rollout_is_mailed_once_through_the_routes_without_a_customer(
+    database_url: str, mail_server: tuple[int, Inbox]
+) -> None:
+    port, inbox = mail_server
+    config = rules(
+        [
+            {"name": "ops", "min_severity": "critical", "email": ["ops@example.com"]},
+            {"name": "acme", "customer": "Acme", "email": ["it@acme.example"]},
+        ]
+    )
+    settings = NotifySettings(
+        smtp_host="127.0.0.1", smtp_port=port, timeout_s=30, smtp_from="tms@example.com"
+    )
+    worker = OutboxWorker(settings, config, {})
+    alert_id = halt(database_url, 12)
+    assert sweep(database_url, config).raised_elsewhere_notifications == 1
+    # Told once: the next sweeps, and the driver halting it again (a count bump), add none.
+    assert sweep(database_url, config).raised_elsewhere_notifications == 0
+    assert halt(database_url, 12) == alert_id
+    assert sweep(database_url, config).raised_elsewhere_notifications == 0
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT alert_id, route, channel, target FROM notification_outbox"
+        ).fetchall()
+    assert rows == [(alert_id, "ops", "email", "ops@example.com")]
+    assert deliver(database_url, worker) == 1
+    (message,) = inbox.messages
+    assert message.rcpt_tos == ["ops@example.com"]
+    mail = message.content.decode()
+    assert "Subject: [TMS critical] rollout_halted: rollout:12" in mail
+    assert "rollout 12 (pilot) halted: wave 1: 2 of 10 failed" in mail
+    # Resolved by a person, then halted again after a resume: a new alert, told again.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE alert SET status = 'resolved' WHERE id = %s", (alert_id,))
+    assert halt(database_url, 12) != alert_id
+    assert sweep(database_url, config).raised_elsewhere_notifications == 1
+
+
+def test_a_halt_no_route_takes_or_a_storm_already_tells_is_not_sent_alone(
+    database_url: str, hook_server: str
+) -> None:
+    only_acme = rules([{"name": "acme", "customer": "Acme", "email": ["it@acme.example"]}])
+    halt(database_url, 1)
+    assert sweep(database_url, only_acme).raised_elsewhere_notifications == 0
+    assert sweep(database_url, rules([])).raised_elsewhere_notifications == 0
+    assert outbox(database_url) == []
+    # Gathered into a storm incident: told there on the routes that take incidents, and
+    # alone only on a route that does not.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        incident = conn.execute(
+            "INSERT INTO incident (status, severity, summary, alert_count)"
+            " VALUES ('open', 'critical', 'a storm', 1)"
+            " RETURNING id"
+        ).fetchone()
+        assert incident is not None
+        conn.execute("UPDATE alert SET incident_id = %s", (incident[0],))
+    config = rules(
+        [
+            {"name": "ops", "email": ["ops@example.com"]},
+            {"name": "hook", "webhook": hook_server, "secret_env": "TMS_HOOK", "incidents": False},
+        ]
+    )
+    assert sweep(database_url, config).raised_elsewhere_notifications == 1
+    assert outbox(database_url) == [("webhook", "pending", 0)]
+    worker = OutboxWorker(
+        NotifySettings(retry_first_s=0.05, timeout_s=30), config, {"TMS_HOOK": SECRET}
+    )
+    assert deliver(database_url, worker) == 0  # the receiver answers 500 once
+    time.sleep(0.1)
+    assert deliver(database_url, worker) == 1
+    body = json.loads(Hook.received[-1][1])
+    assert (body["kind"], body["scope"], body["serial"], body["customer"]) == (
+        "rollout_halted", "rollout:1", None, None,
+    )  # fmt: skip
