@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from console.alert_query import ASSIGNEE_ME, ASSIGNEE_NONE, AlertQuery
+from console.alert_scope import rollout_of
 from shared import audit_trail
 
 PAGE_SIZE = 100
@@ -32,7 +33,7 @@ _ROW_COLUMNS = """
 a.id, a.kind, a.severity, a.status, a.message, a.count, a.raised_at, a.first_seen_at,
 a.last_seen_at, a.host_name, a.incident_id, a.resolution_note, a.resolved_at,
 a.acknowledged_at, t.serial, c.name, s.code,
-assignee.username, ack.username
+assignee.username, ack.username, a.scope
 """
 _ROW_JOINS = """
 LEFT JOIN terminal t ON t.id = a.terminal_id
@@ -89,12 +90,22 @@ class AlertRow:
     store: str | None
     assignee: str | None
     acknowledged_by: str | None
+    scope: str
 
     is_incident = False
 
     @property
+    def rollout_id(self) -> int | None:
+        """The rollout a halt alert is about (it has no terminal)."""
+        return rollout_of(self.scope)
+
+    @property
     def subject(self) -> str:
-        return self.serial or (f"store PC {self.host_name}" if self.host_name else "—")
+        if self.serial:
+            return self.serial
+        if self.host_name:
+            return f"store PC {self.host_name}"
+        return f"rollout {self.rollout_id}" if self.rollout_id is not None else "—"
 
 
 @dataclass(frozen=True)

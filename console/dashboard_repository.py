@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 from sqlalchemy import text
 from sqlmodel import Session
 
+from console.alert_scope import rollout_of
+
 CACHE_S = 60.0
 CRITICAL_ALERTS = 10
 
@@ -74,6 +76,13 @@ class CriticalAlert:
     store: str | None
     raised_at: datetime | None
     count: int
+    host_name: str | None = None
+    scope: str = ""
+
+    @property
+    def rollout_id(self) -> int | None:
+        """The rollout a halt alert is about (it has no terminal)."""
+        return rollout_of(self.scope)
 
 
 @dataclass(frozen=True)
@@ -140,8 +149,8 @@ def overview(session: Session, now: datetime | None = None) -> tuple[Totals, lis
 def critical_alerts(session: Session, limit: int = CRITICAL_ALERTS) -> list[CriticalAlert]:
     rows = session.execute(
         text(
-            "SELECT a.id, a.kind, a.message, t.serial, c.name, s.code, a.raised_at, a.count"
-            " FROM alert a"
+            "SELECT a.id, a.kind, a.message, t.serial, c.name, s.code, a.raised_at, a.count,"
+            " a.host_name, a.scope FROM alert a"
             " LEFT JOIN terminal t ON t.id = a.terminal_id"
             " LEFT JOIN customer c ON c.id = coalesce(a.customer_id, t.customer_id)"
             " LEFT JOIN store s ON s.id = t.store_id"

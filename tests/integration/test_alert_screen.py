@@ -478,3 +478,34 @@ def test_signed_out_the_list_and_the_partial_ask_to_sign_in(client: FlaskClient)
     for url in ("/alerts", "/alerts/live?" + urlencode({"status": "open"})):
         response = client.get(url)
         assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+def test_a_halted_rollouts_alert_has_no_terminal_and_links_its_rollout(
+    operator: FlaskClient, conn: Any, fleet: Fleet, database_url: str
+) -> None:
+    fleet.add_terminal("TC-1", customer="Acme")
+    terminal = add_alert(conn, serial="TC-1", message="TC-1: offline")
+    # As the rollout driver writes it (rollouts/driver.py): no terminal, no customer.
+    row = conn.execute(
+        "INSERT INTO alert (scope, kind, severity, status, message, count)"
+        " VALUES ('rollout:7', 'rollout_halted', 'critical', 'open',"
+        " 'rollout 7 (pilot) halted: wave 1: 2 of 10 failed', 1),"
+        " ('rollout:99999999999', 'rollout_halted', 'critical', 'open', 'odd scope', 1)"
+        " RETURNING id"
+    ).fetchall()
+    halted, odd = (int(r[0]) for r in row)
+    page = operator.get("/alerts").get_data(as_text=True)
+    assert shown(operator, "/alerts") == [odd, halted, terminal]
+    cells = page.split(f'<tr id="alert-{halted}"')[1].split("</tr>")[0]
+    assert '<a href="/rollouts/7">rollout 7</a>' in cells
+    assert "rollout_halted" in cells and "halted: wave 1: 2 of 10 failed" in cells
+    # A scope that names no possible rollout is shown without a link, not a 500.
+    cells = page.split(f'<tr id="alert-{odd}"')[1].split("</tr>")[0]
+    assert "/rollouts/" not in cells and ">—<" in cells
+    # It is filtered like any alert: by kind, and not under a customer or a serial.
+    assert shown(operator, "/alerts?kind=rollout_halted") == [odd, halted]
+    assert shown(operator, "/alerts?customer=Acme") == [terminal]
+    assert shown(operator, "/alerts?q=TC-") == [terminal]
+    # And acted on like any: resolved with a note, audited.
+    assert bulk(operator, [halted], action="resolve", note="bad image pulled").status_code == 302
+    assert states(database_url, [halted])[halted][:2] == ("resolved", "bad image pulled")

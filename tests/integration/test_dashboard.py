@@ -227,3 +227,23 @@ def test_ingests_sampling_loop_writes_the_current_bucket_once(
         return int(found[0])
 
     assert asyncio.run(run()) == 3  # one row in each: the customer, the fleet, the day
+
+
+def test_a_halted_rollout_is_a_critical_alert_linked_to_its_rollout(
+    viewer: FlaskClient, console_app: Flask, fleet: Fleet
+) -> None:
+    fleet.add_terminal("TC-1", customer="Acme", store="S01", status="offline")
+    alert(console_app, "TC-1", "offline", "critical", 5)
+    # As the rollout driver writes it (rollouts/driver.py): no terminal, no customer.
+    sql(
+        console_app,
+        "INSERT INTO alert (scope, kind, severity, status, message, count)"
+        " VALUES ('rollout:3', 'rollout_halted', 'critical', 'open',"
+        " 'rollout 3 (pilot) halted: wave 1: 2 of 10 failed', 1)",
+    )
+    page = viewer.get("/").get_data(as_text=True)
+    assert 'id="total-alerts">2<' in page and "2 critical" in page
+    critical = page.split('id="critical-alerts"')[1].split("</section>")[0]
+    rows = critical.split("<tr>")[2:]
+    assert '<a href="/rollouts/3">rollout 3</a>' in rows[0] and "rollout_halted" in rows[0]
+    assert "halted: wave 1" in rows[0] and "TC-1" in rows[1]
