@@ -207,7 +207,9 @@ class Driver:
                     update.reason,
                     now,
                     (finished_at or now) if final else None,
-                    update.retried,
+                    # Queued again, or downloaded (the window was closed): no command
+                    # is in flight for it now.
+                    update.retried or update.state is TaskState.VERIFIED,
                     task_id,
                 ),
             )

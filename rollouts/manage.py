@@ -157,13 +157,17 @@ def create(
     wave_spec: str,
     actor: str,
     remote_addr: str | None = None,
+    seed: int | None = None,
 ) -> int:
-    """A running rollout with every task queued in its wave; its id. The caller commits."""
+    """A running rollout with every task queued in its wave; its id. The caller commits.
+
+    ``seed`` fixes which terminals fall in which wave (a test's, or a repeat of a
+    preview); by default a random one."""
     name = name.strip()
     if not name or len(name) > NAME_MAX or not name.isprintable():
         raise PolicyError(f"a rollout needs a name of 1 to {NAME_MAX} printable characters")
     checked = policy_from_json(policy)
-    seed = secrets.randbits(62)
+    seed = secrets.randbits(62) if seed is None else seed
     chosen = plan(session, version, target, wave_spec, seed)
     if not chosen.total:
         raise TargetError(

@@ -77,9 +77,9 @@ def run(ctx: click.Context, tick_s: float) -> None:
 @click.option(
     "--waves",
     "wave_spec",
-    default="1%,10%,50%,100%",
+    default="1,10,50,100",
     show_default=True,
-    help="Cumulative percentages, or sizes with a rest: '10,100,rest'.",
+    help="Cumulative percentages ('1,10,100'), or group sizes ('10,100,*').",
 )
 @click.option(
     "--target",

@@ -192,6 +192,7 @@ class Stored:
     token_ids: list[int] = field(default_factory=list)
     customer_ids: list[int] = field(default_factory=list)
     store_ids: list[int] = field(default_factory=list)
+    rollout_ids: list[int] = field(default_factory=list)
     # A command on TC-ODD per kind of result above: its name -> the command's id.
     command_with: dict[str, str] = field(default_factory=dict)
 
@@ -733,6 +734,7 @@ def _note_ids(conn: psycopg.Connection[Any], stored: Stored) -> None:
     stored.token_ids = [token_id for _, token_id in rows]
     stored.customer_ids = [row[0] for row in conn.execute("SELECT id FROM customer LIMIT 3")]
     stored.store_ids = [row[0] for row in conn.execute("SELECT id FROM store LIMIT 3")]
+    stored.rollout_ids = [row[0] for row in conn.execute("SELECT id FROM rollout LIMIT 3")]
 
 
 # -- opening every route -------------------------------------------------------------------
@@ -752,6 +754,7 @@ def argument_values(stored: Stored) -> dict[str, list[Any]]:
         "token_id": [*stored.token_ids, 2_000_000_000],
         "customer_id": [*stored.customer_ids, 2_000_000_000],
         "store_id": [*stored.store_ids, 2_000_000_000],
+        "rollout_id": [*stored.rollout_ids, 2_000_000_000],
         "version": [stored.firmware, "0", "no-such-version"],
         "month": [
             ReportMonth.last_full(datetime.now(UTC)).key,
@@ -829,6 +832,30 @@ def post_bodies(stored: Stored) -> dict[str, list[dict[str, Any]]]:
             {"name": "set_config", "args": {"receipt_header": hostile(40)}},
             {"name": "ping"},
         ],
+        "rollouts.preview": [
+            {"version": stored.firmware, "name": hostile(200), "waves": hostile(200)},
+            {"version": stored.firmware, "name": "worst", "waves": "1,100"},
+        ],
+        "rollouts.resume": [
+            {"error_threshold_pct": "nan", "success_threshold_pct": "1e308"},
+            {"confirmed": "yes"},
+        ],
+        "rollouts.cancel": [{}, {"confirmed": "yes"}],
+        "rollouts.approve": [{"wave": str(INT_MIN)}, {"wave": "1", "confirmed": "yes"}],
+        "firmware.release": [{}, {"confirmed": "yes"}],
+        "firmware.deprecate": [{}, {"confirmed": "yes"}],
+        "api_rollouts.create": [
+            {
+                "name": hostile(200),
+                "version": stored.firmware,
+                "waves": "1,100",
+                "target": {"customers": [INT_MAX]},
+                "policy": {"error_threshold_pct": 1e308},
+                "dry_run": True,
+            },
+        ],
+        "api_rollouts.resume": [{"policy": {"max_failures": -1}}],
+        "api_rollouts.approve": [{"wave": INT_MAX}],
         "api_commands.send_bulk": [
             {"name": "ping", "selection": {**selection, "search": hostile(64)}, "dry_run": True}
         ],
