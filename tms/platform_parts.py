@@ -102,6 +102,20 @@ def service_children(
             logs / "commands.log",
             ready_log_line="connected to the broker",
         ),
+        Child(
+            "rollouts",
+            ["rollouts", "run"],
+            # The console's address: the firmware commands name its download URL.
+            child_env(
+                {
+                    **common,
+                    "TMS_CONSOLE_HOST": s.console.host,
+                    "TMS_CONSOLE_PORT": str(s.console.port),
+                }
+            ),
+            logs / "rollouts.log",
+            ready_log_line="rollout driver starting",
+        ),
     ]
 
 

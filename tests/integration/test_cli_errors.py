@@ -43,11 +43,15 @@ DATABASE_COMMANDS: list[list[str]] = [
     ["firmware", "list"],
     ["firmware", "release", "2.5.0"],
     ["firmware", "deprecate", "2.5.0"],
+    ["rollouts", "list"],
+    ["rollouts", "create", "2.5.0", "--name", "pilot"],
+    ["rollouts", "pause", "1"],
     # The daemons check their database before they serve.
     ["broker", "--data-dir", "{tmp}/broker-data", "--port", "{port}"],
     ["ingest"],
     ["console"],
     ["commands"],
+    ["rollouts", "run"],
     ["up", "--data-dir", "{tmp}/up-data", "--broker-port", "{port}", "--console-port", "{port2}"],
 ]
 

@@ -133,7 +133,7 @@ class Platform:
             lambda: (
                 self.sql(
                     "SELECT count(*) FROM terminal WHERE serial = ANY(%s) AND status = 'online'"
-                " AND firmware_version IS NOT NULL",
+                    " AND firmware_version IS NOT NULL",
                     serials,
                 )[0][0]
                 == len(serials)
@@ -395,3 +395,42 @@ def test_pause_resume_and_cancel(platform: Platform) -> None:
     }  # fmt: skip
     with pytest.raises(manage.RolloutConflict):
         platform.steer("resume", rollout_id, "test")
+
+
+def test_a_tampered_image_is_refused_by_the_agent_before_the_tc200_is_touched(
+    platform: Platform,
+) -> None:
+    fleet = provision_fleet(platform.broker, 1, "RT")
+    serials = [serial for serial, _ in fleet]
+    version = "7.4.0"
+    platform.release(version, make_image(version))
+    with Session(platform.broker.engine) as session:
+        firmware = library.get(session, version)
+        assert firmware is not None
+        stored = library.image_path(platform.lib, firmware)
+    # Someone with access to the image store changes one byte after the release.
+    image = bytearray(stored.read_bytes())
+    image[-1] ^= 0xFF
+    stored.write_bytes(bytes(image))
+    with platform.fleet(fleet):
+        platform.online(serials)
+        before = platform.sql("SELECT firmware_version FROM terminal WHERE serial = %s", serials[0])
+        rollout_id = platform.create(version, "100%", {**FAST, "max_attempts": 2})
+        platform.wait_state(rollout_id, "halted")
+        wait_until(
+            lambda: platform.states(rollout_id) == {(1, "failed"): 1},
+            "the task failed after its attempts", WAIT_S,
+        )  # fmt: skip
+        after = platform.sql("SELECT firmware_version FROM terminal WHERE serial = %s", serials[0])
+    assert after == before
+    attempts, failure, reason = platform.sql(
+        "SELECT attempts, failure, reason FROM update_task WHERE rollout_id = %s", rollout_id
+    )[0]
+    assert (attempts, failure) == (2, "sha256") and "SHA-256 is not the manifest's" in reason
+    # Nothing of the install began: no firmware transfer was ever started on the device.
+    steps = platform.sql(
+        "SELECT DISTINCT l.code FROM terminal_log AS l JOIN terminal AS t ON t.id = l.terminal_id"
+        " WHERE t.serial = %s AND l.data->>'kind' = 'update.progress'",
+        serials[0],
+    )
+    assert {row[0] for row in steps} <= {"downloading", "downloaded"}

@@ -183,7 +183,7 @@ def test_ingest_and_mosquitto_killed_come_back_while_the_console_answers(
 
     after = _health(platform)[1]["platform"]
     assert after["state"] == "ok"
-    for name in ("postgres", "console", "commands", "simulator"):
+    for name in ("postgres", "console", "commands", "rollouts", "simulator"):
         assert after["parts"][name]["restarts"] == 0, after
         assert after["parts"][name]["pid"] == before[name]["pid"], name
     assert after["parts"]["ingest"]["restarts"] == 1
