@@ -66,6 +66,7 @@ MAX_STEPS = 20
 # Health is judged over this long at least, so that a terminal that updated a second
 # ago is not judged on nothing.
 MIN_WATCH = timedelta(minutes=1)
+HEALTH_EVERY = timedelta(seconds=10)
 
 _ORDER = [
     TaskState.QUEUED,
@@ -98,6 +99,10 @@ class Driver:
     download_url: Any  # Callable[[str], str]: version -> the console's image URL
     mirror_url: Any  # Callable[[str], str | None]: sha256 -> a mirror's URL
     buckets: dict[int, RateBucket] = field(default_factory=dict)
+    # Health is a scan of the customers' fleet: taken at most every HEALTH_EVERY per
+    # rollout, not every tick (error thresholds, which must halt within seconds, are
+    # counted every tick).
+    health_cache: dict[int, tuple[datetime, HealthSample | None]] = field(default_factory=dict)
     now: Any = None  # Callable[[], datetime], for tests
 
     def clock(self) -> datetime:
@@ -427,9 +432,19 @@ class Driver:
         return RolloutProgress(
             state=state,
             waves=tuple(waves),
-            health=self._health(rollout_id, policy, now),
+            health=self._cached_health(rollout_id, policy, now),
             bucket=self.buckets.get(rollout_id),
         )
+
+    def _cached_health(
+        self, rollout_id: int, policy: RolloutPolicy, now: datetime
+    ) -> HealthSample | None:
+        taken = self.health_cache.get(rollout_id)
+        if taken is not None and timedelta(0) <= now - taken[0] < HEALTH_EVERY:
+            return taken[1]
+        sample = self._health(rollout_id, policy, now)
+        self.health_cache[rollout_id] = (now, sample)
+        return sample
 
     def _health(self, rollout_id: int, policy: RolloutPolicy, now: datetime) -> HealthSample | None:
         """The updated terminals since their update, against the rest of the targeted
