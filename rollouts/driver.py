@@ -67,6 +67,10 @@ MAX_STEPS = 20
 # ago is not judged on nothing.
 MIN_WATCH = timedelta(minutes=1)
 HEALTH_EVERY = timedelta(seconds=10)
+# A TC-200 rebooting into new firmware is unplugged from its agent for a moment, and
+# its status says so until the next heartbeat: an updated terminal is judged from this
+# long after its update finished, so that the reboot is not taken for ill health.
+SETTLE = timedelta(seconds=60)
 
 _ORDER = [
     TaskState.QUEUED,
@@ -447,20 +451,23 @@ class Driver:
         return sample
 
     def _health(self, rollout_id: int, policy: RolloutPolicy, now: datetime) -> HealthSample | None:
-        """The updated terminals since their update, against the rest of the targeted
-        customers' fleet over as long: in error, or offline, at some point."""
+        """The terminals updated at least SETTLE ago, since then, against the customers'
+        terminals this rollout has not touched, over as long: in error, or offline."""
         if policy.health_margin_points is None:
             return None
+        settled = now - SETTLE
         row = self.conn.execute(
             "SELECT min(finished_at) FROM update_task WHERE rollout_id = %s"
-            " AND state = 'succeeded'",
-            (rollout_id,),
+            " AND state = 'succeeded' AND finished_at <= %s",
+            (rollout_id, settled),
         ).fetchone()
-        since = row[0] if row and row[0] is not None else None
-        if since is None:
+        first = row[0] if row and row[0] is not None else None
+        if first is None:
             return HealthSample(HealthCounts(0, 0, 0), HealthCounts(0, 0, 0))
-        since = min(since, now - max(policy.watch_period, MIN_WATCH))
-        updated = self.conn.execute(_HEALTH_UPDATED, {"rollout": rollout_id}).fetchone()
+        since = min(first + SETTLE, now - max(policy.watch_period, MIN_WATCH))
+        updated = self.conn.execute(
+            _HEALTH_UPDATED, {"rollout": rollout_id, "settled": settled, "settle": SETTLE}
+        ).fetchone()
         rest = self.conn.execute(_HEALTH_REST, {"rollout": rollout_id, "since": since}).fetchone()
         assert updated is not None and rest is not None
         return HealthSample(HealthCounts(*updated), HealthCounts(*rest))
@@ -515,16 +522,22 @@ def _window(store_window: str | None, default_window: str | None) -> Any:
 
 # Terminals the rollout updated: in error or offline now, or at some point since their
 # update finished.
+# Terminals the rollout updated at least SETTLE ago: in error or offline now, or at some
+# point since SETTLE after their update finished (the reboot itself is not held against
+# them).
 _HEALTH_UPDATED = """
 SELECT count(*),
     count(*) FILTER (WHERE t.status = 'error' OR EXISTS (SELECT 1 FROM status_change AS c
-        WHERE c.terminal_id = t.id AND c.at >= u.finished_at AND c.new_status = 'error')),
+        WHERE c.terminal_id = t.id AND c.at >= u.finished_at + %(settle)s
+        AND c.new_status = 'error')),
     count(*) FILTER (WHERE t.status = 'offline' OR EXISTS (SELECT 1 FROM status_change AS c
-        WHERE c.terminal_id = t.id AND c.at >= u.finished_at AND c.new_status = 'offline'))
+        WHERE c.terminal_id = t.id AND c.at >= u.finished_at + %(settle)s
+        AND c.new_status = 'offline'))
 FROM update_task AS u JOIN terminal AS t ON t.id = u.terminal_id
-WHERE u.rollout_id = %(rollout)s AND u.state = 'succeeded'
+WHERE u.rollout_id = %(rollout)s AND u.state = 'succeeded' AND u.finished_at <= %(settled)s
 """
-# The other terminals of the customers the rollout touches, over the same period.
+# The customers' terminals this rollout has not started (nor failed, nor rolled back:
+# those rebooted too), over the same period.
 _HEALTH_REST = """
 WITH customers AS (
     SELECT DISTINCT t.customer_id FROM update_task AS u JOIN terminal AS t ON t.id = u.terminal_id
@@ -538,7 +551,7 @@ SELECT count(*),
 FROM terminal AS t
 WHERE t.customer_id IN (SELECT customer_id FROM customers) AND t.decommissioned_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM update_task AS u WHERE u.rollout_id = %(rollout)s
-      AND u.terminal_id = t.id AND u.state = 'succeeded')
+      AND u.terminal_id = t.id AND u.state NOT IN ('queued', 'skipped', 'cancelled'))
 """
 _RAISE_HALT_ALERT = """
 INSERT INTO alert (scope, kind, severity, status, message, count)
