@@ -329,6 +329,22 @@ class SupervisionSettings(_Section):
     start_timeout_s: float = Field(default=60.0, gt=0, le=3600)
 
 
+class BackupSettings(_Section):
+    """`tms db backup` and the daily backup `tms up` runs (docs/operations.md)."""
+
+    # Where backups go; empty: <data_dir>/backups.
+    dir: Path | None = None
+    # Rotation after each backup: the newest `keep` are kept, and none older than
+    # max_age_days (0: no age limit); the backup just made is never deleted.
+    keep: int = Field(default=7, ge=1, le=100_000)
+    max_age_days: int = Field(default=0, ge=0, le=36_500)
+    # When `tms up` backs up each day, "HH:MM" in the host's local time; "": never.
+    daily_at: str = Field(default="03:30", pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9])?$")
+
+    def dir_in(self, data_dir: Path) -> Path:
+        return (self.dir or data_dir / "backups").expanduser().absolute()
+
+
 class Settings(_Section):
     """Everything, loaded once at start-up; each component takes only its own section."""
 
@@ -344,6 +360,7 @@ class Settings(_Section):
     notify: NotifySettings = NotifySettings()
     supervision: SupervisionSettings = SupervisionSettings()
     firmware: FirmwareSettings = FirmwareSettings()
+    backup: BackupSettings = BackupSettings()
 
 
 ENV_PREFIX = "TMS_"

@@ -26,6 +26,7 @@ from shared.models import AccountKind
 from shared.platform_status import STATUS_FILE_NAME
 from shared.ports import PortInUseError, ensure_port_free
 from shared.settings import MqttClientSettings, Settings
+from tms.backup_daily import daily_backup_child
 from tms.children import Child, PostgresPart
 from tms.platform_database import (
     HOLDER_STOPPED,
@@ -281,6 +282,9 @@ class Platform:
             ServiceSecrets(ingest_secret, console_secret, stored["console_secret_key"]),
             self.status_file,
         )
+        backup = daily_backup_child(self.settings, self.database_url)
+        if backup is not None:
+            self.children.append(backup)
         if self.options.simulate:
             self.children.append(
                 simulator_child(self.data_dir, self.options, self._fleet_credentials())
@@ -334,6 +338,10 @@ class Platform:
             lines.append(f"  Database  embedded PostgreSQL on 127.0.0.1:{s.database.port}")
         else:
             lines.append("  Database  external PostgreSQL (TMS_DATABASE_URL)")
+        if s.backup.daily_at:
+            lines.append(
+                f"  Backups   daily at {s.backup.daily_at} into {s.backup.dir_in(self.data_dir)}"
+            )
         if self.options.simulate:
             lines.append(f"  Fleet     {self.options.simulate} simulated TC-200 terminals")
         lines += [
