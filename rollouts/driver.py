@@ -230,8 +230,11 @@ class Driver:
         rows = self.conn.execute(
             "SELECT DISTINCT ON (u.id) u.id, u.state, l.code, l.message"
             " FROM update_task AS u JOIN terminal_log AS l"
+            # From the task's last send on: 5 s earlier for a device clock running behind,
+            # but not for a retry, where they could be its failed attempt's.
             " ON l.terminal_id = u.terminal_id AND l.kind = 'event' AND l.at >= u.updated_at"
-            " - interval '5 seconds' AND l.data->>'kind' = 'update.progress'"
+            " - CASE WHEN u.attempts > 1 THEN interval '0 s' ELSE interval '5 s' END"
+            " AND l.data->>'kind' = 'update.progress'"
             " WHERE u.rollout_id = %s AND u.command_id IS NOT NULL AND u.state = ANY(%s)"
             " AND u.state <> 'waiting_window'"
             " ORDER BY u.id, l.at DESC, l.id DESC",
@@ -592,7 +595,15 @@ def serve(
                 while not stop.is_set():
                     wake = time.monotonic() + tick_s
                     for rollout_id in driver.active_ids():
-                        result = driver.tick(rollout_id)
+                        try:
+                            result = driver.tick(rollout_id)
+                        except psycopg.OperationalError:
+                            raise
+                        except psycopg.Error:
+                            # A row this code cannot write (a bug, or a value no check
+                            # foresaw) stops this rollout's tick, not every rollout's.
+                            log.exception("rollout %d: tick failed; retrying", rollout_id)
+                            continue
                         if result.started:
                             log.info("rollout %d: started %d", rollout_id, result.started)
                     _wait(listener, stop, wake)

@@ -32,6 +32,7 @@ from shared.models import Firmware, FirmwareState, Rollout, TerminalStatus
 
 NOTIFY_CHANNEL = "tms_rollouts"
 BUSY = "in another rollout"
+CREATE_LOCK = 0x746D_7372  # "tmsr": the advisory lock that serialises creates
 NAME_MAX = 200
 # Unfinished: the driver still acts on it, and its terminals are taken.
 ACTIVE = (RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.HALTED)
@@ -40,8 +41,8 @@ _FLEET = """
 SELECT t.serial, t.customer_id, t.store_id, t.model, t.firmware_version, t.tags, t.status,
     COALESCE(s.timezone, 'UTC'), t.id,
     EXISTS (
-        SELECT 1 FROM update_task AS u JOIN rollout AS r ON r.id = u.rollout_id
-        WHERE u.terminal_id = t.id AND r.state = ANY(:active)
+        -- Any rollout's, a cancelled one's too: an install it let finish is still running.
+        SELECT 1 FROM update_task AS u WHERE u.terminal_id = t.id
           AND u.state NOT IN ('succeeded', 'failed', 'rolled_back', 'cancelled', 'skipped')
     ) AS busy
 FROM terminal AS t LEFT JOIN store AS s ON s.id = t.store_id
@@ -96,7 +97,6 @@ def candidates(session: Session, target: Target) -> list[Candidate]:
     rows = session.execute(
         text(_FLEET),
         {
-            "active": [state.value for state in ACTIVE],
             "customers": sorted(target.customers),
             "stores": sorted(target.stores),
             "models": sorted(target.models),
@@ -168,6 +168,9 @@ def create(
         raise PolicyError(f"a rollout needs a name of 1 to {NAME_MAX} printable characters")
     checked = policy_from_json(policy)
     seed = secrets.randbits(62) if seed is None else seed
+    # One create at a time, to its commit: the second then sees the first's tasks and
+    # leaves their terminals out, instead of both taking every terminal.
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CREATE_LOCK})
     chosen = plan(session, version, target, wave_spec, seed)
     if not chosen.total:
         raise TargetError(
@@ -259,30 +262,48 @@ def resume(
 
 
 def cancel(session: Session, rollout_id: int, actor: str, remote_addr: str | None = None) -> None:
-    """Stop the rollout: tasks not started are skipped, downloads and waits cancelled
-    (their commands too), installs already writing a TC-200 finish."""
+    """Stop the rollout: tasks not started are skipped; downloads-only, unsent commands
+    and waits for a window are cancelled; installs already sent to an agent finish."""
     rollout = _get(session, rollout_id)
     _require(rollout, set(ACTIVE), "cancel")
-    for state in TaskState:
-        to = on_cancel(state)
-        if to is None:
-            continue
-        session.execute(
-            text(
-                "UPDATE update_task SET state = :to, updated_at = now(), finished_at = now(),"
-                " reason = COALESCE(reason, 'the rollout was cancelled')"
-                " WHERE rollout_id = :id AND state = :state"
-            ),
-            {"id": rollout_id, "state": state.value, "to": to.value},
-        )
+    # Not started: skipped. A download or a wait for the window: cancelled, with its
+    # command if it has not gone out. A full install already sent cannot be called back
+    # (the agent runs it through to the TC-200): it stays in flight like an install, and
+    # its result is taken when it comes.
+    stoppable = """
+        rollout_id = :id AND (state = 'waiting_window' OR (state = ANY(:early) AND (
+            download_only OR command_id IS NULL OR NOT EXISTS (SELECT 1 FROM command AS c
+                WHERE c.id = update_task.command_id AND c.status NOT IN ('queued', 'cancelled'))
+        )))
+    """
+    early = [
+        state.value
+        for state in TaskState
+        if on_cancel(state) is TaskState.CANCELLED and state is not TaskState.WAITING_WINDOW
+    ]
     session.execute(
         text(
             "UPDATE command SET status = 'cancelled', finished_at = now(), cancelled_by = :by,"
-            " error = 'the rollout was cancelled'"
-            " WHERE status = 'queued' AND id IN (SELECT command_id FROM update_task"
-            " WHERE rollout_id = :id AND state = 'cancelled' AND command_id IS NOT NULL)"
+            " error = 'the rollout was cancelled' WHERE status = 'queued' AND id IN"
+            f" (SELECT command_id FROM update_task WHERE {stoppable})"
         ),
-        {"id": rollout_id, "by": actor[:64]},
+        {"id": rollout_id, "early": early, "by": actor[:64]},
+    )
+    session.execute(
+        text(
+            "UPDATE update_task SET state = 'cancelled', updated_at = now(),"
+            " finished_at = now(), reason = COALESCE(reason, 'the rollout was cancelled')"
+            f" WHERE {stoppable}"
+        ),
+        {"id": rollout_id, "early": early},
+    )
+    session.execute(
+        text(
+            "UPDATE update_task SET state = 'skipped', updated_at = now(), finished_at = now(),"
+            " reason = COALESCE(reason, 'the rollout was cancelled')"
+            " WHERE rollout_id = :id AND state = 'queued'"
+        ),
+        {"id": rollout_id},
     )
     rollout.finished_at = datetime.now(UTC)
     _move(session, rollout, RolloutState.CANCELLED, actor, "rollout.cancel", remote_addr)

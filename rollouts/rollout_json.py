@@ -87,7 +87,9 @@ def policy_from_json(data: Mapping[str, Any]) -> RolloutPolicy:
     default = RolloutPolicy()
     rate = _optional_number(data, "rate_per_minute")
     retry = RetryPolicy(
-        max_attempts=int(_number(data, "max_attempts", default.retry.max_attempts)),
+        max_attempts=_whole(
+            _number(data, "max_attempts", default.retry.max_attempts), "max_attempts"
+        ),
         first_delay=_seconds(data, "retry_delay_s", default.retry.first_delay),
         max_delay=_seconds(data, "max_retry_delay_s", default.retry.max_delay),
     )
@@ -134,7 +136,7 @@ def _only(data: Mapping[str, Any], keys: frozenset[str], error: type[Exception],
 
 
 def _ints(data: Mapping[str, Any], key: str, error: type[Exception]) -> list[int]:
-    values = data.get(key) or []
+    values = _list(data, key)
     if not isinstance(values, list) or not all(
         isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**31 for v in values
     ):
@@ -143,12 +145,19 @@ def _ints(data: Mapping[str, Any], key: str, error: type[Exception]) -> list[int
 
 
 def _strings(data: Mapping[str, Any], key: str, error: type[Exception]) -> list[str]:
-    values = data.get(key) or []
+    values = _list(data, key)
     if not isinstance(values, list) or not all(
         isinstance(v, str) and 0 < len(v) <= 64 and v.isprintable() for v in values
     ):
         raise error(f"{key}: a list of names of 1 to 64 printable characters")
     return values
+
+
+def _list(data: Mapping[str, Any], key: str) -> Any:
+    # Only a missing key or null means "any": false, 0, "" or {} are mistakes, and taken
+    # as "any" they would target the whole fleet.
+    value = data.get(key)
+    return [] if value is None else value
 
 
 def _optional_str(data: Mapping[str, Any], key: str, error: type[Exception]) -> str | None:
@@ -173,8 +182,8 @@ def _number(data: Mapping[str, Any], key: str, default: float) -> float:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         raise PolicyError(f"{key}: a number")
-    if abs(value) > 1e9:
-        raise PolicyError(f"{key}: {value:g} is out of range")
+    if abs(value) > 1e9:  # not formatted: an int of 400 digits does not fit a float
+        raise PolicyError(f"{key}: out of range (at most 1e9)")
     return float(value)
 
 

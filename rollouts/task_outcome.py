@@ -19,6 +19,19 @@ from rollouts.tasks import RetryPolicy, TaskState, after_failure
 
 _PROGRESS = re.compile(r"downloading (?P<pct>\d+(?:\.\d+)?) %")
 _AGENT_STATES = {state.value: state for state in TaskState}
+# The steps an agent's progress events name (agent/firmware_outcome.py); any other code
+# is not a terminal's to set (waiting_window, queued... are the driver's own states).
+_REPORTED_STEPS = {
+    state.value: state
+    for state in (
+        TaskState.DOWNLOADING,
+        TaskState.DOWNLOADED,
+        TaskState.VERIFIED,
+        TaskState.INSTALLING,
+        TaskState.REBOOTING,
+    )
+}
+WORD_MAX = 64  # update_task.failure and version_after
 
 
 @dataclass(frozen=True)
@@ -46,12 +59,12 @@ def after_command(
     """The task's next state once its command reached final ``status`` (command_states)."""
     report = result if isinstance(result, Mapping) else {}
     outcome = report.get("outcome")
-    after = _text(report.get("version_after"))
+    after = _text(report.get("version_after"), WORD_MAX)
     if status == "succeeded" and outcome == "succeeded":
         return TaskUpdate(TaskState.SUCCEEDED, version_after=after)
     if status == "succeeded" and outcome == "verified":
         return TaskUpdate(TaskState.VERIFIED, version_after=after)
-    failure = _text(report.get("failure")) or _failure_of(status, outcome)
+    failure = _text(report.get("failure"), WORD_MAX) or _failure_of(status, outcome)
     reason = _text(report.get("reason")) or error or f"the firmware command {status}"
     failed_in = _last_state(report) if outcome in ("failed", "rolled_back") else None
     verdict = after_failure(
@@ -68,7 +81,7 @@ def after_command(
 
 def progress_of(code: str | None, message: str | None) -> tuple[TaskState, float | None] | None:
     """The step an ``update.progress`` event reports (its code) and the download percent."""
-    state = _AGENT_STATES.get(code or "")
+    state = _REPORTED_STEPS.get(code or "")
     if state is None:
         return None
     match = _PROGRESS.search(message or "")
@@ -97,5 +110,5 @@ def _failure_of(status: str, outcome: object) -> str:
     )
 
 
-def _text(value: object) -> str | None:
-    return value[:2000] if isinstance(value, str) and value else None
+def _text(value: object, limit: int = 2000) -> str | None:
+    return value[:limit] if isinstance(value, str) and value else None
