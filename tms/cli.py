@@ -17,6 +17,7 @@ from shared.settings import load_settings
 COMMANDS = {
     "up": "tms.up:up",
     "db": "tms.db_cli:db",
+    "check": "tms.check:check",
     "broker": "broker.cli:broker",
     "terminal": "registry.cli:terminal",
     "account": "registry.cli:account",
