@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,13 +27,14 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from rollouts import library, manage
-from rollouts.driver import Driver, TickResult
+from rollouts.driver import Driver, TickResult, serve
 from rollouts.targets import Target
 from shared.command_catalog import FirmwareArgs
 from shared.db import libpq_url, make_engine
 from shared.firmware_signature import generate_key, private_key_pem
 from shared.models import FirmwareState
 from tests.fixtures.console import scratch_firmware_library
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -165,12 +167,22 @@ class World:
     # -- people -------------------------------------------------------------------------
 
     def create(
-        self, policy: dict[str, Any], waves: str = "100%", target: Target | None = None
+        self,
+        policy: dict[str, Any],
+        waves: str = "100%",
+        target: Target | None = None,
+        **fields: Any,
     ) -> int:
+        """A rollout of RELEASE made as the console makes it; ``fields`` override
+        ``manage.create``'s arguments (name, version, actor, remote_addr, seed)."""
         with Session(self.engine) as session:
             rollout_id = manage.create(
-                session, name="roll", version=RELEASE, target=target or Target(),
-                policy={**PLAIN, **policy}, wave_spec=waves, actor="ops", seed=1,
+                session,
+                **{
+                    "name": "roll", "version": RELEASE, "target": target or Target(),
+                    "policy": {**PLAIN, **policy}, "wave_spec": waves, "actor": "ops",
+                    "seed": 1, **fields,
+                },
             )  # fmt: skip
             session.commit()
         return rollout_id
@@ -282,20 +294,29 @@ class World:
         )  # fmt: skip
 
 
-@pytest.fixture
-def world(database_url: str, tmp_path: Path) -> Iterator[World]:
-    lib = scratch_firmware_library(tmp_path / "library")
+@contextmanager
+def open_world(database_url: str, root: Path) -> Iterator[World]:
+    """A World on the test's database, with RELEASE in the library and released."""
+    lib = scratch_firmware_library(root / "library")
     library.write_signing_key(lib.signing_key, private_key_pem(generate_key()))
     url = libpq_url(database_url)
     engine = make_engine(database_url, pool_size=2)
-    with (
-        psycopg.connect(url, autocommit=True) as admin,
-        psycopg.connect(url) as conn,
-    ):
-        found = World(url, engine, lib, Clock(T0), admin, conn)
-        found.release()
+    try:
+        with (
+            psycopg.connect(url, autocommit=True) as admin,
+            psycopg.connect(url) as conn,
+        ):
+            found = World(url, engine, lib, Clock(T0), admin, conn)
+            found.release()
+            yield found
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def world(database_url: str, tmp_path: Path) -> Iterator[World]:
+    with open_world(database_url, tmp_path) as found:
         yield found
-    engine.dispose()
 
 
 # -- starting ---------------------------------------------------------------------------
@@ -822,6 +843,42 @@ def test_two_drivers_ticking_one_rollout_never_start_a_terminal_twice(world: Wor
     assert world.rollout(rollout_id, "state") == "completed"
 
 
+# -- serve ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def serving(world: World) -> Iterator[threading.Thread]:
+    """``serve`` in a thread on the real clock, as ``tms rollouts run`` runs it."""
+    stop = threading.Event()
+
+    def driver_of(conn: psycopg.Connection[Any]) -> Driver:
+        return Driver(conn, download_url=DOWNLOAD.format, mirror_url=MIRROR.format)
+
+    thread = threading.Thread(
+        target=serve, args=(world.url, driver_of, stop), kwargs={"tick_s": 0.2}, daemon=True
+    )
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not thread.is_alive()
+
+
+def test_serve_drives_the_active_rollouts_and_stops_cleanly(world: World) -> None:
+    serials = world.terminals("TW", 2)
+    rollout_id = world.create({})
+    world.clock.at = datetime.now(UTC)
+    with serving(world) as thread:
+        wait_until(lambda: all(world.commands(s) for s in serials), "both started", 60)
+        for serial in serials:
+            world.finish(serial, "succeeded", SUCCEEDED)
+        wait_until(lambda: world.rollout(rollout_id, "state") == "completed", "completed", 60)
+        assert thread.is_alive()
+    assert all(len(world.commands(s)) == 1 for s in serials)
+
+
 # -- bugs found (these fail until rollouts/ is fixed) ------------------------------------------
 
 
@@ -889,3 +946,105 @@ def test_bug_an_event_of_the_failed_attempt_does_not_move_its_retry(world: World
     assert world.task(serial, "state", "attempts") == ("downloading", 2)
     world.tick(rollout_id, T0 + timedelta(seconds=13))
     assert world.task(serial) == "downloading"
+
+
+def test_bug_one_rollouts_bad_result_does_not_stop_serve_for_the_others(world: World) -> None:
+    # serve() retries only psycopg.OperationalError: any other error of one rollout's
+    # tick (here the DataError of the too-long failure word above) ends the loop, and
+    # with it every rollout. STYLE.md 5: guard the per-item handler, log, go on.
+    (bad,) = world.terminals("TJ", 1)
+    first = world.create({})
+    world.tick(first)
+    world.finish(bad, "failed", failed("installing", failure="x" * 100))
+    (good,) = world.terminals("TI", 1)
+    world.create({})
+    with serving(world) as thread:
+        wait_until(lambda: world.commands(good) or not thread.is_alive(), "a start", 60)
+        assert thread.is_alive(), "serve() ended"
+        assert world.commands(good)
+
+
+def test_bug_a_terminal_decommissioned_while_queued_is_skipped_not_sent_firmware(
+    world: World,
+) -> None:
+    # commands.queue refuses any command to a decommissioned terminal; the driver
+    # inserts its firmware commands itself and never looks. rollouts/tasks.py says a
+    # terminal that stops qualifying before its install is skipped: nothing does it.
+    (gone, kept) = world.terminals("TT", 2)
+    rollout_id = world.create({})
+    world.sql(
+        "UPDATE terminal SET status = 'decommissioned', decommissioned_at = %s"
+        " WHERE serial = %s",
+        T0, gone,
+    )  # fmt: skip
+    world.tick(rollout_id)
+    assert world.commands(kept) and world.commands(gone) == []
+    assert world.task(gone) == "skipped"
+
+
+def test_bug_an_install_a_cancel_let_run_that_fails_is_not_queued_again(world: World) -> None:
+    # A cancel now leaves a full install already sent in flight and takes its result.
+    # A failure with attempts left then puts the task back to queued, in a cancelled
+    # rollout that never starts anything again: it stays queued for good, and since
+    # any rollout's unfinished task makes a terminal busy, no later rollout can take it.
+    (serial, _) = world.terminals("TC", 2)
+    rollout_id = world.create({"max_attempts": 3, "retry_delay_s": 60})
+    world.tick(rollout_id)
+    world.sent(serial)
+    world.steer("cancel", rollout_id, "ops")
+    assert world.task(serial) == "downloading"  # sent: it cannot be called back
+    world.finish(serial, "failed", failed("downloading"))
+    world.tick(rollout_id, world.clock.advance(seconds=5))
+    world.tick(rollout_id, world.clock.advance(hours=1))
+    assert len(world.commands(serial)) == 1
+    assert world.task(serial) in ("failed", "cancelled")
+    with Session(world.engine) as session:
+        assert serial in manage.plan(session, RELEASE, Target(), "100%").waves[0]
+
+
+def _watched(world: World, watch_s: int) -> int:
+    """Wave 1 (one terminal) updated at T0 + 10 s, wave 2 (two) held by a watch period."""
+    world.terminals("TH", 3)
+    rollout_id = world.create(
+        {"health_margin_points": 5, "success_threshold_pct": 100, "watch_period_s": watch_s},
+        waves="1,*",
+    )
+    world.tick(rollout_id)
+    world.clock.at = T0 + timedelta(seconds=10)
+    (updated,) = world.in_state(rollout_id, "downloading")
+    world.finish(updated, "succeeded", SUCCEEDED)
+    world.tick(rollout_id)
+    assert world.task(updated) == "succeeded"
+    return rollout_id
+
+
+def test_bug_a_watch_period_shorter_than_the_settle_time_still_judges_the_wave(
+    world: World,
+) -> None:
+    # Updated terminals are judged only from SETTLE (60 s) after their update, but the
+    # watch period starts when the wave met its threshold: a 30 s watch ends before its
+    # terminal is judged at all, and wave 2 opens on a wave 1 nobody looked at. The
+    # watch could end no sooner than SETTLE + watch_period after the threshold was met.
+    rollout_id = _watched(world, 30)
+    (updated,) = world.in_state(rollout_id, "succeeded")
+    _goes_to_error(world, updated, T0 + timedelta(seconds=20))  # and stays in error
+    assert world.tick(rollout_id, T0 + timedelta(seconds=40)).started == 0
+    world.tick(rollout_id, T0 + timedelta(seconds=100))
+    assert world.rollout(rollout_id, "state") == "halted"
+    assert world.in_state(rollout_id, "queued") == [s for s in world.states(rollout_id)
+                                                   if s != updated]  # fmt: skip
+
+
+def test_bug_the_next_wave_opens_on_a_health_sample_taken_after_its_watch(
+    world: World,
+) -> None:
+    # Health is cached for 10 s (HEALTH_EVERY). A sample taken 5 s before the watch
+    # ends opens the next wave although a terminal went to error in between; the halt
+    # comes a tick later, after wave 2's terminals were sent their firmware. Opening a
+    # wave could take a fresh sample (or one taken after the watch ended).
+    rollout_id = _watched(world, 120)  # watching until T0 + 130 s
+    world.tick(rollout_id, T0 + timedelta(seconds=125))  # a healthy sample, cached
+    (updated,) = world.in_state(rollout_id, "succeeded")
+    _goes_to_error(world, updated, T0 + timedelta(seconds=127))
+    assert world.tick(rollout_id, T0 + timedelta(seconds=130)).started == 0
+    assert world.rollout(rollout_id, "state") == "halted"
