@@ -137,6 +137,12 @@ def _copy_out(
             out.write(chunk)
 
 
+def _abandon(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+    process.wait()
+
+
 def _dump(url: str, pg_dump: Path, partial: Path, stop: threading.Event | None) -> str:
     dbname, env = client_args(url)
     args = [str(pg_dump), "--format=custom", "--no-password", f"--lock-wait-timeout={LOCK_WAIT}"]
@@ -153,14 +159,15 @@ def _dump(url: str, pg_dump: Path, partial: Path, stop: threading.Event | None) 
             out.flush()
             os.fsync(out.fileno())
         except OSError as exc:
+            _abandon(process)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise _no_space(partial.parent, out.tell()) from exc
             raise
-        finally:
-            if process.poll() is None:
-                process.terminate()
-            process.wait()
-        if process.returncode != 0:
+        except BaseException:
+            _abandon(process)
+            raise
+        # Its output is all read: it is exiting by itself.
+        if process.wait() != 0:
             stderr.seek(0)
             message = first_error(stderr.read().decode(errors="replace"))
             raise BackupError(f"pg_dump failed: {message}")
