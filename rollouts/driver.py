@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -143,13 +143,25 @@ class Driver:
                 return result
             image = _Image(row[2], list(row[3] or []), row[4], row[5], row[6])
             now = self.clock()
-            result.finished = self._take_results(rollout_id, policy, now)
+            result.finished = self._take_results(rollout_id, state, policy, now)
             self._take_progress(rollout_id)
+            self._skip_gone(rollout_id, now)
             self._gate_installs(rollout_id, state, policy, window_of(policy_json), image, now)
+            fresh_health = False
             for _ in range(MAX_STEPS):
                 progress = self._progress(rollout_id, state, policy, now)
                 decision = decide(progress, policy, now)
                 result.decision = decision
+                if (
+                    decision.action is Action.START_WAVE
+                    and policy.health_margin_points is not None
+                    and not fresh_health
+                ):
+                    # A wave opens on a health sample of now, not the cached one: a
+                    # terminal that went into error since must halt it first.
+                    self.health_cache.pop(rollout_id, None)
+                    fresh_health = True
+                    continue
                 if decision.action is Action.START_TASKS:
                     result.started += self._start(
                         rollout_id, decision, policy, window_of(policy_json), image, now
@@ -185,7 +197,9 @@ class Driver:
 
     # -- 1. results ---------------------------------------------------------------
 
-    def _take_results(self, rollout_id: int, policy: RolloutPolicy, now: datetime) -> int:
+    def _take_results(
+        self, rollout_id: int, state: RolloutState, policy: RolloutPolicy, now: datetime
+    ) -> int:
         rows = self.conn.execute(
             "SELECT u.id, u.attempts, c.status, c.result, c.error, c.finished_at"
             " FROM update_task AS u JOIN command AS c ON c.id = u.command_id"
@@ -201,6 +215,15 @@ class Driver:
                 at=finished_at or now,
                 retry=policy.retry,
             )
+            if update.retried and state is RolloutState.CANCELLED:
+                # An install a cancel let run failed: it is not tried again, and its
+                # terminal is free for the next rollout.
+                update = replace(
+                    update,
+                    state=TaskState.CANCELLED,
+                    retry_at=None,
+                    reason=f"{update.reason}; not retried: the rollout was cancelled"[:2000],
+                )
             final = update.state in FINAL
             self.conn.execute(
                 "UPDATE update_task SET state = %s, retry_at = %s, version_after ="
@@ -223,6 +246,17 @@ class Driver:
                 ),
             )
         return len(rows)
+
+    def _skip_gone(self, rollout_id: int, now: datetime) -> None:
+        """Queued tasks of terminals decommissioned since the rollout began: skipped (a
+        firmware command to them would be refused, as every command is)."""
+        self.conn.execute(
+            "UPDATE update_task AS u SET state = 'skipped', updated_at = %s, finished_at = %s,"
+            " reason = 'the terminal was decommissioned' FROM terminal AS t"
+            " WHERE u.rollout_id = %s AND u.state = 'queued' AND t.id = u.terminal_id"
+            " AND t.decommissioned_at IS NOT NULL",
+            (now, now, rollout_id),
+        )
 
     # -- 2. progress --------------------------------------------------------------
 
@@ -427,6 +461,9 @@ class Driver:
                         (rollout_id, number, needed - 1),
                     ).fetchone()
                     threshold_met_at = met[0] if met else now
+                    if policy.health_margin_points is not None:
+                        # The watch judges terminals from SETTLE after their update on.
+                        threshold_met_at += SETTLE
             waves.append(
                 WaveProgress(
                     counts=wave_counts,

@@ -292,7 +292,7 @@ def cancel(session: Session, rollout_id: int, actor: str, remote_addr: str | Non
     session.execute(
         text(
             "UPDATE update_task SET state = 'cancelled', updated_at = now(),"
-            " finished_at = now(), reason = COALESCE(reason, 'the rollout was cancelled')"
+            " finished_at = now(), reason = 'the rollout was cancelled'"
             f" WHERE {stoppable}"
         ),
         {"id": rollout_id, "early": early},

@@ -1042,9 +1042,9 @@ def test_bug_the_next_wave_opens_on_a_health_sample_taken_after_its_watch(
     # ends opens the next wave although a terminal went to error in between; the halt
     # comes a tick later, after wave 2's terminals were sent their firmware. Opening a
     # wave could take a fresh sample (or one taken after the watch ended).
-    rollout_id = _watched(world, 120)  # watching until T0 + 130 s
-    world.tick(rollout_id, T0 + timedelta(seconds=125))  # a healthy sample, cached
+    rollout_id = _watched(world, 120)  # watching until T0 + 10 s + SETTLE + 120 s
+    world.tick(rollout_id, T0 + timedelta(seconds=185))  # a healthy sample, cached
     (updated,) = world.in_state(rollout_id, "succeeded")
-    _goes_to_error(world, updated, T0 + timedelta(seconds=127))
-    assert world.tick(rollout_id, T0 + timedelta(seconds=130)).started == 0
+    _goes_to_error(world, updated, T0 + timedelta(seconds=187))
+    assert world.tick(rollout_id, T0 + timedelta(seconds=190)).started == 0
     assert world.rollout(rollout_id, "state") == "halted"
