@@ -26,7 +26,7 @@ from ingest.alerts.rules import BatchAlerts
 from ingest.counters import IngestCounters
 from ingest.fleet_samples import bucket_of, sample_fleet
 from ingest.retention import RetentionReport, run_retention
-from ingest.sweep import sweep_once
+from ingest.sweep import FleetSweep
 from shared.db import libpq_url
 from shared.settings import IngestSettings, NotifySettings
 
@@ -81,9 +81,11 @@ async def sweep_loop(
     interval_s: float,
     stop: asyncio.Event,
 ) -> None:
+    sweep = FleetSweep(config)  # the whole fleet once, then only what is due
+
     async def once() -> None:
         async with pool.connection() as conn:
-            result = await sweep_once(conn, config, datetime.now(UTC))
+            result = await sweep.once(conn, datetime.now(UTC))
         counters.heartbeats_missed += result.heartbeats_missed
         counters.status_changes += result.heartbeats_missed
         counters.open_alerts = result.open_alerts

@@ -89,6 +89,9 @@ class ContractType(StrEnum):
 
 # Problems first: the terminal list's default order, in SQL with literal values so that
 # its expression index (ix_terminal_attention) serves it.
+# The missed-heartbeat sweep's order (ingest.sweep): a terminal not worked out yet first.
+OFFLINE_DUE_SQL = "COALESCE(offline_due_at, '-infinity'::timestamptz)"
+
 ATTENTION_RANK_SQL = (
     "CASE status WHEN 'error' THEN 0 WHEN 'offline' THEN 1 WHEN 'unknown' THEN 2"
     " WHEN 'online' THEN 3 WHEN 'decommissioned' THEN 4 ELSE 5 END"
@@ -162,6 +165,23 @@ class Terminal(SQLModel, table=True):
         Index("ix_terminal_attention", text(ATTENTION_RANK_SQL), "serial"),
         # Rollout targets ask for terminals carrying every one of some tags (migration 0014).
         Index("ix_terminal_tags", "tags", postgresql_using="gin"),
+        # The sweep's due times and a store PC's terminals (migration 0015, ingest.sweep).
+        Index(
+            "ix_terminal_offline_due",
+            text(OFFLINE_DUE_SQL),
+            postgresql_where=text("status IN ('online', 'error')"),
+        ),
+        Index(
+            "ix_terminal_alert_check",
+            "alert_check_at",
+            postgresql_where=text("alert_check_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_terminal_customer_host",
+            "customer_id",
+            "host_name",
+            postgresql_where=text("host_name IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -204,6 +224,12 @@ class Terminal(SQLModel, table=True):
         sa_column=Column(ARRAY(String(64)), nullable=False, server_default=text("'{}'")),
     )
     seq_stream: str | None = Field(default=None, max_length=32)
+    # The sweep's due times (migration 0015): not before offline_due_at can an online
+    # terminal have missed its heartbeats (set by the sweep, never by a heartbeat, so
+    # that update stays HOT); alert_check_at is when the status alert rules look at it
+    # next (a trigger sets it to now() on every change of status).
+    offline_due_at: datetime | None = _ts()
+    alert_check_at: datetime | None = _ts()
     seq_high: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     seq_gaps_found: int = _counter()
     seq_missing: int = _counter()
@@ -264,6 +290,12 @@ class Alert(SQLModel, table=True):
             text("raised_at DESC"),
             text("id DESC"),
             postgresql_where=text("incident_id IS NOT NULL"),
+        ),
+        # The sweep: open alerts of a kind (raised elsewhere, not told yet), and status
+        # alerts resolved a moment ago (migration 0015, ingest.sweep).
+        Index("ix_alert_open_kind", "kind", postgresql_where=text("status <> 'resolved'")),
+        Index(
+            "ix_alert_resolved_at", "resolved_at", postgresql_where=text("resolved_at IS NOT NULL")
         ),
     )
 

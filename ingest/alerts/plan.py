@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 
 from ingest.alerts.config import (
@@ -202,6 +202,30 @@ def plan_status_alerts(
         if error_rule is not None:
             actions.extend(_terminal_actions(t, error_rule, open_alerts, now, 0.0))
     return actions
+
+
+def decision_ages(config: AlertConfig) -> tuple[float, ...]:
+    """Every age of a status change at which ``plan_status_alerts`` can decide otherwise
+    for that terminal or its store PC: a rule's ``for_s`` (alone or after the PC's
+    ``group_wait_s``) and ``clear_for_s``. Between two of them, with nothing else
+    changing, its plan stays the same."""
+    ages = {0.0}
+    for rule in config.status_rules:
+        ages.update((rule.for_s, max(rule.for_s, config.host.group_wait_s), rule.clear_for_s))
+    return tuple(sorted(ages))
+
+
+def next_decision_at(changed_at: datetime, now: datetime, config: AlertConfig) -> datetime | None:
+    """When the rules must next look at a terminal whose status changed at ``changed_at``
+    (the first of ``decision_ages`` still ahead of ``now``), or None once all have passed.
+
+    Its store PC's decisions are covered too: each of its siblings has its own times,
+    and a PC is planned whole whenever one of its terminals is due."""
+    for age in decision_ages(config):
+        due = changed_at + timedelta(seconds=age)
+        if due > now:
+            return due
+    return None
 
 
 def merge_opens(actions: Iterable[AlertAction]) -> list[AlertAction]:
