@@ -88,7 +88,7 @@ def database_facts(url: str) -> DatabaseFacts:
 @contextmanager
 def directory_lock(directory: Path) -> Iterator[None]:
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         handle = (directory / LOCK_NAME).open("a+")
     except OSError as exc:
         raise BackupError(
@@ -146,7 +146,9 @@ def _abandon(process: subprocess.Popen[bytes]) -> None:
 def _dump(url: str, pg_dump: Path, partial: Path, stop: threading.Event | None) -> str:
     dbname, env = client_args(url)
     args = [str(pg_dump), "--format=custom", "--no-password", f"--lock-wait-timeout={LOCK_WAIT}"]
-    with tempfile.TemporaryFile() as stderr, partial.open("xb") as out:
+    # Owner only, whatever the umask: a dump holds the users' and terminals' hashes.
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with tempfile.TemporaryFile() as stderr, os.fdopen(fd, "wb") as out:
         process = subprocess.Popen(
             [*args, f"--dbname={dbname}"],
             stdout=subprocess.PIPE,

@@ -247,6 +247,7 @@ def test_a_backup_restored_into_a_new_cluster_is_the_same_and_the_platform_runs_
     dump = backup_with_cli(database_url, tmp_path / "backups")
     backed_up_s = time.monotonic() - started
     assert dump.name.endswith(f"-rev{schema.current_revision(database_url)}.dump")
+    assert dump.stat().st_mode & 0o077 == 0, "a dump holds password hashes: owner only"
     checksum = dump.with_name(dump.name + ".sha256").read_text()
     assert checksum == f"{hashlib.sha256(dump.read_bytes()).hexdigest()}  {dump.name}\n"
 
