@@ -476,3 +476,11 @@ def test_a_full_disk_a_second_backup_and_a_stop_leave_nothing_behind(
         make_backup(database_url, tmp_path, keep=3, stop=stop)
     assert [p.name for p in tmp_path.iterdir()] == [".tms-backup.lock"]
     assert make_backup(database_url, tmp_path, keep=3).path.exists()
+
+
+def test_a_restore_into_an_unreachable_database_is_one_line(dump: Path) -> None:
+    closed = f"postgresql://tms:x@127.0.0.1:{free_port()}/tms"
+    result = tms("db", "restore", str(dump), "--database-url", closed)
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: cannot reach PostgreSQL at 127.0.0.1:")
+    assert result.stderr.count("\n") == 1, result.stderr

@@ -298,3 +298,43 @@ def test_the_daily_job_retries_a_failed_backup_then_waits_for_the_next_day(
     backup_daily.run_daily("postgresql://x@h/tms", tmp_path, BackupSettings(), time(3, 30), stop,
                            local_now=clock)  # fmt: skip
     assert attempts == [due, due + RETRY_AFTER]
+
+
+def test_a_missing_client_program_says_which_package_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tms import pg_clients
+
+    monkeypatch.setattr(pg_clients, "DEBIAN_ROOT", tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("TMS_PG_BIN", raising=False)
+    with pytest.raises(BackupError) as raised:
+        pg_clients.find_client("pg_dump", 16)
+    assert str(raised.value) == (
+        "pg_dump for PostgreSQL 16 not found: install Debian's postgresql-client-16 "
+        "(apt-get install postgresql-client-16) or set TMS_PG_BIN to the directory holding "
+        "pg_dump"
+    )
+    old = tmp_path / "13" / "bin"
+    old.mkdir(parents=True)
+    (old / "pg_dump").touch()
+    with pytest.raises(BackupError, match="PostgreSQL 16 not found"):
+        pg_clients.find_client("pg_dump", 16)
+    assert pg_clients.find_client("pg_dump", 12) == old / "pg_dump"
+
+
+def test_a_client_program_gets_the_password_in_its_environment_only() -> None:
+    from tms.pg_clients import client_args
+
+    dbname, env = client_args("postgresql://tms:s3cr%40t@db.example:5433/tms?sslmode=require")
+    assert "s3cr" not in dbname and env["PGPASSWORD"] == "s3cr@t"
+    assert "host=db.example" in dbname and "port=5433" in dbname and "sslmode=require" in dbname
+
+
+def test_a_client_programs_error_line() -> None:
+    from tms.pg_clients import first_error
+
+    stderr = "pg_dump: warning: x\npg_dump: error: connection failed\n   detail  here\n"
+    assert first_error(stderr) == "pg_dump: error: connection failed"
+    assert first_error("only   this\n") == "only this"
+    assert first_error("") == "no message"
