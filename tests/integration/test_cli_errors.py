@@ -44,6 +44,7 @@ DATABASE_COMMANDS: list[list[str]] = [
     ["firmware", "release", "2.5.0"],
     ["firmware", "deprecate", "2.5.0"],
     ["rollouts", "list"],
+    ["db", "backup", "--dir", "{tmp}/backups"],
     ["rollouts", "create", "2.5.0", "--name", "pilot"],
     ["rollouts", "pause", "1"],
     # The daemons check their database before they serve.
