@@ -564,10 +564,13 @@ def _window(store_window: str | None, default_window: str | None) -> Any:
 # update finished.
 # Terminals the rollout updated at least SETTLE ago: in error or offline now, or at some
 # point since SETTLE after their update finished (the reboot itself is not held against
-# them).
+# them). "In error now" needs a heartbeat since then: a status from before it is the
+# reboot's, and a busy store PC's agent may take a while to say it is over.
 _HEALTH_UPDATED = """
 SELECT count(*),
-    count(*) FILTER (WHERE t.status = 'error' OR EXISTS (SELECT 1 FROM status_change AS c
+    count(*) FILTER (WHERE (t.status = 'error'
+            AND t.last_heartbeat_at >= u.finished_at + %(settle)s)
+        OR EXISTS (SELECT 1 FROM status_change AS c
         WHERE c.terminal_id = t.id AND c.at >= u.finished_at + %(settle)s
         AND c.new_status = 'error')),
     count(*) FILTER (WHERE t.status = 'offline' OR EXISTS (SELECT 1 FROM status_change AS c

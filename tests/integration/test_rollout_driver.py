@@ -1029,6 +1029,12 @@ def test_bug_a_watch_period_shorter_than_the_settle_time_still_judges_the_wave(
     (updated,) = world.in_state(rollout_id, "succeeded")
     _goes_to_error(world, updated, T0 + timedelta(seconds=20))  # and stays in error
     assert world.tick(rollout_id, T0 + timedelta(seconds=40)).started == 0
+    # Its heartbeats go on saying so after the settle time (one before it would not
+    # count: the status could be its reboot's).
+    world.sql(
+        "UPDATE terminal SET last_heartbeat_at = %s WHERE serial = %s",
+        T0 + timedelta(seconds=90), updated,
+    )  # fmt: skip
     world.tick(rollout_id, T0 + timedelta(seconds=100))
     assert world.rollout(rollout_id, "state") == "halted"
     assert world.in_state(rollout_id, "queued") == [s for s in world.states(rollout_id)
