@@ -87,6 +87,7 @@ class SimulatedTC200:
         self._memory = _Drift(self._rng, self._rng.uniform(30, 65), 0.5)
         self._disk = self._rng.uniform(20, 60)
         self._last_step = now
+        self._last_fault_step = now
         self._fault: DeviceStatus | None = None
         self._fault_error: DeviceError | None = None
         self._fault_ends_at = 0.0
@@ -108,11 +109,23 @@ class SimulatedTC200:
         """Power-cycle: uptime starts again from zero."""
         self._booted_at = self._clock()
 
+    @property
+    def fault_error(self) -> DeviceError | None:
+        return self._fault_error
+
+    def advance(self) -> None:
+        """Move the faults (not the metrics) to now: what every simulated USB transfer
+        needs, so it skips drawing metrics that nobody reads."""
+        now = self._clock()
+        dt = max(0.0, now - self._last_fault_step)
+        self._last_fault_step = now
+        self._advance_faults(now, dt)
+
     def read_state(self, metrics: bool = True) -> DeviceState:
+        self.advance()
         now = self._clock()
         dt = max(0.0, now - self._last_step)
         self._last_step = now
-        self._advance_faults(now, dt)
         cpu = self._cpu.step(dt)
         memory = self._memory.step(dt)
         # Logs and transaction journals fill the disk slowly; maintenance is not simulated.

@@ -198,12 +198,13 @@ class TC200Firmware:
         return response_payload(Result.OK, encode_info(info))
 
     def _status(self, body: bytes) -> bytes:
-        state = self.hardware.read_state()
+        # The status alone: drawing metrics here would cost every status poll for nothing.
+        self.hardware.advance()
+        error = self.hardware.fault_error
         if self._staging is not None:
             report = StatusReport(TC200State.UPDATING)
-        elif state.status is DeviceStatus.ERROR:
-            errors = tuple((e.code, e.message) for e in state.errors)
-            report = StatusReport(TC200State.ERROR, errors)
+        elif self.hardware.status is DeviceStatus.ERROR and error is not None:
+            report = StatusReport(TC200State.ERROR, ((error.code, error.message),))
         else:
             report = StatusReport(TC200State.OK)
         return response_payload(Result.OK, encode_status(report))

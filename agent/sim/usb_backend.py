@@ -130,15 +130,15 @@ class SimulatedUsbBackend(usb.backend.IBackend):  # type: ignore[misc]
         return present
 
     def _check_handle(self, handle: int) -> None:
-        # Reading the physics first lets a random unplug start or end on this transfer.
-        self.firmware.hardware.read_state()
+        # Advancing the physics first lets a random unplug start or end on this transfer.
+        self.firmware.hardware.advance()
         if not self._present() or handle != self._generation:
             raise _usb_error("No such device (it may have been disconnected)", errno.ENODEV)
 
     # Enumeration and descriptors.
 
     def enumerate_devices(self) -> Iterator[int]:
-        self.firmware.hardware.read_state()
+        self.firmware.hardware.advance()
         if self._present():
             yield self._generation
 
@@ -247,12 +247,15 @@ class SimulatedUsbBackend(usb.backend.IBackend):  # type: ignore[misc]
             raise usb.core.USBTimeoutError("Operation timed out", errno=errno.ETIMEDOUT)
         if not self._answers:
             raise usb.core.USBTimeoutError("Operation timed out", errno=errno.ETIMEDOUT)
-        answer = bytearray(self._answers.popleft())
+        answer = self._answers.popleft()
         if self.pending_corruptions:
             self.pending_corruptions -= 1
-            answer[self._rng.randrange(1, len(answer))] ^= 1 << self._rng.randrange(8)
+            corrupt = bytearray(answer)
+            corrupt[self._rng.randrange(1, len(corrupt))] ^= 1 << self._rng.randrange(8)
+            answer = bytes(corrupt)
         size = min(len(answer), len(buff))
-        buff[:size] = array.array("B", answer[:size])
+        # Straight into the caller's buffer: no intermediate copies per transfer.
+        memoryview(buff)[:size] = answer[:size]
         return size
 
 
