@@ -176,6 +176,7 @@ class TerminalAgent:
         rng: random.Random | None = None,
         queue: MessageQueue | None = None,
         recent_commands: RecentCommands | None = None,
+        mqtt_client: Callable[..., aiomqtt.Client] = aiomqtt.Client,
     ) -> None:
         if not secret:
             raise AgentError(f"no MQTT secret for terminal {serial}")
@@ -197,6 +198,8 @@ class TerminalAgent:
         self._status_topic = topics.status(self.serial)
         self._connection_level = logging.DEBUG if self.options.quiet else logging.INFO
         self._client: aiomqtt.Client | None = None
+        # The fleet simulator passes a subclass that shares one keepalive timer per loop.
+        self._mqtt_client = mqtt_client
         self._restart_pending = False
         # Last, so a handler factory sees a complete agent.
         table = handlers if isinstance(handlers, Mapping) else handlers(self)
@@ -369,7 +372,7 @@ class TerminalAgent:
 
     def _new_client(self) -> aiomqtt.Client:
         will = Presence(state=PresenceState.OFFLINE, reason=WILL_REASON).to_payload()
-        return aiomqtt.Client(
+        return self._mqtt_client(
             self._mqtt.host,
             self._mqtt.port,
             username=self.serial,

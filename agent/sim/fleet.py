@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import aiomqtt
 
 from agent.agent_log import LogRing, install_log_ring
 from agent.commands import CommandHandler
@@ -48,6 +51,7 @@ from agent.runtime import (
 )
 from agent.sim.device import SimulatedHostMetrics
 from agent.sim.fleet_file import FleetFirmware
+from agent.sim.keepalive import KeepaliveWheel, WheeledClient
 from agent.sim.usb_backend import SimulatedUsbBackend, SimulatedUsbTerminal
 from agent.terminal import UsbTerminal
 from agent.usb_driver import open_terminal
@@ -106,11 +110,18 @@ def build_fleet(
     rng: random.Random | None = None,
     keep_sent: int = FLEET_KEEP_SENT,
     firmware: FleetFirmware | None = None,
+    keepalive: KeepaliveWheel | None = None,
 ) -> list[TerminalAgent]:
     """One agent per (serial, secret), each over its own simulated terminal and store PC.
 
     With ``firmware`` every terminal takes firmware commands; its key is checked here,
-    so a fleet with an unreadable key does not start.
+    so a fleet with an unreadable key does not start. With ``keepalive`` their MQTT
+    keepalives share that wheel (which the caller runs) instead of a task each.
+
+    ``status_poll_s`` applies when terminals fault at random (``fault_rate`` or
+    ``usb_glitch_rate``); otherwise nothing changes a simulated terminal's status between
+    heartbeats but a command (which answers for itself), so it is read at each heartbeat
+    only, and an idle terminal costs nothing between heartbeats but its keepalive.
     """
     serials = [serial for serial, _ in terminals]
     if len(set(serials)) != len(serials):
@@ -119,7 +130,8 @@ def build_fleet(
     tls_context = tls_context_for(mqtt)  # one context shared by every connection
     firmware_of = firmware_options(firmware) if firmware is not None else _no_firmware
     log_ring = install_log_ring()  # one per process, read per terminal
-    poll_s = min(status_poll_s, heartbeat_interval_s)
+    faults_at_random = fault_rate > 0 or usb_glitch_rate > 0
+    poll_s = min(status_poll_s, heartbeat_interval_s) if faults_at_random else heartbeat_interval_s
     return [
         _simulated_agent(
             serial,
@@ -143,6 +155,7 @@ def build_fleet(
             log_ring,
             keep_sent,
             firmware_of(serial, secret),
+            keepalive,
         )
         for serial, secret in terminals
     ]
@@ -198,6 +211,7 @@ def _simulated_agent(
     log_ring: LogRing,
     keep_sent: int,
     firmware: FirmwareOptions | None,
+    keepalive: KeepaliveWheel | None,
 ) -> TerminalAgent:
     terminal = SimulatedUsbTerminal(lambda: open_terminal(backend=backend), rng=rng)
     host_metrics = SimulatedHostMetrics(serial)
@@ -220,6 +234,11 @@ def _simulated_agent(
         tls_context=tls_context,
         rng=rng,
         queue=outbox,
+        mqtt_client=(
+            aiomqtt.Client
+            if keepalive is None
+            else functools.partial(WheeledClient, wheel=keepalive)
+        ),
     )
 
 
@@ -243,6 +262,7 @@ async def run_fleet(
     callers that want live counters read them through ``summarise``). ``firmware``: see
     ``build_fleet``.
     """
+    keepalive = KeepaliveWheel.for_keepalive(mqtt.keepalive_s)
     agents = build_fleet(
         terminals,
         mqtt,
@@ -251,6 +271,7 @@ async def run_fleet(
         status_poll_s=status_poll_s,
         usb_glitch_rate=usb_glitch_rate,
         firmware=firmware,
+        keepalive=keepalive,
     )
     if agents_out is not None:
         agents_out.extend(agents)
@@ -268,10 +289,12 @@ async def run_fleet(
         for index, agent in enumerate(agents)
     ]
     reporter = asyncio.create_task(_report(agents, summary_interval_s))
+    keepalives = asyncio.create_task(keepalive.run(), name="keepalive-wheel")
     try:
         await asyncio.gather(*tasks)
     finally:
         await cancel_and_wait([reporter, *tasks])
+        await cancel_and_wait([keepalives])
     summary = summarise(agents)
     log.info("fleet stopped: %s", summary)
     return summary
