@@ -121,6 +121,8 @@ UPDATE terminal SET alert_check_at = NULL,
         THEN GREATEST(last_seen_at, status_changed_at) + interval '900 seconds' END
 """
 
+SEED_UPGRADED = "UPDATE terminal SET alert_check_at = NULL, offline_due_at = NULL"
+
 # The shipped rules (config/alerts.toml) and a webhook route to a closed port, so that
 # the checks that only run with a route run too; its deliveries fail and back off.
 ROUTE = """
@@ -132,7 +134,7 @@ secret_env = "{env}"
 """
 
 
-def seed(url: str, terminals: int) -> float:
+def seed(url: str, terminals: int, upgraded: bool) -> float:
     started = time.monotonic()
     params = {
         "terminals": terminals,
@@ -154,7 +156,8 @@ def seed(url: str, terminals: int) -> float:
             " WHERE table_name = 'terminal' AND column_name = 'offline_due_at'"
         ).fetchone()
         if has_due:
-            conn.execute(SEED_DUE)
+            # --upgraded: as the first start after migration 0015 finds the fleet.
+            conn.execute(SEED_UPGRADED if upgraded else SEED_DUE)
         t0 = time.monotonic()
         conn.execute("VACUUM (ANALYZE)")
         print(f"  VACUUM ANALYZE in {time.monotonic() - t0:.1f} s", flush=True)
@@ -305,6 +308,11 @@ def main() -> None:
     parser.add_argument("--settled-pct", type=float, default=10.0)
     parser.add_argument("--settle-min-s", type=float, default=30)
     parser.add_argument("--explain", action="store_true", help="print the sweep's plans")
+    parser.add_argument(
+        "--upgraded",
+        action="store_true",
+        help="no due time worked out yet, as just after migration 0015 (the first start)",
+    )
     parser.add_argument("--settle-max-s", type=float, default=300)
     args = parser.parse_args()
 
@@ -319,7 +327,7 @@ def main() -> None:
         url = pg.url
         schema.upgrade(url)
         print(f"terminals={args.terminals:,} (PostgreSQL 15, Mosquitto, loopback)", flush=True)
-        seeded_s = seed(url, args.terminals)
+        seeded_s = seed(url, args.terminals, args.upgraded)
         engine = make_engine(url, pool_size=1)
         with Session(engine) as session:
             secret = provisioning.ensure_service_account(session, AccountKind.INGEST, "tms-ingest")
