@@ -26,7 +26,12 @@ class StoredSecret:
 
 
 def generate_secret() -> str:
-    return secrets.token_urlsafe(SECRET_BYTES)
+    # Never with a leading "-": pasted after --password or -P, a command line would read
+    # it as an option (one secret in 64 did; the support script's test met one).
+    while True:
+        secret = secrets.token_urlsafe(SECRET_BYTES)
+        if not secret.startswith("-"):
+            return secret
 
 
 def hash_secret(secret: str, salt: str | None = None) -> StoredSecret:

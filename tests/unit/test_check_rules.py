@@ -355,7 +355,7 @@ def test_a_port_free_or_held_by_tms_is_ok_and_another_program_fails() -> None:
     held = port_verdict("console", "127.0.0.1", 8000, setting, PortState.IN_USE, "", [ours], DATA)
     assert held.status is Status.OK and "held by TMS itself (pid 42" in held.message
     # Mosquitto as a child of `tms broker`: its parent makes it ours.
-    child = Listener(43, (("mosquitto", "-c", "/tmp/x.conf"), ("/opt/tms/bin/tms", "broker")))
+    child = Listener(43, (("mosquitto", "-c", "/run/tms/x.conf"), ("/opt/tms/bin/tms", "broker")))
     assert is_ok(
         port_verdict("broker", "127.0.0.1", 1883, setting, PortState.IN_USE, "", [child], DATA)
     )

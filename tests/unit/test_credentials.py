@@ -36,3 +36,8 @@ def test_mosquitto_entry_has_a_twelve_byte_salt() -> None:
     assert (user, kind) == ("T1", "6")
     assert len(base64.b64decode(salt_b64)) == 12
     assert base64.b64decode(hash_b64).hex() == stored.secret_hash
+
+
+def test_no_secret_starts_with_a_dash() -> None:
+    # One in 64 would, and a command line would read it as an option.
+    assert not any(generate_secret().startswith("-") for _ in range(2000))
