@@ -223,6 +223,11 @@ class TerminalAgent:
         """End ``run`` with RunOutcome.RESTART once the current command's result is sent."""
         self._restart_pending = True
 
+    async def send_heartbeat_now(self) -> None:
+        """Queue a heartbeat from a fresh reading now, outside the schedule (the fleet
+        simulator, which reads its terminals only at heartbeats, after each command)."""
+        self._queue_telemetry(await self._read_device(metrics=True))
+
     async def broker_round_trip_ms(self) -> float:
         """Milliseconds for the broker to acknowledge a request, or AgentError.
 

@@ -32,6 +32,7 @@ import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 
@@ -40,7 +41,7 @@ from agent.commands import CommandHandler
 from agent.errors import AgentError, TerminalFault
 from agent.firmware_download import Credentials, DownloadOptions
 from agent.firmware_update import FirmwareOptions
-from agent.handlers import AgentRuntime, reset_usb_link, terminal_handlers
+from agent.handlers import reset_usb_link, terminal_handlers
 from agent.outbox import Outbox
 from agent.runtime import (
     AgentOptions,
@@ -56,6 +57,7 @@ from agent.sim.usb_backend import SimulatedUsbBackend, SimulatedUsbTerminal
 from agent.terminal import UsbTerminal
 from agent.usb_driver import open_terminal
 from shared.firmware_signature import FirmwareRejected, load_public_key
+from shared.messages import Command
 from shared.settings import MqttClientSettings
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,8 @@ FLEET_OUTBOX_MAX = 100
 # for a broker crash to be found and repaired, and ~30 KB per terminal.
 FLEET_KEEP_SENT = 64
 DEFAULT_STATUS_POLL_S = 5.0
+# The commands that change the terminal itself: a heartbeat follows each.
+DEVICE_COMMANDS = frozenset({"firmware", "reboot", "reset_usb", "set_config"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +123,10 @@ def build_fleet(
     keepalives share that wheel (which the caller runs) instead of a task each.
 
     ``status_poll_s`` applies when terminals fault at random (``fault_rate`` or
-    ``usb_glitch_rate``); otherwise nothing changes a simulated terminal's status between
-    heartbeats but a command (which answers for itself), so it is read at each heartbeat
-    only, and an idle terminal costs nothing between heartbeats but its keepalive.
+    ``usb_glitch_rate``). Otherwise only a command changes a simulated terminal between
+    heartbeats (firmware, reboot, configuration), so each terminal is read at its
+    heartbeats and after each such command (a heartbeat, which shows e.g. the new
+    firmware at once), and an idle terminal costs nothing between heartbeats but its keepalive.
     """
     serials = [serial for serial, _ in terminals]
     if len(set(serials)) != len(serials):
@@ -220,8 +225,12 @@ def _simulated_agent(
     def log_tail(count: int) -> list[str]:
         return log_ring.tail(count, containing=serial)
 
-    def handlers(runtime: AgentRuntime) -> dict[str, CommandHandler]:
-        return terminal_handlers(terminal, runtime, host_metrics, log_tail, firmware=firmware)
+    def handlers(agent: TerminalAgent) -> dict[str, CommandHandler]:
+        table = terminal_handlers(terminal, agent, host_metrics, log_tail, firmware=firmware)
+        return {
+            name: _then_heartbeat(handler, agent) if name in DEVICE_COMMANDS else handler
+            for name, handler in table.items()
+        }
 
     return TerminalAgent(
         serial,
@@ -240,6 +249,19 @@ def _simulated_agent(
             else functools.partial(WheeledClient, wheel=keepalive)
         ),
     )
+
+
+def _then_heartbeat(handler: CommandHandler, agent: TerminalAgent) -> CommandHandler:
+    """``handler``, followed by a heartbeat: a terminal read only at its heartbeats still
+    reports what the command changed before the command's result."""
+
+    async def run(command: Command) -> dict[str, Any]:
+        try:
+            return await handler(command)
+        finally:
+            await agent.send_heartbeat_now()
+
+    return run
 
 
 async def run_fleet(
