@@ -10,17 +10,48 @@ from sqlmodel import create_engine
 from shared.errors import TMSError
 
 
-def sqlalchemy_url(url: str) -> str:
-    """Accept plain ``postgresql://`` URLs and pin SQLAlchemy to the psycopg 3 driver."""
+def _scheme_free(url: str) -> str:
     for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
+            return url[len(prefix) :]
     raise TMSError(f"not a PostgreSQL URL: {url.split('@')[-1]!r} (TMS supports PostgreSQL only)")
 
 
+def _split_hosts(rest: str) -> tuple[str, list[str], str]:
+    """``user:pw@h1:p1,h2:p2/db?q`` -> ("user:pw@", ["h1:p1", "h2:p2"], "/db?q")."""
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    netloc, tail = rest[:cut], rest[cut:]
+    userinfo, _, hosts = netloc.rpartition("@")
+    return (userinfo + "@" if userinfo else ""), hosts.split(","), tail
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Accept plain ``postgresql://`` URLs and pin SQLAlchemy to the psycopg 3 driver.
+
+    A libpq list of hosts (``@h1:5432,h2:5432/tms?target_session_attrs=read-write``,
+    a primary and its standby) is rewritten as SQLAlchemy's ``?host=h1:5432&host=...``:
+    SQLAlchemy's URL parser reads the comma as part of a port number and fails.
+    """
+    rest = _scheme_free(url)
+    userinfo, hosts, tail = _split_hosts(rest)
+    if len(hosts) > 1:
+        path, sep, query = tail.partition("?")
+        extra = "&".join(f"host={host}" for host in hosts)
+        rest = f"{userinfo}{path or '/'}?{extra}{'&' + query if sep and query else ''}"
+    return "postgresql+psycopg://" + rest
+
+
 def libpq_url(url: str) -> str:
-    """The same URL in the form psycopg.connect() takes."""
-    return "postgresql://" + sqlalchemy_url(url)[len("postgresql+psycopg://") :]
+    """The same URL in the form psycopg.connect() takes (libpq reads host lists itself)."""
+    return "postgresql://" + _scheme_free(url)
+
+
+def database_hosts(url: str) -> list[str]:
+    """The ``host:port`` places a URL names, in the order libpq tries them."""
+    _, hosts, _ = _split_hosts(_scheme_free(url))
+    return [
+        host if ":" in host.rsplit("]", 1)[-1] else f"{host or 'localhost'}:5432" for host in hosts
+    ]
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
@@ -48,7 +79,7 @@ def database_error_message(exc: BaseException, url: str | None) -> str | None:
     if url:
         try:
             parsed = make_url(sqlalchemy_url(url))
-            where = f"PostgreSQL at {parsed.host or 'localhost'}:{parsed.port or 5432}"
+            where = f"PostgreSQL at {', '.join(database_hosts(url))}"
             user, name = parsed.username or "?", parsed.database or "?"
         except (ArgumentError, ValueError, TMSError):
             pass  # a malformed URL still gets a message, without its place

@@ -291,6 +291,8 @@ class EmbeddedPostgres:
         return "\n".join(text.splitlines()[-lines:])
 
     def _create_database(self) -> None:
+        if (self.data_dir / "standby.signal").exists():
+            return  # a standby is read-only; its database comes from its primary
         env = {**os.environ, "PGPASSWORD": self.password}
         result = self._run(
             ["createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, DATABASE],
