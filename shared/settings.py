@@ -169,6 +169,11 @@ class ConsoleSettings(_Section):
     # API; others get 403 (and an audit line). /healthz stays open for the supervisor.
     # In the environment: a comma-separated list.
     allowed_networks: tuple[IPv4Network | IPv6Network, ...] = ()
+    # Reverse proxies in front of the console (Caddy, nginx, an Ingress) that append the
+    # client's address to X-Forwarded-For. 0: the connection's own address is the
+    # client's. Behind a proxy, 0 would throttle, allow and audit the proxy's address;
+    # more than the real count would let a client choose its address with a header.
+    proxy_hops: int = Field(default=0, ge=0, le=5)
 
     @field_validator("allowed_networks", mode="before")
     @classmethod
