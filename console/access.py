@@ -148,7 +148,9 @@ def requires_role(minimum_role: Role) -> Callable[[View], View]:
 
 
 def client_address() -> str | None:
-    """The peer address for the audit trail (the console is not behind a proxy)."""
+    """The client's address for the audit trail, throttling and sessions: the
+    connection's, or behind [console] proxy_hops proxies the one they saw (ProxyFix,
+    console.app.trust_proxies, rewrites request.remote_addr)."""
     return request.remote_addr
 
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask, abort, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
 from console import (
@@ -101,6 +102,30 @@ def _refuse_bad_input() -> None:
                 )
 
 
+def trust_proxies(app: Flask, hops: int) -> None:
+    """Take the client's address and scheme from the ``hops`` reverse proxies in front.
+
+    request.remote_addr becomes the address the outermost trusted proxy saw: the
+    ``hops``-th X-Forwarded-For value from the right, the ones those proxies appended.
+    Values further left come from the client and are never read, and a header with
+    fewer values than ``hops`` leaves the connection's address (fail closed). Everything
+    that judges or records an address (sign-in throttling, allowed_networks, the audit
+    trail, sessions) reads request.remote_addr, so this one place corrects them all.
+
+    X-Forwarded-Proto is set, not appended to, by Caddy, ingress-nginx and most others
+    (each replaces a client's value), so the nearest proxy's single value is the one to
+    read whatever ``hops`` is. X-Forwarded-Host/-Port/-Prefix are not trusted: Caddy
+    and ingress-nginx pass Host through and the console is served at the root.
+    With 0 nothing is wrapped: the headers are a client's claim and mean nothing.
+    """
+    # ConsoleServer reads it: waitress drops X-Forwarded-* unless told the app wants them.
+    app.config["TMS_PROXY_HOPS"] = hops
+    if hops > 0:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=1, x_host=0, x_port=0, x_prefix=0
+        )
+
+
 def create_app(
     settings: ConsoleSettings, database_url: str, firmware: Library | None = None
 ) -> Flask:
@@ -120,6 +145,7 @@ def create_app(
         TMS_REFRESH_S=settings.refresh_s,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
+    trust_proxies(app, settings.proxy_hops)
 
     # Before any hook reads a body: an admin's firmware upload may be as large as an
     # image; every other request keeps MAX_CONTENT_LENGTH.

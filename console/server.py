@@ -20,9 +20,14 @@ class ConsoleServer:
     """
 
     def __init__(self, app: Flask, host: str, port: int, *, threads: int = 8) -> None:
+        # waitress deletes X-Forwarded-* by default. Behind trusted proxies ([console]
+        # proxy_hops) the app's ProxyFix needs them and reads only the proxies' values
+        # (console.app.trust_proxies); without, they stay deleted before the app.
+        behind_proxies = bool(app.config.get("TMS_PROXY_HOPS"))
         self._server = create_server(
-            app, host=host, port=port, threads=threads, ident="tms-console"
-        )
+            app, host=host, port=port, threads=threads, ident="tms-console",
+            clear_untrusted_proxy_headers=not behind_proxies,
+        )  # fmt: skip
 
     @property
     def url(self) -> str:
