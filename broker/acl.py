@@ -66,6 +66,13 @@ GRANTS: Mapping[AccountKind, tuple[Grant, ...]] = {
         Grant(Access.PUBLISH, f"{_REQUESTS}/{OWN}/cmd/+"),
         Grant(Access.SUBSCRIBE, f"{_REQUESTS}/{OWN}/reply/+"),
     ),
+    # A regional broker checks each terminal against its own topics (the same grants,
+    # from the same database) before its bridge relays anything; the core then lets the
+    # bridge speak for every terminal, so a bridge account is as trusted as its host.
+    AccountKind.BRIDGE: (
+        *(Grant(Access.PUBLISH, f"{_ROOT}/+/{leaf}") for leaf in _TERMINAL_TOPICS),
+        Grant(Access.SUBSCRIBE, f"{_ROOT}/+/cmd/+"),
+    ),
 }
 
 

@@ -23,13 +23,14 @@ from pathlib import Path
 from broker import auth_plugin
 from broker.acl import AclAccount, mosquitto_acl_text
 from broker.auth_plugin import PluginOptions
+from broker.bridge import bridge_lines
 from broker.certs import TlsFiles
 from broker.errors import MosquittoError
 from registry.provisioning import BrokerAccount
 from shared.credentials import mosquitto_password_entry
 from shared.lifetime import preexec_die_with_parent
 from shared.ports import port_accepts
-from shared.settings import BrokerSettings
+from shared.settings import BridgeSettings, BrokerSettings
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,10 @@ class MosquittoFiles:
         return self.directory / "server.pem"
 
     @property
+    def bridge_ca(self) -> Path:
+        return self.directory / "bridge-ca.pem"
+
+    @property
     def tls_key(self) -> Path:
         return self.directory / "server.key"
 
@@ -125,6 +130,7 @@ def render_config(
     max_queued_messages: int = DEFAULT_MAX_QUEUED,
     max_packet_bytes: int = DEFAULT_MAX_PACKET,
     autosave_s: int = DEFAULT_AUTOSAVE_S,
+    bridge: BridgeSettings | None = None,
 ) -> str:
     return "\n".join(
         [
@@ -164,6 +170,8 @@ def render_config(
             "log_type information",
             "connection_messages true",
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+            # Last: a connection block takes every line after it as its own.
+            *bridge_lines(bridge or BridgeSettings(), files.bridge_ca),
             "",
         ]
     )
@@ -258,8 +266,10 @@ class MosquittoProcess:
         max_queued_messages: int = DEFAULT_MAX_QUEUED,
         max_packet_bytes: int = DEFAULT_MAX_PACKET,
         autosave_s: int = DEFAULT_AUTOSAVE_S,
+        bridge: BridgeSettings | None = None,
     ) -> None:
         self.binary = binary
+        self.bridge = bridge or BridgeSettings()
         self.autosave_s = autosave_s
         self.max_queued_messages = max_queued_messages
         self.max_packet_bytes = max_packet_bytes
@@ -296,6 +306,15 @@ class MosquittoProcess:
             key = self.tls.files.server_key.read_text()
             write_atomically(self.files.tls_cert, cert, 0o644, self._owner)
             write_atomically(self.files.tls_key, key, 0o600, self._owner)
+        if self.bridge.cafile is not None:
+            try:
+                ca = self.bridge.cafile.read_text()
+            except OSError as exc:
+                raise MosquittoError(
+                    f"cannot read the core broker's CA {self.bridge.cafile} ([broker.bridge]"
+                    f" cafile): {exc.strerror}"
+                ) from exc
+            write_atomically(self.files.bridge_ca, ca, 0o644, self._owner)
         plugin = PluginConfig(library, self.plugin_options)
         config = render_config(
             self.host,
@@ -306,8 +325,11 @@ class MosquittoProcess:
             self.max_queued_messages,
             self.max_packet_bytes,
             self.autosave_s,
+            self.bridge,
         )
-        write_atomically(self.files.config, config, 0o644, self._owner)
+        # With a bridge the file holds the bridge account's password.
+        mode = 0o600 if self.bridge.address else 0o644
+        write_atomically(self.files.config, config, mode, self._owner)
 
     def write_accounts(self, accounts: list[BrokerAccount]) -> None:
         loadable = loadable_accounts(accounts)
@@ -434,6 +456,7 @@ def write_operator_config(
         settings.max_queued_messages,
         settings.max_packet_bytes,
         settings.autosave_s,
+        settings.bridge,
     )
     process.prepare(check_binary=False)
     process.write_accounts(accounts)

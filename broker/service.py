@@ -138,6 +138,11 @@ def run_broker_service(
     ``settings.tls_host:tls_port``.
     """
     if settings.kind == "amqtt":
+        if settings.bridge.address:
+            raise BrokerError(
+                'a bridge to the core broker needs Mosquitto ([broker] kind = "mosquitto"):'
+                " amqtt has no bridge"
+            )
         from broker.amqtt_service import run_amqtt_service
 
         run_amqtt_service(settings, database_url, tls, stop, ready, tracker)
@@ -156,6 +161,7 @@ def run_broker_service(
         settings.max_queued_messages,
         settings.max_packet_bytes,
         settings.autosave_s,
+        settings.bridge,
     )
     mosquitto.prepare()
     engine = make_engine(database_url, pool_size=1)

@@ -30,7 +30,12 @@ from shared.models import (
     utcnow,
 )
 
-SERVICE_KINDS = (AccountKind.SUPPORT_SCRIPT, AccountKind.INGEST, AccountKind.CONSOLE)
+SERVICE_KINDS = (
+    AccountKind.SUPPORT_SCRIPT,
+    AccountKind.INGEST,
+    AccountKind.CONSOLE,
+    AccountKind.BRIDGE,
+)
 
 
 class ImportRejected(ProvisioningError):

@@ -77,6 +77,9 @@ class AccountKind(StrEnum):
     INGEST = "ingest"
     CONSOLE = "console"
     SUPPORT_SCRIPT = "support-script"
+    # A regional broker's bridge to the core broker: relays its terminals' messages up
+    # and their commands down (broker/bridge.py).
+    BRIDGE = "bridge"
 
 
 class ContractType(StrEnum):

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared.errors import SettingsError
 
@@ -63,6 +71,39 @@ class MqttClientSettings(_Section):
     keepalive_s: int = Field(default=30, ge=5, le=3600)
 
 
+class BridgeSettings(_Section):
+    """A regional Mosquitto's bridge to the core broker (Mosquitto's own bridge, TLS).
+
+    Terminals log in to the regional broker with their own credentials, checked against
+    the same database and ACL as on the core; the bridge relays their messages to the
+    core, where ingest reads them, and their commands back (docs/scaling.md).
+    """
+
+    # host:port of the core broker's TLS listener; empty: this broker bridges nowhere.
+    address: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")
+    # The CA certificate the core's listener is signed with (its <data-dir>/certs/ca.pem).
+    cafile: Path | None = None
+    # A bridge account on the core: `tms account add NAME --role bridge`.
+    username: str | None = None
+    password: SecretStr | None = None
+    # The connection's name in Mosquitto's log and $SYS tree.
+    name: str = Field(default="core", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    keepalive_s: int = Field(default=60, ge=5, le=3600)
+
+    @model_validator(mode="after")
+    def _complete(self) -> BridgeSettings:
+        if self.address is not None:
+            if not 1 <= int(self.address.rsplit(":", 1)[1]) <= 65535:
+                raise ValueError(f"the bridge address {self.address} has no valid port")
+            missing = [n for n in ("cafile", "username", "password") if getattr(self, n) is None]
+            if missing:
+                raise ValueError(
+                    f"a bridge to {self.address} needs {', '.join(missing)} too: the bridge "
+                    "always uses TLS and logs in with a bridge account"
+                )
+        return self
+
+
 class BrokerSettings(_Section):
     kind: Literal["mosquitto", "amqtt"] = "mosquitto"
     # The plain listener: loopback development and same-host services only.
@@ -100,6 +141,8 @@ class BrokerSettings(_Section):
     # seconds, not only at a clean exit: a SIGKILL loses at most this much, and ingest's
     # session survives a crash soon after it was made. Each save writes the whole file.
     autosave_s: int = Field(default=2, ge=1, le=86_400)
+    # Set on a regional broker only (Mosquitto): its bridge to the core broker.
+    bridge: BridgeSettings = BridgeSettings()
 
 
 class IngestSettings(_Section):

@@ -44,7 +44,12 @@ JOIN (VALUES
     ('support-script', 'subscribe', 'tms/v1/+/event',            'all'),
     ('support-script', 'subscribe', 'tms/v1/+/cmd-result/+',     'all'),
     ('support-script', 'publish',   'tms/requests/%u/cmd/+',     'false'),
-    ('support-script', 'subscribe', 'tms/requests/%u/reply/+',   'all')
+    ('support-script', 'subscribe', 'tms/requests/%u/reply/+',   'all'),
+    ('bridge',         'publish',   'tms/v1/+/telemetry',        'false'),
+    ('bridge',         'publish',   'tms/v1/+/status',           'all'),
+    ('bridge',         'publish',   'tms/v1/+/event',            'false'),
+    ('bridge',         'publish',   'tms/v1/+/cmd-result/+',     'false'),
+    ('bridge',         'subscribe', 'tms/v1/+/cmd/+',            'all')
 ) AS a(kind, action, topic, retain) ON a.kind = c.kind
 WHERE c.username = ${username} AND c.revoked_at IS NULL
   AND (strpos(a.topic, '%u') = 0 OR c.username ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$');

@@ -15,15 +15,22 @@ from shared import topics
 from shared.models import AccountKind
 from shared.topics import COMMAND_REQUEST_FILTER, INGEST_FILTERS
 
-TERM, ING, CON, SUP = (
+TERM, ING, CON, SUP, BRG = (
     AccountKind.TERMINAL,
     AccountKind.INGEST,
     AccountKind.CONSOLE,
     AccountKind.SUPPORT_SCRIPT,
+    AccountKind.BRIDGE,
 )
 PUB, SUB = Access.PUBLISH, Access.SUBSCRIBE
 
 ALLOWED = [
+    # A regional broker's bridge relays every terminal's messages up and commands down.
+    (BRG, "bridge-eu", PUB, "tms/v1/TC1/telemetry"),
+    (BRG, "bridge-eu", PUB, "tms/v1/TC2/status"),
+    (BRG, "bridge-eu", PUB, "tms/v1/TC1/event"),
+    (BRG, "bridge-eu", PUB, "tms/v1/TC1/cmd-result/c-1"),
+    (BRG, "bridge-eu", SUB, "tms/v1/+/cmd/+"),
     # A terminal publishes its own reports and results, and reads its own commands.
     (TERM, "TC1", PUB, "tms/v1/TC1/telemetry"),
     (TERM, "TC1", PUB, "tms/v1/TC1/status"),
@@ -62,6 +69,13 @@ ALLOWED = [
 ]
 
 REFUSED = [
+    # A bridge neither issues commands, nor reads what it relays up, nor the requests.
+    (BRG, "bridge-eu", PUB, "tms/v1/TC1/cmd/c-1"),
+    (BRG, "bridge-eu", SUB, "tms/v1/+/telemetry"),
+    (BRG, "bridge-eu", SUB, "#"),
+    (BRG, "bridge-eu", PUB, "tms/requests/bridge-eu/cmd/r-1"),
+    (BRG, "bridge-eu", SUB, "tms/requests/+/cmd/+"),
+    (BRG, "bridge-eu", PUB, "$SYS/broker/connection/eu/state"),
     # A terminal never publishes commands, nor anything of another terminal's.
     (TERM, "TC1", PUB, "tms/v1/TC1/cmd/c-1"),
     (TERM, "TC1", PUB, "tms/v1/TC2/telemetry"),
