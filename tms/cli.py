@@ -102,6 +102,8 @@ def main(ctx: click.Context, config_file: Path | None, data_dir: Path | None) ->
     try:
         settings = load_settings(config_file)
     except TMSError as exc:
+        if ctx.invoked_subcommand == "check":
+            return  # `tms check` reads the settings itself and reports what is wrong
         raise click.ClickException(str(exc)) from exc
     if data_dir is not None:
         # model_copy skips validators: make it absolute here, as PathSettings would.

@@ -295,3 +295,24 @@ def test_a_config_file_with_a_bad_value_names_the_key_and_checks_nothing_else(
     assert result.returncode == 1
     assert "FAIL config: bad value for [console] refresh_s = 0" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_bad_environment_variable_is_a_fail_line_not_a_stop_before_the_check(
+    tmp_path: Path,
+) -> None:
+    env = check_env(tmp_path, TMS_BROKER_PORT="abc")
+    code, found = run_check(env)
+    assert code == 1
+    (entry,) = found["config"]
+    assert entry["status"] == "fail"
+    assert "TMS_BROKER_PORT" in entry["message"] and "'abc'" in entry["message"]
+    # Given before the command too: the root's own settings do not stop the check.
+    config = tmp_path / "tms.toml"
+    config.write_text("[console]\nrefresh_s = 0\n")
+    result = tms("--config", str(config), "check", env=check_env(tmp_path), timeout=120)
+    assert result.returncode == 1
+    assert f"FAIL config: bad value for [console] refresh_s = 0 in {config}" in result.stdout
+    # Any other command still refuses at once, in one line.
+    other = tms("terminal", "list", env=env, timeout=60)
+    assert other.returncode == 1
+    assert "TMS_BROKER_PORT" in other.stderr and "Traceback" not in other.stderr
