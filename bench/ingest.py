@@ -2,19 +2,32 @@
 
 Prints, for one run on this machine:
 - the raw rate Mosquitto delivers to one plain subscriber (QoS 1, acked at once);
-- the sustained rate committed to PostgreSQL at full load, with zero loss, and its
-  ratio to the raw rate (``--ingest-processes`` workers on a shared subscription, as
-  ``tms ingest --workers`` runs them; default 2);
-- publish-to-commit latency p50/p99 at a steady offered rate (default 10,000 msg/s):
-  from the message's scheduled send time (its ``ts``) to its batch's commit;
+- a table with one full-load phase per ingest worker count (``--workers 1,2,3``; by
+  default the one count of ``--ingest-processes``, 2): workers on one shared
+  subscription, as ``tms ingest --workers`` runs them. Each row: the sustained rate
+  committed to PostgreSQL, its ratio to the raw rate, published (acknowledged) against
+  committed, rows written twice (rows against distinct message ids), messages that
+  went through a commit twice (redelivered), and each worker's share. Every count
+  starts afresh: new ingest processes under client ids of their own, the history
+  table emptied; their broker sessions are removed after it, so that no offline
+  member of the shared group holds back a share of the next count's messages;
+- publish-to-commit latency p50/p99 at a steady offered rate (default 10,000 msg/s),
+  with ``--ingest-processes`` workers: from the message's scheduled send time (its
+  ``ts``) to its batch's commit;
 - disconnect-to-offline-alert p50/p99: terminals whose connection dies (the last will)
-  to the offline alert row (``alert.raised_at``).
+  to the offline alert row (``alert.raised_at``);
+- the same ingest against the embedded amqtt broker.
+
+``--only throughput`` stops after the full-load table (no latency, alert or amqtt
+phase).
 
 The load generator is cheap on purpose: every PUBLISH frame is encoded before the
 clock starts, and each process writes them on raw sockets (one MQTT connection and
 login per terminal, as in the field), reading PUBACKs in bulk.
 
     .venv/bin/python bench/ingest.py --terminals 1000 --duration 30 --rate 10000
+    .venv/bin/python bench/ingest.py --terminals 1000 --duration 30 --workers 1,2,3 \
+        --only throughput
 """
 
 from __future__ import annotations
@@ -42,6 +55,7 @@ import struct
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -326,16 +340,23 @@ def raw_subscriber(
 # --- ingest in a process of its own, reporting commit latencies per phase ---
 
 
-PHASES = ("raw", "full", "steady", "amqtt")
+PHASES = ("raw", "steady", "amqtt")  # and full<N>, one full-load phase per worker count
 
 
-def commit_counters() -> dict[str, Any]:
+def full_phase(workers: int) -> str:
+    """The full-load phase of ``workers`` workers: its message ids start ``full<N>-``."""
+    return f"full{workers}"
+
+
+def commit_counters(worker_counts: list[int]) -> dict[str, Any]:
     """Per phase, the telemetry rows every ingest process has committed (shared memory).
 
     The benchmark waits on these, not on ``count(*)`` over the growing history: that
     query, run every fraction of a second, took a core from the processes measured.
+    They are made before any ingest process starts, which inherits them.
     """
-    return {phase: mp.Value("q", 0) for phase in PHASES}
+    phases = [*PHASES, *(full_phase(n) for n in worker_counts)]
+    return {phase: mp.Value("q", 0) for phase in phases}
 
 
 def ingest_process(
@@ -344,20 +365,24 @@ def ingest_process(
     from ingest.service import run_ingest, tune_gc
 
     tune_gc()  # as tms ingest does
-    stats: dict[str, list[float]] = {}
+    stats: dict[str, list[float]] = {}  # latencies of the steady phase, the one that uses them
     last_commit: dict[str, float] = {}
+    own: dict[str, int] = {}  # this worker's commits per phase: its share
 
     def on_commit(batch: Any, _monotonic: float) -> None:
         now = time.time()
         counts: dict[str, int] = {}
         for record in batch.history:
             phase = record.message_id.split("-", 1)[0]
-            stats.setdefault(phase, []).append(now - record.ts.timestamp())
+            if phase == "steady":
+                stats.setdefault(phase, []).append(now - record.ts.timestamp())
             last_commit[phase] = now
             counts[phase] = counts.get(phase, 0) + 1
         for phase, n in counts.items():
-            with committed[phase].get_lock():
-                committed[phase].value += n
+            own[phase] = own.get(phase, 0) + n
+            if phase in committed:
+                with committed[phase].get_lock():
+                    committed[phase].value += n
 
     async def main() -> None:
         stopping = asyncio.Event()
@@ -377,7 +402,14 @@ def ingest_process(
         watcher.cancel()
 
     asyncio.run(main())
-    out.put({"latency": stats, "last_commit": last_commit})
+    out.put(
+        {
+            "client_id": settings.client_id,
+            "latency": stats,
+            "last_commit": last_commit,
+            "committed": own,
+        }
+    )
 
 
 def start_ingest(
@@ -433,8 +465,9 @@ def amqtt_phase(
         amqtt_settings = settings.model_copy(update={"mqtt": mqtt, "client_id": "tms-ingest-amqtt"})
         # amqtt 0.12.1 has no shared subscriptions: one ingest process.
         amqtt_settings = amqtt_settings.model_copy(update={"workers": 1})
-        stop, results = mp.Event(), mp.Queue()
-        (ingest,) = start_ingest(amqtt_settings, url, stop, results, commit_counters())
+        stop = mp.Event()
+        results: Any = mp.Queue()
+        (ingest,) = start_ingest(amqtt_settings, url, stop, results, commit_counters([]))
         duration = max(10.0, args.duration / 2)
         gen = run_generators(
             broker.host, broker.port, load, args.processes, "amqtt", args.amqtt_rate, duration
@@ -492,7 +525,8 @@ def wait_committed(
     """Until ``expected`` rows of the phase are committed; returns the wall time they were.
 
     The ingest processes' counters say when; PostgreSQL, asked once at the end, says
-    that every acknowledged message is there.
+    that every acknowledged message is there. After ``timeout`` it gives up: the
+    caller counts the rows and reports what is missing.
     """
     deadline = time.time() + timeout
     while committed[phase].value < expected:
@@ -500,9 +534,7 @@ def wait_committed(
             break
         time.sleep(0.02)
     done = time.time()
-    while (n := db_count(url, phase)) < expected:
-        if time.time() > deadline:
-            raise SystemExit(f"{phase}: only {n} of {expected} acknowledged messages committed")
+    while db_count(url, phase) < expected and time.time() < deadline:
         time.sleep(1)
         done = time.time()
     return done
@@ -556,13 +588,207 @@ class MachineClock:
     def __init__(self) -> None:
         self._start = psutil.cpu_times()
 
-    def report(self) -> str:
+    def usage(self) -> tuple[float, float]:
+        """(% of the machine busy, CPU-seconds stolen by the host) since construction."""
         end = psutil.cpu_times()
         spent = {field: getattr(end, field) - getattr(self._start, field) for field in end._fields}
         total = sum(spent.values()) - spent.get("guest", 0) - spent.get("guest_nice", 0)
         idle = spent["idle"] + spent.get("iowait", 0)
         busy = (total - idle) / total * 100 if total else 0.0
-        return f"machine {busy:.0f}% busy, {spent.get('steal', 0.0):.1f} CPU-s stolen by the host"
+        return busy, spent.get("steal", 0.0)
+
+    def report(self) -> str:
+        busy, stolen = self.usage()
+        return f"machine {busy:.0f}% busy, {stolen:.1f} CPU-s stolen by the host"
+
+
+# --- full load, once per worker count ---
+
+
+@dataclass(frozen=True)
+class Rig:
+    """What every phase runs against: the broker, the database, the terminals that publish."""
+
+    host: str
+    port: int
+    url: str
+    ingest_secret: str
+    load: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class FullLoad:
+    """One full-load phase: what was published, what PostgreSQL holds, who wrote it."""
+
+    workers: int
+    committed_rate: float  # msg/s, from the first publish to the last acknowledged one committed
+    published: int  # publishes the broker acknowledged
+    rows: int
+    distinct_ids: int
+    handled: int  # messages through a commit, counting a redelivered one each time
+    shares: tuple[int, ...]  # each worker's commits, in worker order
+    offered_rate: float
+    busy_pct: float
+    stolen_s: float
+
+    @property
+    def lost(self) -> int:
+        return max(0, self.published - self.distinct_ids)
+
+    @property
+    def written_twice(self) -> int:
+        return self.rows - self.distinct_ids
+
+    @property
+    def redelivered(self) -> int:
+        # The unique (message_id, ts) keeps one row; this says the broker sent it again.
+        return self.handled - self.distinct_ids
+
+    @property
+    def sound(self) -> bool:
+        """Nothing lost, nothing written twice, and every worker took a share."""
+        return self.lost == 0 and self.written_twice == 0 and all(self.shares)
+
+
+def reset_history(url: str) -> None:
+    """An empty history and a vacuumed terminal table, flushed to disk.
+
+    Each measured phase then starts on the same database, not on the rows, dead tuples
+    and pending checkpoint of the phases before it (so a later worker count is not
+    slower for coming later).
+    """
+    with psycopg.connect(url, autocommit=True) as conn:  # VACUUM runs outside a transaction
+        conn.execute("TRUNCATE telemetry")
+        conn.execute("VACUUM (ANALYZE) terminal")
+        conn.execute("CHECKPOINT")
+
+
+def db_rows(url: str, phase: str) -> tuple[int, int]:
+    """The phase's rows and its distinct message ids."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT message_id) FROM telemetry WHERE message_id LIKE %s",
+            (phase + "-%",),
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+DISCONNECT = b"\xe0\x00"
+
+
+def remove_sessions(rig: Rig, client_ids: list[str]) -> None:
+    """Drop the workers' persistent sessions at the broker, and their records.
+
+    Mosquitto keeps routing a share of the messages to an offline member of a shared
+    group: left in place, these sessions would hold back part of the next phase's.
+    """
+    for client_id in client_ids:
+        # A clean-session login discards the stored session; DISCONNECT ends this one.
+        frame = connect_frame(client_id, "tms-ingest", rig.ingest_secret, None)
+        sock = open_session(rig.host, rig.port, frame)
+        sock.sendall(DISCONNECT)
+        sock.close()
+    with psycopg.connect(rig.url) as conn:
+        conn.execute("DELETE FROM ingest_session WHERE client_id = ANY(%s)", (client_ids,))
+
+
+def full_load(
+    rig: Rig, settings: IngestSettings, workers: int, args: Any, committed: dict[str, Any]
+) -> FullLoad:
+    """Publish as fast as the broker takes it to ``workers`` new ingest processes."""
+    from ingest.workers import worker_settings
+
+    phase = full_phase(workers)
+    # Client ids of this count's own: no session of another count is resumed or retired.
+    settings = settings.model_copy(
+        update={"workers": workers, "client_id": f"{settings.client_id}-w{workers}"}
+    )
+    client_ids = [worker_settings(settings, index).client_id for index in range(workers)]
+    reset_history(rig.url)
+    stop = mp.Event()
+    results: Any = mp.Queue()
+    ingests = start_ingest(settings, rig.url, stop, results, committed)
+    clock = MachineClock()
+    gen = run_generators(rig.host, rig.port, rig.load, args.processes, phase, None, args.duration)
+    done = wait_committed(rig.url, phase, int(gen["acked"]), 600, committed)
+    busy, stolen = clock.usage()
+    stop.set()  # each worker commits what it still holds, then reports
+    reports = {r["client_id"]: r for r in (results.get(timeout=60) for _ in ingests)}
+    for ingest in ingests:
+        ingest.join(30)
+    rows, distinct = db_rows(rig.url, phase)
+    remove_sessions(rig, client_ids)
+    return FullLoad(
+        workers=workers,
+        committed_rate=distinct / max(done - gen["start_at"], 1e-9),
+        published=int(gen["acked"]),
+        rows=rows,
+        distinct_ids=distinct,
+        handled=committed[phase].value,
+        shares=tuple(
+            reports[c]["committed"].get(phase, 0) if c in reports else 0 for c in client_ids
+        ),
+        offered_rate=gen["sent"] / gen["elapsed"],
+        busy_pct=busy,
+        stolen_s=stolen,
+    )
+
+
+FULL_LOAD_HEADER = (
+    "workers",
+    "committed/s",
+    "x raw",
+    "published",
+    "rows",
+    "lost",
+    "twice",
+    "redelivered",
+    "shares %",
+    "offered/s",
+    "busy",
+    "stolen s",
+)
+
+
+def full_load_table(phases: list[FullLoad], raw_rate: float) -> list[str]:
+    """The full-load phases as right-aligned text lines, the header first (pure)."""
+    body = [
+        (
+            str(p.workers),
+            f"{p.committed_rate:,.0f}",
+            f"{p.committed_rate / raw_rate:.2f}" if raw_rate else "-",
+            f"{p.published:,}",
+            f"{p.rows:,}",
+            f"{p.lost:,}",
+            f"{p.written_twice:,}",
+            f"{p.redelivered:,}",
+            "/".join(f"{100 * share / max(sum(p.shares), 1):.0f}" for share in p.shares),
+            f"{p.offered_rate:,.0f}",
+            f"{p.busy_pct:.0f}%",
+            f"{p.stolen_s:.1f}",
+        )
+        for p in phases
+    ]
+    rows = [FULL_LOAD_HEADER, *body]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(FULL_LOAD_HEADER))]
+    return ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+
+
+def print_full_load(phases: list[FullLoad], raw_rate: float) -> None:
+    print("ingest at full load, one shared subscription (a new start for each worker count):")
+    for line in full_load_table(phases, raw_rate):
+        print("  " + line)
+    print(
+        "  (published: acknowledged publishes; twice: rows minus distinct message ids;"
+        " redelivered: messages the broker sent again, one row kept; busy, stolen s: the"
+        " machine, the CPU-seconds its host took)"
+    )
+    unsound = [p.workers for p in phases if not p.sound]
+    if unsound:
+        print(f"  FAILED for {unsound} workers: a loss, a row written twice, or an idle worker")
+    else:
+        print("  every count: 0 lost, nothing written twice, every worker took a share")
 
 
 # --- the run ---
@@ -583,7 +809,84 @@ def provision(url: str, count: int) -> tuple[list[tuple[str, str]], str]:
     return accounts, ingest_secret
 
 
-def main() -> None:
+def raw_phase(rig: Rig, args: Any) -> float:
+    """What the broker delivers to one subscriber that acknowledges at once (msg/s)."""
+    out: Any = mp.Queue()
+    sub = mp.Process(
+        target=raw_subscriber,
+        args=(rig.host, rig.port, "tms-ingest", rig.ingest_secret, args.duration + 15, out),
+    )
+    sub.start()
+    time.sleep(1)
+    gen = run_generators(rig.host, rig.port, rig.load, args.processes, "raw", None, args.duration)
+    raw = out.get(timeout=args.duration + 60)
+    sub.join()
+    raw_rate: float = raw["received"] / max(raw["last"] - raw["first"], 1e-9)
+    print(
+        f"raw broker -> 1 subscriber: {raw_rate:,.0f} msg/s delivered"
+        f" ({raw['received']:,} of {gen['acked']:,} acked publishes;"
+        f" publishers offered {gen['sent'] / gen['elapsed']:,.0f} msg/s)"
+    )
+    return raw_rate
+
+
+def latency_and_alerts(
+    rig: Rig,
+    settings: IngestSettings,
+    alerting: list[tuple[str, str]],
+    args: Any,
+    committed: dict[str, Any],
+) -> None:
+    """Steady offered rate (publish-to-commit latency), then disconnects (offline alerts)."""
+    reset_history(rig.url)
+    stop = mp.Event()
+    results: Any = mp.Queue()
+    ingests = start_ingest(settings, rig.url, stop, results, committed)
+    clock = MachineClock()
+    gen = run_generators(
+        rig.host, rig.port, rig.load, args.processes, "steady", args.rate, args.duration
+    )
+    wait_committed(rig.url, "steady", int(gen["acked"]), 600, committed)
+    steady_machine = clock.report()
+    print(
+        f"ingest ({settings.workers} workers), offered {gen['sent'] / gen['elapsed']:,.0f} msg/s"
+        f" for {args.duration:g} s: {db_count(rig.url, 'steady'):,} committed of"
+        f" {gen['acked']:,} acked (publishers on time: started {gen['late_start'] * 1000:.0f} ms"
+        f" late, longest pause between sends {gen['gap_max'] * 1000:.0f} ms; {steady_machine})"
+    )
+    delays = offline_alerts(rig.host, rig.port, rig.url, alerting)
+    stop.set()
+    reports = [results.get(timeout=60) for _ in ingests]
+    for ingest in ingests:
+        ingest.join(30)
+    latency = [x for report in reports for x in report["latency"].get("steady", [])]
+    if latency:
+        print(
+            "publish-to-commit latency at that rate:"
+            f" p50 {percentile(latency, 0.5) * 1000:.0f} ms,"
+            f" p99 {percentile(latency, 0.99) * 1000:.0f} ms,"
+            f" max {max(latency) * 1000:.0f} ms"
+        )
+    if delays:
+        print(
+            f"disconnect -> offline alert ({len(delays)} terminals, waves of 10 per 0.5 s):"
+            f" p50 {statistics.median(delays) * 1000:.0f} ms,"
+            f" p99 {percentile(delays, 0.99) * 1000:.0f} ms"
+        )
+
+
+def worker_counts(text: str) -> list[int]:
+    """``1,2,3`` -> [1, 2, 3], the value of ``--workers``."""
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of counts: {text!r}") from exc
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"worker counts are 1 or more: {text!r}")
+    return counts
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--terminals", type=int, default=1000)
     parser.add_argument("--processes", type=int, default=2, help="load generator processes")
@@ -595,10 +898,31 @@ def main() -> None:
         "--ingest-processes",
         type=int,
         default=2,
-        help="ingest workers on one shared subscription (tms ingest --workers)",
+        help="ingest workers on one shared subscription (tms ingest --workers), for the"
+        " latency phase, and for the full-load phase unless --workers is given",
+    )
+    parser.add_argument(
+        "--workers",
+        type=worker_counts,
+        default=None,
+        metavar="LIST",
+        help="worker counts, comma-separated (1,2,3): one full-load phase for each",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["throughput"],
+        default=None,
+        help="throughput: the raw and full-load phases alone (no latency, alert, amqtt phase)",
     )
     args = parser.parse_args()
+    if args.workers is None:
+        args.workers = [args.ingest_processes]
+    return args
 
+
+def main() -> None:
+    args = parse_args()
+    throughput_only = args.only == "throughput"
     root = Path(tempfile.mkdtemp(prefix="tms-bench-ingest-"))
     root.chmod(0o755)
     pg = EmbeddedPostgres(root / "pg", free_port(), secrets.token_urlsafe(16))
@@ -607,8 +931,8 @@ def main() -> None:
     try:
         url = pg.url
         schema.upgrade(url)
-        total_accounts = args.terminals + args.alert_terminals
-        accounts, ingest_secret = provision(url, total_accounts)
+        alert_terminals = 0 if throughput_only else args.alert_terminals
+        accounts, ingest_secret = provision(url, args.terminals + alert_terminals)
         load, alerting = accounts[: args.terminals], accounts[args.terminals :]
         broker = BrokerSettings(host="127.0.0.1", port=free_port())
         ready = threading.Event()
@@ -618,91 +942,33 @@ def main() -> None:
             daemon=True,
         ).start()
         assert ready.wait(60), "the broker did not start"
-        host, port = broker.host, broker.port
+        rig = Rig(broker.host, broker.port, url, ingest_secret, load)
+        latency_workers = "" if throughput_only else f", latency {args.ingest_processes}"
         print(
             f"terminals={args.terminals} generator processes={args.processes}"
-            f" ingest processes={args.ingest_processes}"
+            f" ingest workers: full load {','.join(map(str, args.workers))}{latency_workers}"
             f" phase={args.duration:g}s  (Mosquitto, PostgreSQL 15, loopback)"
         )
-
-        # 1. Raw: what the broker delivers to one subscriber that acknowledges at once.
-        out: Any = mp.Queue()
-        sub = mp.Process(
-            target=raw_subscriber,
-            args=(host, port, "tms-ingest", ingest_secret, args.duration + 15, out),
-        )
-        sub.start()
-        time.sleep(1)
-        gen = run_generators(host, port, load, args.processes, "raw", None, args.duration)
-        raw = out.get(timeout=args.duration + 60)
-        sub.join()
-        raw_rate = raw["received"] / max(raw["last"] - raw["first"], 1e-9)
-        print(
-            f"raw broker -> 1 subscriber: {raw_rate:,.0f} msg/s delivered"
-            f" ({raw['received']:,} of {gen['acked']:,} acked publishes;"
-            f" publishers offered {gen['sent'] / gen['elapsed']:,.0f} msg/s)"
-        )
-
-        # 2. Ingest in its own process.
+        raw_rate = raw_phase(rig, args)
         settings = IngestSettings(
             mqtt=MqttClientSettings(
-                host=host, port=port, username="tms-ingest", password=ingest_secret
-            ),  # type: ignore[arg-type]
+                host=rig.host,
+                port=rig.port,
+                username="tms-ingest",
+                password=ingest_secret,  # type: ignore[arg-type]
+            ),
             client_id="tms-ingest-bench",
             metrics_port=0,
             workers=args.ingest_processes,
         )
-        stop, results = mp.Event(), mp.Queue()
-        committed = commit_counters()
-        ingests = start_ingest(settings, url, stop, results, committed)
-
-        # 3. Full load: sustained committed rate, zero loss.
-        clock = MachineClock()
-        gen = run_generators(host, port, load, args.processes, "full", None, args.duration)
-        done = wait_committed(url, "full", gen["acked"], 600, committed)
-        rows = db_count(url, "full")
-        sustained = rows / (done - gen["start_at"])
-        print(
-            f"ingest, full load: {sustained:,.0f} msg/s committed, sustained"
-            f" ({rows:,} rows = {gen['acked']:,} acked publishes, lost 0;"
-            f" offered {gen['sent'] / gen['elapsed']:,.0f} msg/s; {clock.report()})"
-        )
-        print(f"ratio ingest / raw broker delivery: {sustained / raw_rate:.2f}")
-
-        # 4. Steady offered rate: latency.
-        clock = MachineClock()
-        gen = run_generators(host, port, load, args.processes, "steady", args.rate, args.duration)
-        wait_committed(url, "steady", gen["acked"], 600, committed)
-        steady_machine = clock.report()
-        print(
-            f"ingest, offered {gen['sent'] / gen['elapsed']:,.0f} msg/s for {args.duration:g} s:"
-            f" {db_count(url, 'steady'):,} committed of {gen['acked']:,} acked"
-            f" (publishers on time: started {gen['late_start'] * 1000:.0f} ms late,"
-            f" longest pause between sends {gen['gap_max'] * 1000:.0f} ms; {steady_machine})"
-        )
-
-        # 5. Disconnect to offline alert.
-        delays = offline_alerts(host, port, url, alerting)
-        stop.set()
-        reports = [results.get(timeout=60) for _ in ingests]
-        for ingest in ingests:
-            ingest.join(30)
-        latency = [x for report in reports for x in report["latency"].get("steady", [])]
-        if latency:
-            print(
-                "publish-to-commit latency at that rate:"
-                f" p50 {percentile(latency, 0.5) * 1000:.0f} ms,"
-                f" p99 {percentile(latency, 0.99) * 1000:.0f} ms,"
-                f" max {max(latency) * 1000:.0f} ms"
-            )
-        if delays:
-            print(
-                f"disconnect -> offline alert ({len(delays)} terminals, waves of 10 per 0.5 s):"
-                f" p50 {statistics.median(delays) * 1000:.0f} ms,"
-                f" p99 {percentile(delays, 0.99) * 1000:.0f} ms"
-            )
+        committed = commit_counters(args.workers)
+        phases = [full_load(rig, settings, n, args, committed) for n in args.workers]
+        print_full_load(phases, raw_rate)
+        if not throughput_only:
+            latency_and_alerts(rig, settings, alerting, args, committed)
         print(numbering(url))
-        amqtt_phase(url, load, ingest_secret, settings, args)
+        if not throughput_only:
+            amqtt_phase(url, load, ingest_secret, settings, args)
     finally:
         stop_broker.set()
         time.sleep(1)

@@ -186,31 +186,42 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(
     assert count(database_url) == (TOTAL, TOTAL)
 
 
+@pytest.mark.parametrize("workers", [2, 3])
 def test_workers_share_the_stream_and_a_killed_worker_loses_nothing(
-    setup: tuple[RunningBroker, str, MqttProbe], database_url: str
+    setup: tuple[RunningBroker, str, MqttProbe], database_url: str, workers: int
 ) -> None:
     broker, secret, probe = setup
-    ingest = IngestProcess(broker, secret, database_url, workers=2).wait_healthy()
+    ingest = IngestProcess(broker, secret, database_url, workers=workers).wait_healthy()
     try:
         publisher = Publisher(probe, TOTAL, per_second=1500)
         wait_until(lambda: count(database_url)[0] >= TOTAL // 4, "a quarter committed", 60)
+        # Every worker takes a share (the broker deals the messages round the group).
+        wait_until(
+            lambda: all(ingest.committed(i) > 0 for i in range(workers)),
+            "a commit from every worker",
+            timeout=10,
+        )
         supervisor = psutil.Process(ingest.process.pid)
-        workers = supervisor.children()
-        assert len(workers) == 2, workers
-        workers[1].kill()  # SIGKILL: its unacknowledged messages wait in its session
+        children = supervisor.children()
+        assert len(children) == workers, children
+        children[1].kill()  # SIGKILL: its unacknowledged messages wait in its session
         assert count(database_url)[0] < TOTAL, "the stream ended before the kill"
         publisher.finish()
         wait_until(lambda: count(database_url)[0] >= TOTAL, "every message", timeout=120)
         # Its redeliveries come first in its resumed session, before the SUBACK that
         # makes it healthy; the clean stop below commits everything received.
         wait_until(ingest.healthy, "the killed worker back and subscribed", timeout=60)
-        assert len(supervisor.children()) == 2
-        assert workers[1].pid not in {child.pid for child in supervisor.children()}
-        # Both shared the stream (the broker alternates): neither committed it all.
-        assert 0 < ingest.committed(0) < TOTAL
+        assert len(supervisor.children()) == workers
+        assert children[1].pid not in {child.pid for child in supervisor.children()}
+        # The workers never killed shared the stream: none committed it all, nor did
+        # they together (worker 1 wrote the rest, before its death or after).
+        survivors = [ingest.committed(i) for i in range(workers) if i != 1]
+        assert all(0 < committed < TOTAL for committed in survivors), survivors
+        assert sum(survivors) < TOTAL, survivors
     finally:
         ingest.stop()
     assert ingest.process.returncode == 0, ingest.output()
+    # Nothing lost and nothing written twice: as many rows as distinct ids as published.
     assert count(database_url) == (TOTAL, TOTAL)
     assert "ingest worker 1 exited with code -9" in ingest.output()
 
