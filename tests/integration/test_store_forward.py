@@ -197,15 +197,18 @@ def test_broker_restart_loses_nothing_and_keeps_order(
             down_until = datetime.now().astimezone()
             restartable_broker.start()
             wait_until(lambda: len(store) <= 1, "the disk queue to drain")
-        # Stopped cleanly: everything queued has been sent.
+        # Stopped cleanly, after a flush of at most STOP_FLUSH_S (2 s): on a busy machine
+        # a heartbeat or two may still be on disk, kept for the agent's next start. None
+        # is lost: each is at the subscriber or in the disk queue.
         # Distinct ids: a redelivered duplicate must not count for one still in flight.
+        kept = set(queued_telemetry_ids(tmp_path / "queue.sqlite3"))
         wait_until(
-            lambda: len({beat.id for beat in subscriber.beats}) >= agent.stats.telemetry_queued,
-            "every queued heartbeat at the subscriber",
+            lambda: len({b.id for b in subscriber.beats} | kept) >= agent.stats.telemetry_queued,
+            lambda: f"every queued heartbeat at the subscriber or on disk ({len(kept)} there)",
         )
         beats = subscriber.beats
         ids = [beat.id for beat in beats]
-        assert len(set(ids)) == agent.stats.telemetry_queued, "a heartbeat was lost"
+        assert len(set(ids) | kept) == agent.stats.telemetry_queued, "a heartbeat was lost"
         # In order, with the original timestamps: some were made while the broker was down.
         unique = list(dict.fromkeys(ids))
         by_id = {beat.id: beat for beat in beats}
