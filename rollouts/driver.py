@@ -52,8 +52,8 @@ from rollouts.rollout_json import policy_from_json, window_of
 from rollouts.task_outcome import after_command, progress_of
 from rollouts.tasks import FINAL, IN_FLIGHT, TaskState
 from rollouts.windows import WindowError, parse_window
-from shared.backoff import Backoff
 from shared.command_catalog import spec_of
+from shared.service_loop import serve_listening, wait_notified
 
 log = logging.getLogger(__name__)
 
@@ -612,53 +612,32 @@ def serve(
     tick_s: float = 1.0,
 ) -> None:
     """Tick every unfinished rollout until ``stop``; PostgreSQL outages are retried."""
-    backoff = Backoff(0.5, 10.0)
-    while not stop.is_set():
-        try:
-            with (
-                psycopg.connect(
-                    database_url, connect_timeout=10, application_name=APPLICATION_NAME
-                ) as conn,
-                psycopg.connect(
-                    database_url,
-                    autocommit=True,
-                    connect_timeout=10,
-                    application_name=APPLICATION_NAME,
-                ) as listener,
-            ):
-                listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                listener.execute(f"LISTEN {DONE_CHANNEL}")
-                if backoff.attempt:
-                    log.info("PostgreSQL is back; driving rollouts again")
-                backoff.reset()
-                driver = driver_of(conn)
-                while not stop.is_set():
-                    wake = time.monotonic() + tick_s
-                    for rollout_id in driver.active_ids():
-                        try:
-                            result = driver.tick(rollout_id)
-                        except psycopg.OperationalError:
-                            raise
-                        except psycopg.Error:
-                            # A row this code cannot write (a bug, or a value no check
-                            # foresaw) stops this rollout's tick, not every rollout's.
-                            log.exception("rollout %d: tick failed; retrying", rollout_id)
-                            continue
-                        if result.started:
-                            log.info("rollout %d: started %d", rollout_id, result.started)
-                    _wait(listener, stop, wake)
-        except psycopg.OperationalError as exc:
-            delay = backoff.next_delay()
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            log.warning("PostgreSQL unavailable (%s); retrying in %.1f s", first, delay)
-            stop.wait(delay)
 
+    def work(conn: psycopg.Connection[Any], listener: psycopg.Connection[Any]) -> None:
+        driver = driver_of(conn)
+        while not stop.is_set():
+            wake = time.monotonic() + tick_s
+            for rollout_id in driver.active_ids():
+                try:
+                    result = driver.tick(rollout_id)
+                except psycopg.OperationalError:
+                    raise
+                except psycopg.Error:
+                    # A row this code cannot write (a bug, or a value no check
+                    # foresaw) stops this rollout's tick, not every rollout's.
+                    log.exception("rollout %d: tick failed; retrying", rollout_id)
+                    continue
+                if result.started:
+                    log.info("rollout %d: started %d", rollout_id, result.started)
+            # A result or a person's action is acted on at once.
+            wait_notified(listener, stop, wake)
 
-def _wait(listener: psycopg.Connection[Any], stop: threading.Event, until: float) -> None:
-    """Until ``until`` or a notification; a result or a person's action is acted on at once."""
-    while not stop.is_set():
-        left = until - time.monotonic()
-        if left <= 0:
-            return
-        for _ in listener.notifies(timeout=min(left, 0.5), stop_after=1):
-            return
+    serve_listening(
+        database_url,
+        stop,
+        work,
+        application_name=APPLICATION_NAME,
+        channels=(NOTIFY_CHANNEL, DONE_CHANNEL),
+        log=log,
+        resumed="driving rollouts again",
+    )
