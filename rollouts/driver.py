@@ -52,6 +52,7 @@ from rollouts.rollout_json import policy_from_json, window_of
 from rollouts.task_outcome import after_command, progress_of
 from rollouts.tasks import FINAL, IN_FLIGHT, TaskState
 from rollouts.windows import WindowError, parse_window
+from shared import audit_trail
 from shared.command_catalog import spec_of
 from shared.service_loop import serve_listening, wait_notified
 
@@ -532,11 +533,7 @@ class Driver:
         )
 
     def _event(self, rollout_id: int, action: str, detail: dict[str, Any]) -> None:
-        self.conn.execute(
-            "INSERT INTO audit_event (actor, action, target, detail)"
-            " VALUES (%s, %s, %s, %s::jsonb)",
-            (ACTOR, action, f"rollout:{rollout_id}", json.dumps(detail)),
-        )
+        audit_trail.record_on_connection(self.conn, ACTOR, action, f"rollout:{rollout_id}", detail)
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,17 @@
 
 Every change a person or script makes (console, REST API, ``tms`` commands, support
 scripts' requests) is recorded through ``record``, in the caller's transaction: the
-caller commits, so a change and its audit row land together or not at all.
+caller commits, so a change and its audit row land together or not at all. A daemon
+that works on a psycopg connection, not a Session (the rollout driver), records through
+``record_on_connection``: the same row, cut the same way.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import psycopg
+from psycopg.types.json import Jsonb
 from sqlmodel import Session
 
 from shared.models import AuditEvent
@@ -38,4 +42,26 @@ def record(
             detail=detail,
             remote_addr=remote_addr[:REMOTE_ADDR_MAX] if remote_addr else None,
         )
+    )
+
+
+def record_on_connection(
+    conn: psycopg.Connection[Any],
+    actor: str,
+    action: str,
+    target: str,
+    detail: dict[str, Any] | None = None,
+    remote_addr: str | None = None,
+) -> None:
+    """``record`` on a psycopg connection: one audit row in its open transaction."""
+    conn.execute(
+        "INSERT INTO audit_event (actor, action, target, detail, remote_addr)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (
+            actor[:ACTOR_MAX],
+            action[:ACTION_MAX],
+            target[:TARGET_MAX],
+            Jsonb(detail) if detail is not None else None,
+            remote_addr[:REMOTE_ADDR_MAX] if remote_addr else None,
+        ),
     )
