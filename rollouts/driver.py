@@ -93,7 +93,7 @@ class TickResult:
     decision: Decision | None = None
     started: int = 0
     finished: int = 0
-    not_before: datetime | None = None
+    not_before: datetime | None = None  # the rollout waits: look again then at the latest
 
 
 @dataclass
@@ -626,6 +626,10 @@ def serve(
                     continue
                 if result.started:
                     log.info("rollout %d: started %d", rollout_id, result.started)
+                if result.not_before is not None:
+                    # A rate token or the end of a watch, sooner than the next tick.
+                    due_s = (result.not_before - driver.clock()).total_seconds()
+                    wake = min(wake, time.monotonic() + max(0.0, due_s))
             # A result or a person's action is acted on at once.
             wait_notified(listener, stop, wake)
 

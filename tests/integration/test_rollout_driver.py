@@ -847,7 +847,7 @@ def test_two_drivers_ticking_one_rollout_never_start_a_terminal_twice(world: Wor
 
 
 @contextmanager
-def serving(world: World) -> Iterator[threading.Thread]:
+def serving(world: World, tick_s: float = 0.2) -> Iterator[threading.Thread]:
     """``serve`` in a thread on the real clock, as ``tms rollouts run`` runs it."""
     stop = threading.Event()
 
@@ -855,7 +855,7 @@ def serving(world: World) -> Iterator[threading.Thread]:
         return Driver(conn, download_url=DOWNLOAD.format, mirror_url=MIRROR.format)
 
     thread = threading.Thread(
-        target=serve, args=(world.url, driver_of, stop), kwargs={"tick_s": 0.2}, daemon=True
+        target=serve, args=(world.url, driver_of, stop), kwargs={"tick_s": tick_s}, daemon=True
     )
     thread.start()
     try:
@@ -877,6 +877,19 @@ def test_serve_drives_the_active_rollouts_and_stops_cleanly(world: World) -> Non
         wait_until(lambda: world.rollout(rollout_id, "state") == "completed", "completed", 60)
         assert thread.is_alive()
     assert all(len(world.commands(s)) == 1 for s in serials)
+
+
+def test_serve_wakes_when_the_rate_allows_the_next_start_not_at_the_next_tick(
+    world: World,
+) -> None:
+    serials = world.terminals("TP", 2)
+    # 11 a minute: one at a time (ten seconds' worth is 1), the next token 5.5 s later.
+    world.create({"rate_per_minute": 11})
+    world.clock.at = datetime.now(UTC)
+    with serving(world, tick_s=120):
+        wait_until(lambda: any(world.commands(s) for s in serials), "the first started", 60)
+        # Well before the next tick: the driver slept until decide's not_before.
+        wait_until(lambda: all(world.commands(s) for s in serials), "the second started", 30)
 
 
 # -- bugs found (these fail until rollouts/ is fixed) ------------------------------------------
