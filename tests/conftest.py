@@ -20,6 +20,7 @@ pytest_plugins = [
     "tests.fixtures.broker",
     "tests.fixtures.brokers",
     "tests.fixtures.console",
+    "tests.fixtures.firmware",
     "tests.fixtures.browser",
 ]
 

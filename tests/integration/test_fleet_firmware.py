@@ -22,7 +22,7 @@ from console.db import engine_of
 from console.server import ConsoleServer
 from rollouts import library
 from shared import topics
-from shared.firmware_signature import generate_key, private_key_pem, public_key_pem
+from shared.firmware_signature import public_key_pem
 from shared.messages import (
     Command,
     CommandResult,
@@ -36,7 +36,7 @@ from shared.models import FirmwareState
 from shared.ports import free_port
 from shared.settings import ConsoleSettings
 from tests.fixtures.broker import MqttProbe, RunningBroker
-from tests.fixtures.console import build_app, scratch_firmware_library
+from tests.fixtures.console import build_app
 from tests.integration.agent_harness import (
     LoopThread,
     console_probe,
@@ -53,17 +53,10 @@ STEPS = ["downloading", "downloaded", "verified", "installing", "rebooting"]
 
 
 @pytest.fixture
-def lib(tmp_path: Path) -> library.Library:
-    found = scratch_firmware_library(tmp_path / "library")
-    library.write_signing_key(found.signing_key, private_key_pem(generate_key()))
-    return found
-
-
-@pytest.fixture
 def console_url(
-    console_settings: ConsoleSettings, database_url: str, lib: library.Library
+    console_settings: ConsoleSettings, database_url: str, firmware_library: library.Library
 ) -> Iterator[str]:
-    app = build_app(console_settings, database_url, lib)
+    app = build_app(console_settings, database_url, firmware_library)
     server = ConsoleServer(app, "127.0.0.1", free_port(), threads=4)
     thread = threading.Thread(target=server.serve, name="console-server", daemon=True)
     thread.start()
@@ -84,11 +77,13 @@ def splitting_version(serials: tuple[str, str], percent: float) -> str:
     raise AssertionError("no version splits the two terminals")
 
 
-def released(broker: RunningBroker, lib: library.Library, image: bytes, version: str) -> Command:
+def released(
+    broker: RunningBroker, firmware_library: library.Library, image: bytes, version: str
+) -> Command:
     """Add and release ``image``; the firmware command a rollout would send for it."""
     with Session(broker.engine) as session:
         firmware = library.add_image(
-            session, lib, image=image, filename="sim.img", version=version,
+            session, firmware_library, image=image, filename="sim.img", version=version,
             models=("TC-200",), notes="", actor="test",
         )  # fmt: skip
         library.change_state(session, version, FirmwareState.RELEASED, "test")
@@ -133,15 +128,20 @@ def answers_to(console: MqttProbe, command_id: str, serials: set[str]) -> dict[s
 
 
 def test_a_simulated_fleet_installs_from_the_console_and_the_share_rolls_back(
-    mosquitto_broker: RunningBroker, lib: library.Library, console_url: str, tmp_path: Path
+    mosquitto_broker: RunningBroker,
+    firmware_library: library.Library,
+    console_url: str,
+    tmp_path: Path,
 ) -> None:
     fleet = provision_fleet(mosquitto_broker, 2, "FW")
     (good, _), (bad, _) = fleet
     version = splitting_version((good, bad), 50)
-    command = released(mosquitto_broker, lib, make_image(version, fail_boot_percent=50), version)
+    command = released(
+        mosquitto_broker, firmware_library, make_image(version, fail_boot_percent=50), version
+    )
     command.args["url"] = f"{console_url}/agent/v1/firmware/{version}/image"
     public_key = tmp_path / "firmware-public.pem"
-    public_key.write_bytes(public_key_pem(library.read_signing_key(lib.signing_key)))
+    public_key.write_bytes(public_key_pem(library.read_signing_key(firmware_library.signing_key)))
     firmware = FleetFirmware(public_key=public_key, directory=tmp_path / "downloads")
 
     def fleet_main(stop: asyncio.Event) -> Awaitable[FleetSummary]:
