@@ -180,6 +180,25 @@ class Report:
         return sum(a.alerts for a in self.alerts)
 
 
+def store_order(groups: Sequence[GroupUptime]) -> list[GroupUptime]:
+    return sorted(groups, key=lambda g: (g.customer, g.store_code is None, g.store_code or ""))
+
+
+def worst_order(terminals: Sequence[TerminalUptime]) -> list[TerminalUptime]:
+    return sorted(terminals, key=lambda t: (t.seconds.share or 0.0, t.customer, t.serial))
+
+
+@dataclass(frozen=True)
+class UptimeFigures:
+    """A report's uptime part: the total, per store and customer, and its terminals."""
+
+    total: UptimeSeconds
+    counted: int
+    stores: list[GroupUptime]
+    customers: list[GroupUptime]
+    terminals: list[TerminalUptime]
+
+
 @dataclass
 class UptimeTally:
     """Terminals' uptimes summed per store and per customer as they stream by, keeping
@@ -222,7 +241,7 @@ class UptimeTally:
             GroupUptime(customer, code, name, count, seconds)
             for (customer, code), (name, count, seconds) in self._stores.items()
         ]
-        return sorted(groups, key=lambda g: (g.customer, g.store_code is None, g.store_code or ""))
+        return store_order(groups)
 
     def customers(self) -> list[GroupUptime]:
         groups = [
@@ -234,8 +253,11 @@ class UptimeTally:
     def terminals(self) -> list[TerminalUptime]:
         if self.keep_all:
             return sorted(self._terminals, key=lambda t: (t.store_code or "", t.serial))
-        worst = [terminal for _, _, terminal in self._worst]
-        return sorted(worst, key=lambda t: (t.seconds.share or 0.0, t.customer, t.serial))
+        return worst_order([terminal for _, _, terminal in self._worst])
+
+    def figures(self, with_customers: bool = True) -> UptimeFigures:
+        customers = self.customers() if with_customers else []
+        return UptimeFigures(self.total, self.counted, self.stores(), customers, self.terminals())
 
 
 def share_text(value: float | None) -> str:

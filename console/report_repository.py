@@ -1,15 +1,14 @@
 """The monthly reports' queries: uptime from the status history, alerts and incidents,
 firmware, and the audit row of an export.
 
-Uptime reads, per terminal, only the month's status changes and the last one before the
-month (a LATERAL subquery on status_change's terminal index), streamed a batch at a time
-and summed per store and customer in Python (console.uptime, console.report_model), so
-the fleet report never holds 100,000 terminals in memory.
+Uptime is worked out per terminal in PostgreSQL (console.uptime_sql): a customer's
+report streams its terminals' seconds and sums them per store in Python; the fleet's
+gets its store and customer sums and its worst terminals from one statement, never
+100,000 rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,17 +18,23 @@ from sqlmodel import Session, select
 from console.customer_repository import zone_of
 from console.report_model import (
     TOP_ALERTING,
+    WORST_SHOWN,
     AlertCount,
     AlertingTerminal,
     FirmwareCount,
+    GroupUptime,
     IncidentSummary,
     Report,
     ReportMonth,
     ResolveTimes,
     TerminalUptime,
+    UptimeFigures,
     UptimeTally,
+    store_order,
+    worst_order,
 )
-from console.uptime import in_service_window, uptime_seconds
+from console.uptime import UptimeSeconds
+from console.uptime_sql import FLEET_UPTIME, TERMINAL_UPTIME
 from shared import audit_trail
 from shared.models import Customer
 
@@ -63,16 +68,6 @@ CROSS JOIN LATERAL (
 IN_SERVICE_IN_PERIOD = """COALESCE(t.installed_at, t.created_at) < :end
   AND (t.decommissioned_at IS NULL OR t.decommissioned_at > :start)"""
 
-SQL_UPTIME_ROWS = f"""
-SELECT t.id, t.serial, c.name, s.code, s.name, t.status, t.firmware_version,
-       COALESCE(t.installed_at, t.created_at), t.decommissioned_at, ch.ats, ch.statuses
-FROM terminal t
-JOIN customer c ON c.id = t.customer_id
-LEFT JOIN store s ON s.id = t.store_id
-{STATUS_CHANGES_IN_PERIOD}
-WHERE {_ONE_OR_ALL.format(column="t.customer_id")}
-  AND {IN_SERVICE_IN_PERIOD}
-"""
 SQL_ALERT_COUNTS = f"""
 SELECT a.kind, a.severity, count(*), COALESCE(sum(a.count), 0)
 FROM alert a LEFT JOIN terminal t ON t.id = a.terminal_id
@@ -129,25 +124,44 @@ def customer_names(session: Session) -> list[str]:
     return [row[0] for row in rows]
 
 
-def _uptime_rows(session: Session, params: dict[str, Any]) -> Iterator[Sequence[Any]]:
-    result = session.execute(
-        text(SQL_UPTIME_ROWS).execution_options(stream_results=True, yield_per=BATCH), params
+def _customer_uptime(session: Session, params: dict[str, Any]) -> UptimeFigures:
+    tally = UptimeTally(keep_all=True)
+    rows = session.execute(
+        text(TERMINAL_UPTIME).execution_options(stream_results=True, yield_per=BATCH), params
     )
-    yield from result
+    for _, serial, customer, code, name, status, firmware, online, in_service in rows:
+        seconds = UptimeSeconds(online, in_service)
+        tally.add(TerminalUptime(serial, customer, code, name, status, firmware, seconds))
+    return tally.figures(with_customers=False)
 
 
-def _tally_uptime(
-    rows: Iterable[Sequence[Any]], tally: UptimeTally, start: datetime, end: datetime, now: datetime
-) -> None:
-    for _, serial, customer, code, name, status, firmware, since, gone, ats, statuses in rows:
-        changes = zip(ats or (), statuses or (), strict=True)
-        window = in_service_window(
-            start, end, in_service_from=since, decommissioned_at=gone, now=now
-        )
-        tally.add(
-            TerminalUptime(serial, customer, code, name, status, firmware,
-                           uptime_seconds(window, changes))
-        )  # fmt: skip
+def _fleet_uptime(session: Session, params: dict[str, Any]) -> UptimeFigures:
+    stores, customers, worst = [], [], []
+    for (
+        part,
+        customer,
+        code,
+        name,
+        serial,
+        status,
+        firmware,
+        n,
+        online,
+        in_service,
+    ) in session.execute(text(FLEET_UPTIME), {**params, "worst": WORST_SHOWN}):
+        seconds = UptimeSeconds(online, in_service)
+        if part == "store":
+            stores.append(GroupUptime(customer, code, name, int(n), seconds))
+        elif part == "customer":
+            customers.append(GroupUptime(customer, None, None, int(n), seconds))
+        else:
+            worst.append(TerminalUptime(serial, customer, code, name, status, firmware, seconds))
+    total = sum((group.seconds for group in customers), UptimeSeconds())
+    customers.sort(key=lambda g: g.customer)
+    return UptimeFigures(
+        total, sum(g.terminals for g in customers), store_order(stores), customers,
+        worst_order(worst),
+    )  # fmt: skip
 
 
 def _alerts(session: Session, params: dict[str, Any]) -> list[AlertCount]:
@@ -187,9 +201,12 @@ def build_report(
     customer_id = customer.id if customer is not None else None
     # Nothing after now is read: the month in progress ends at the present.
     params = {"customer": customer_id, "start": start, "end": min(end, now)}
-    tally = UptimeTally(keep_all=customer is not None)
-    if now > start:
-        _tally_uptime(_uptime_rows(session, params), tally, start, end, now)
+    if now <= start:
+        uptime = UptimeTally(keep_all=True).figures(with_customers=False)
+    elif customer is not None:
+        uptime = _customer_uptime(session, params)
+    else:
+        uptime = _fleet_uptime(session, params)
     return Report(
         month=month,
         customer=customer.name if customer is not None else None,
@@ -197,11 +214,11 @@ def build_report(
         start=start,
         end=end,
         generated_at=now,
-        total=tally.total,
-        terminals_counted=tally.counted,
-        stores=tally.stores(),
-        customers=[] if customer is not None else tally.customers(),
-        terminals=tally.terminals(),
+        total=uptime.total,
+        terminals_counted=uptime.counted,
+        stores=uptime.stores,
+        customers=uptime.customers,
+        terminals=uptime.terminals,
         alerts=_alerts(session, params),
         resolve=_resolve_times(session, params),
         incidents=_incidents(session, params),
