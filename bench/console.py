@@ -650,6 +650,8 @@ def run(url: str, args: argparse.Namespace, seeded: list[tuple[str, int, float]]
     )
     results = []
     for view, path in views(s):
+        if args.only and not any(word in view for word in args.only.split(",")):
+            continue
         result = time_view(clients, app, log, view, path, args)
         results.append(result)
         print_row(result)
@@ -747,6 +749,9 @@ def main() -> None:
         "--view-budget", type=float, default=60, help="seconds per view (at least 5 requests)"
     )
     parser.add_argument("--no-explain", dest="explain", action="store_false")
+    parser.add_argument(
+        "--only", help="time only the views whose name contains one of these (comma-separated)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the cluster directory")
     parser.add_argument(
         "--database-url", help="use this database (seeded only if it has no terminals)"
