@@ -31,10 +31,10 @@ import psycopg
 from pydantic import ValidationError
 
 from shared import topics
-from shared.backoff import Backoff
 from shared.command_states import ResendPolicy
 from shared.errors import TopicError
 from shared.messages import Command, utcnow
+from shared.service_loop import serve_listening, wait_notified
 
 log = logging.getLogger(__name__)
 
@@ -262,33 +262,22 @@ def serve(
     on_finished: Callable[[list[str]], None] | None = None,
 ) -> None:
     """Run cycles until ``stop`` is set; PostgreSQL outages are retried with backoff."""
-    backoff = Backoff(0.5, 10.0)
-    while not stop.is_set():
-        try:
-            with (
-                psycopg.connect(
-                    database_url, connect_timeout=10, application_name=APPLICATION_NAME
-                ) as conn,
-                psycopg.connect(
-                    database_url,
-                    autocommit=True,
-                    connect_timeout=10,
-                    application_name=APPLICATION_NAME,
-                ) as listener,
-            ):
-                listener.execute(f"LISTEN {WAKE_CHANNEL}")
-                listener.execute(f"LISTEN {DONE_CHANNEL}")
-                if backoff.attempt:
-                    log.info("PostgreSQL is back; sending again")
-                backoff.reset()
-                cycle = SendCycle(
-                    conn, publisher, batch_size=batch_size, publish_timeout_s=publish_timeout_s
-                )
-                _loop(cycle, listener, stop, idle_check_s, on_finished)
-        except psycopg.OperationalError as exc:
-            delay = backoff.next_delay()
-            log.warning("PostgreSQL unavailable (%s); retrying in %.1f s", _first_line(exc), delay)
-            stop.wait(delay)
+
+    def work(conn: psycopg.Connection[Any], listener: psycopg.Connection[Any]) -> None:
+        cycle = SendCycle(
+            conn, publisher, batch_size=batch_size, publish_timeout_s=publish_timeout_s
+        )
+        _loop(cycle, listener, stop, idle_check_s, on_finished)
+
+    serve_listening(
+        database_url,
+        stop,
+        work,
+        application_name=APPLICATION_NAME,
+        channels=(WAKE_CHANNEL, DONE_CHANNEL),
+        log=log,
+        resumed="sending again",
+    )
 
 
 def _loop(
@@ -298,6 +287,14 @@ def _loop(
     idle_check_s: float,
     on_finished: Callable[[list[str]], None] | None,
 ) -> None:
+    def wakes(notify: psycopg.Notify) -> bool:
+        """A new row or a terminal back wakes the sender; a result only is passed on."""
+        if notify.channel != DONE_CHANNEL:
+            return True
+        if on_finished is not None:
+            on_finished([notify.payload])
+        return False
+
     while not stop.is_set():
         result = cycle.run_once()
         if on_finished is not None and result.finished:
@@ -311,24 +308,4 @@ def _loop(
         wait = cycle.next_wake_s(cap)
         if result.unacknowledged:
             wait = max(wait, 1.0)  # the broker is struggling: do not hammer it
-        deadline = time.monotonic() + wait
-        # Short slices: a stop is noticed within a fraction of a second.
-        while not stop.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            woke = False
-            done: list[str] = []
-            for notify in listener.notifies(timeout=min(left, 0.5), stop_after=1):
-                if notify.channel == DONE_CHANNEL:
-                    done.append(notify.payload)
-                else:
-                    woke = True
-            if on_finished is not None and done:
-                on_finished(done)
-            if woke:
-                break
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        wait_notified(listener, stop, time.monotonic() + wait, wakes)

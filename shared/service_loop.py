@@ -78,9 +78,13 @@ def wait_notified(
         left = until - time.monotonic()
         if left <= 0:
             return
-        # Read out first: ``wakes`` runs with the listener free again.
+        # Read out first: ``wakes`` runs with the listener free again. One read may
+        # bring several (a transaction's NOTIFYs arrive together), and ``wakes`` sees
+        # each: it may act on one (a result passed on) that another one's wake would
+        # otherwise drop, as a short-circuiting any() did to a cancel behind a new row.
         notified = list(listener.notifies(timeout=min(left, STOP_SLICE_S), stop_after=1))
-        if any(wakes is None or wakes(notify) for notify in notified):
+        woken = [wakes(notify) for notify in notified] if wakes is not None else notified
+        if any(woken):
             return
 
 
