@@ -34,13 +34,10 @@ def record(
     remote_addr: str | None = None,
 ) -> None:
     """Add one audit row to the session's transaction; the caller commits."""
+    actor, action, target, remote_addr = _cut(actor, action, target, remote_addr)
     session.add(
         AuditEvent(
-            actor=actor[:ACTOR_MAX],
-            action=action[:ACTION_MAX],
-            target=target[:TARGET_MAX],
-            detail=detail,
-            remote_addr=remote_addr[:REMOTE_ADDR_MAX] if remote_addr else None,
+            actor=actor, action=action, target=target, detail=detail, remote_addr=remote_addr
         )
     )
 
@@ -54,14 +51,21 @@ def record_on_connection(
     remote_addr: str | None = None,
 ) -> None:
     """``record`` on a psycopg connection: one audit row in its open transaction."""
+    actor, action, target, remote_addr = _cut(actor, action, target, remote_addr)
     conn.execute(
         "INSERT INTO audit_event (actor, action, target, detail, remote_addr)"
         " VALUES (%s, %s, %s, %s, %s)",
-        (
-            actor[:ACTOR_MAX],
-            action[:ACTION_MAX],
-            target[:TARGET_MAX],
-            Jsonb(detail) if detail is not None else None,
-            remote_addr[:REMOTE_ADDR_MAX] if remote_addr else None,
-        ),
+        (actor, action, target, Jsonb(detail) if detail is not None else None, remote_addr),
+    )
+
+
+def _cut(
+    actor: str, action: str, target: str, remote_addr: str | None
+) -> tuple[str, str, str, str | None]:
+    """The text fields cut to their columns' widths."""
+    return (
+        actor[:ACTOR_MAX],
+        action[:ACTION_MAX],
+        target[:TARGET_MAX],
+        remote_addr[:REMOTE_ADDR_MAX] if remote_addr else None,
     )
