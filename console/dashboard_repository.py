@@ -20,6 +20,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from console.alert_scope import rollout_of
+from shared.terminal_counts import SQL_PER_CUSTOMER
 
 CACHE_S = 60.0
 CRITICAL_ALERTS = 10
@@ -103,22 +104,20 @@ class Uptime:
 
 
 def overview(session: Session, now: datetime | None = None) -> tuple[Totals, list[CustomerRow]]:
-    """Fleet totals and the per-customer table from one pass over the terminals, with
-    each customer's uptime this month from the daily sums."""
+    """Fleet totals and the per-customer table from the trigger-kept counts (a few
+    thousand rows, not the fleet: shared.terminal_counts), with each customer's uptime
+    this month from the daily sums."""
     now = now or datetime.now(UTC)
     rows = session.execute(
         text(
-            "SELECT c.id, c.name,"
-            " count(t.id) FILTER (WHERE t.status <> 'decommissioned'),"
-            " count(t.id) FILTER (WHERE t.status = 'online'),"
-            " count(t.id) FILTER (WHERE t.status = 'error'),"
-            " count(t.id) FILTER (WHERE t.status = 'offline'),"
-            " count(t.id) FILTER (WHERE t.status = 'unknown'),"
-            " count(t.id) FILTER (WHERE t.maintenance AND t.status <> 'decommissioned'),"
-            " (SELECT sum(d.online)::float8 / nullif(sum(d.in_service), 0)"
-            "  FROM fleet_sample_daily d WHERE d.customer_id = c.id AND d.day >= :month)"
-            " FROM customer c LEFT JOIN terminal t ON t.customer_id = c.id"
-            " GROUP BY c.id, c.name ORDER BY c.name"
+            f"WITH counted AS ({SQL_PER_CUSTOMER}),"
+            " uptime AS (SELECT customer_id, sum(online)::float8 / nullif(sum(in_service), 0)"
+            "  AS ratio FROM fleet_sample_daily WHERE day >= :month GROUP BY customer_id)"
+            " SELECT c.id, c.name, coalesce(k.in_service, 0), coalesce(k.online, 0),"
+            " coalesce(k.error, 0), coalesce(k.offline, 0), coalesce(k.unknown, 0),"
+            " coalesce(k.maintenance, 0), u.ratio"
+            " FROM customer c LEFT JOIN counted k ON k.customer_id = c.id"
+            " LEFT JOIN uptime u ON u.customer_id = c.id ORDER BY c.name"
         ),
         {"month": _month_start(now)},
     ).all()

@@ -24,7 +24,7 @@ from ingest.alerts.config import AlertConfig
 from ingest.alerts.notify import OutboxWorker
 from ingest.alerts.rules import BatchAlerts
 from ingest.counters import IngestCounters
-from ingest.fleet_samples import bucket_of, sample_fleet
+from ingest.fleet_samples import bucket_of, fold_terminal_counts, sample_fleet
 from ingest.retention import RetentionReport, run_retention
 from ingest.sweep import FleetSweep
 from shared.db import libpq_url
@@ -130,6 +130,7 @@ async def fleet_sample_loop(
             return  # this bucket is done: no scan of the terminal table until the next
         async with pool.connection() as conn:
             await sample_fleet(conn, now, interval_s)
+            await fold_terminal_counts(conn)
         written = bucket_of(now, interval_s)
 
     await _every(stop, max(1.0, interval_s / 5), "fleet sample", once)

@@ -9,6 +9,9 @@ customer and day (``fleet_sample_daily``, uptime: 15,500 rows for a month of 500
 customers, where the samples are 4 million). Buckets are aligned to the interval and
 written ``ON CONFLICT DO NOTHING``, and the daily sums grow only by what was inserted,
 so several ingest workers, or a restart within a bucket, count a bucket once.
+
+The same job folds the dashboard's terminal counts (``terminal_count``), which grow by
+two rows for every change of a terminal's status.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from psycopg import AsyncConnection
+
+from shared.terminal_counts import COMPACT_LOCK, SQL_COMPACT
 
 SQL_SAMPLE = """
 WITH counted AS (
@@ -61,3 +66,16 @@ async def sample_fleet(conn: AsyncConnection, now: datetime, interval_s: int) ->
     day = bucket.replace(hour=0, minute=0, second=0, microsecond=0)
     cursor = await conn.execute(SQL_SAMPLE, {"bucket": bucket, "day": day})
     return max(cursor.rowcount, 0)
+
+
+async def fold_terminal_counts(conn: AsyncConnection) -> int:
+    """Fold ``terminal_count`` back to one row per key (shared.terminal_counts), unless
+    another worker is at it; returns the rows folded."""
+    async with conn.transaction():
+        cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (COMPACT_LOCK,))
+        locked = await cursor.fetchone()
+        if not locked or not locked[0]:
+            return 0
+        cursor = await conn.execute(SQL_COMPACT)
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0

@@ -829,6 +829,21 @@ class FleetSampleDaily(SQLModel, table=True):
     online: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
+class TerminalCount(SQLModel, table=True):
+    """Signed changes of the number of terminals per customer, status and maintenance,
+    added by triggers on ``terminal`` (migration 0016): a count is the sum of its key's
+    rows, so the dashboard never scans the fleet. Ingest folds the rows back to one per
+    key (shared.terminal_counts)."""
+
+    __tablename__ = "terminal_count"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
+    customer_id: int = Field(sa_column=Column(Integer, nullable=False))
+    status: str = Field(max_length=32)
+    maintenance: bool = Field(sa_column=Column(Boolean, nullable=False))
+    n: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
 class IngestSession(SQLModel, table=True):
     """A broker session an ingest worker has used (client id), for its later retirement."""
 
