@@ -191,7 +191,7 @@ class Terminal(SQLModel, table=True):
     serial: str = Field(max_length=64, unique=True)
     customer_id: int = Field(foreign_key="customer.id", index=True)
     store_id: int | None = Field(default=None, foreign_key="store.id", index=True)
-    model: str = Field(default="TC-200", max_length=64)
+    model: str = Field(default="TC-200", max_length=64, index=True)  # migration 0017
     status: str = Field(default=TerminalStatus.UNKNOWN.value, max_length=32, index=True)
     status_reason: str | None = Field(default=None, max_length=200)
     status_changed_at: datetime | None = _ts()
