@@ -6,6 +6,7 @@ and returns the reply to publish (or None), so it is tested without a broker.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -81,7 +82,18 @@ class CommandProcessor:
             return self._answer_again(command_id)
         # Remembered before running, so a redelivery during a slow command is not run twice.
         self._recent.remember(command_id)
-        result = await self._run(command_id, payload)
+        try:
+            result = await self._run(command_id, payload)
+        except asyncio.CancelledError:
+            # The agent is stopping mid-command. Without a result kept, the sender's
+            # resend after the restart would be ignored as "still running" for good.
+            interrupted = CommandResult(
+                id=command_id,
+                status=CommandStatus.ERROR,
+                error="interrupted: the agent stopped while running this command",
+            )
+            self._recent.keep_result(command_id, interrupted.to_payload())
+            raise
         if result.status is CommandStatus.REJECTED:
             self.rejected += 1
         self._recent.keep_result(command_id, result.to_payload())

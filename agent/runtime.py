@@ -201,6 +201,10 @@ class TerminalAgent:
         # The fleet simulator passes a subclass that shares one keepalive timer per loop.
         self._mqtt_client = mqtt_client
         self._restart_pending = False
+        # The command being run. It belongs to the agent, not to a session: a broker lost
+        # mid-command must not cancel it (its id is remembered, so the sender's resend
+        # would be ignored as "still running" and no result would ever come).
+        self._answering: asyncio.Task[None] | None = None
         # Last, so a handler factory sees a complete agent.
         table = handlers if isinstance(handlers, Mapping) else handlers(self)
         self.commands = CommandProcessor(self.serial, table, recent=recent_commands)
@@ -262,7 +266,11 @@ class TerminalAgent:
         try:
             await self._stay_connected(stop)
         finally:
-            await cancel_and_wait([producer])
+            # A command still running when the agent stops is cancelled: the processor
+            # keeps an "interrupted" result for the sender's resend to find.
+            leftover = [self._answering] if self._answering is not None else []
+            self._answering = None
+            await cancel_and_wait([producer, *leftover])
         if self._restart_pending and not stop.is_set():
             return RunOutcome.RESTART
         return RunOutcome.STOPPED
@@ -442,11 +450,27 @@ class TerminalAgent:
                 raise task.exception()  # type: ignore[misc]
 
     async def _answer_commands(self, client: aiomqtt.Client) -> None:
+        if self._answering is not None:
+            # The last session ended mid-command: its result goes out through the outbox
+            # before the next command starts, so commands still run one at a time.
+            await self._finish_command(self._answering)
+            if self._restart_pending:
+                await self._settle_before_restart(client)
+                return
         async for message in client.messages:
-            await self._answer(message)
+            await self._finish_command(asyncio.create_task(self._answer(message)))
             if self._restart_pending:
                 await self._settle_before_restart(client)
                 return  # the session ends: offline presence, then the restart
+
+    async def _finish_command(self, task: asyncio.Task[None]) -> None:
+        """Wait for a command's task; a cancelled session leaves it running."""
+        self._answering = task
+        try:
+            await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._answering = None
 
     async def _answer(self, message: aiomqtt.Message) -> None:
         reply = await self.commands.process(str(message.topic), _payload_bytes(message.payload))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from agent.commands import DEFAULT_HANDLERS
 from agent.runtime import AgentOptions, TerminalAgent
 from agent.sim.device import SimulatedTC200
 from shared.messages import (
@@ -174,6 +178,64 @@ def test_commands_answered_once_rejected_when_unknown_or_malformed(
         assert agent.stats.connects == 1
     console.close()
     ingest.close()
+
+
+def test_command_running_when_the_broker_goes_away_is_answered_once(
+    mosquitto_broker: RunningBroker,
+) -> None:
+    """A lost connection must not cancel the command it interrupts: its id is already
+    remembered, so a cancelled run would leave every resend ignored as "still running"
+    (a firmware wave then waited half an hour for a result that never came)."""
+    serial = "TC200-AG9"
+    secret = mosquitto_broker.provision_terminal(serial)
+    ingest = ingest_probe(mosquitto_broker)
+    console = console_probe(mosquitto_broker)
+    cutter = TcpCutter((mosquitto_broker.host, mosquitto_broker.port))
+    started, release = threading.Event(), threading.Event()
+    runs: list[str] = []
+
+    async def slow(command: Command) -> dict[str, Any]:
+        runs.append(command.id)
+        started.set()
+        while not release.is_set():
+            await asyncio.sleep(0.02)
+        return {"finished": True}
+
+    agent = TerminalAgent(
+        serial,
+        secret,
+        mqtt_of(mosquitto_broker, cutter.port),
+        SimulatedTC200(serial),
+        options=FAST,
+        handlers={**DEFAULT_HANDLERS, "slow": slow},
+    )
+    slow_1 = Command(id="slow-1", name="slow").to_payload()
+    try:
+        with AgentThread(agent):
+            wait_for_message(ingest, presence(serial, PresenceState.ONLINE))
+            send_command(console, serial, "slow-1", slow_1)
+            wait_until(started.is_set, "the slow command to start")
+            cutter.cut(refuse=True)
+            wait_for_message(ingest, presence(serial, PresenceState.OFFLINE, "agent disconnected"))
+            # The agent itself must have seen the session end while the command runs.
+            wait_until(lambda: not agent.stats.connected, "the agent to notice the cut")
+            assert not release.is_set() and runs == ["slow-1"]
+            release.set()
+            cutter.refusing = False
+            wait_for_message(ingest, presence(serial, PresenceState.ONLINE))
+            answered = results(console, serial)
+            assert [(r.id, r.status, r.output) for r in answered] == [
+                ("slow-1", CommandStatus.OK, {"finished": True})
+            ]
+            # The sender's resend gets the same result again, not a second run.
+            send_command(console, serial, "slow-1", slow_1)
+            again = results(console, serial)
+            assert [unnumbered(r) for r in again] == [unnumbered(answered[0])]
+            assert runs == ["slow-1"]
+    finally:
+        cutter.close()
+        console.close()
+        ingest.close()
 
 
 def test_killed_agent_process_goes_offline_by_will(

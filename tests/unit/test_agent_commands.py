@@ -64,6 +64,28 @@ def test_a_redelivery_while_the_command_runs_is_not_answered() -> None:
     assert run(processor.process(topics.command(SERIAL, "busy"), command_payload("busy"))) is None
 
 
+def test_a_command_cancelled_by_a_stopping_agent_answers_its_resend_as_interrupted() -> None:
+    async def hang(command: Command) -> dict[str, Any]:
+        await asyncio.Event().wait()
+        return {}
+
+    processor = CommandProcessor(SERIAL, {"hang": hang})
+    topic, payload = topics.command(SERIAL, "c1"), command_payload("c1", "hang")
+
+    async def stop_mid_command() -> None:
+        task = asyncio.create_task(processor.process(topic, payload))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(stop_mid_command())
+    # Not "still running" for ever: the resend after the restart learns what happened.
+    again = run(processor.process(topic, payload))
+    assert again is not None and again.result.status is CommandStatus.ERROR
+    assert "interrupted" in (again.result.error or "")
+
+
 def test_unknown_command_is_rejected_naming_what_is_supported() -> None:
     processor = CommandProcessor(SERIAL)
     reply = run(
