@@ -18,12 +18,13 @@ from zoneinfo import ZoneInfo
 
 from console.formatting import percent_of_one
 from console.uptime import UptimeSeconds
+from shared.uptime_snapshot import WORST_KEPT
 
 # The earliest month a report covers: TMS keeps no history from before.
 FIRST_YEAR = 2000
 # A customer's zone can be up to 14 h ahead of UTC: its month begins that much earlier.
 AHEAD_MAX = timedelta(hours=14)
-WORST_SHOWN = 20
+WORST_SHOWN = WORST_KEPT  # what the fleet's snapshot keeps
 TOP_ALERTING = 10
 _MONTH = re.compile(r"(?P<year>[0-9]{4})-(?P<month>[0-9]{2})")
 
@@ -174,6 +175,8 @@ class Report:
     firmware: list[FirmwareCount]
     top_alerting: list[AlertingTerminal]
     in_progress: bool = False
+    # The fleet's uptime comes from a snapshot a few minutes old: counted up to here.
+    uptime_through: datetime | None = None
 
     @property
     def alert_total(self) -> int:

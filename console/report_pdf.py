@@ -94,7 +94,9 @@ def _summary(report: Report) -> Table:
                    + (" (month in progress)" if report.in_progress else "")],
         ["Time zone", report.timezone],
         ["Terminals in service", str(report.terminals_counted)],
-        ["Uptime", share_text(report.total.share)],
+        ["Uptime", share_text(report.total.share)
+                   + (f" (counted to {utc_text(report.uptime_through)})"
+                      if report.uptime_through is not None else "")],
         ["Alerts raised", str(report.alert_total)],
         ["Incidents", str(report.incidents.incidents)],
         ["Time to resolve", f"median {hours_text(report.resolve.median_s)}, "

@@ -1,10 +1,10 @@
 """The monthly reports' queries: uptime from the status history, alerts and incidents,
 firmware, and the audit row of an export.
 
-Uptime is worked out per terminal in PostgreSQL (console.uptime_sql): a customer's
+Uptime is worked out per terminal in PostgreSQL (shared.uptime_sql): a customer's
 report streams its terminals' seconds and sums them per store in Python; the fleet's
 gets its store and customer sums and its worst terminals from one statement, never
-100,000 rows.
+100,000 rows, and reads them from the snapshot ingest keeps (shared.uptime_snapshot).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from sqlmodel import Session, select
 from console.customer_repository import zone_of
 from console.report_model import (
     TOP_ALERTING,
-    WORST_SHOWN,
     AlertCount,
     AlertingTerminal,
     FirmwareCount,
@@ -34,9 +33,10 @@ from console.report_model import (
     worst_order,
 )
 from console.uptime import UptimeSeconds
-from console.uptime_sql import FLEET_UPTIME, TERMINAL_UPTIME
 from shared import audit_trail
 from shared.models import Customer
+from shared.uptime_snapshot import SQL_REFRESH, SQL_SNAPSHOT, UtcMonth, refresh_params, usable
+from shared.uptime_sql import TERMINAL_UPTIME
 
 BATCH = 5000
 FIRMWARE_SHOWN = 50
@@ -135,21 +135,18 @@ def _customer_uptime(session: Session, params: dict[str, Any]) -> UptimeFigures:
     return tally.figures(with_customers=False)
 
 
-def _fleet_uptime(session: Session, params: dict[str, Any]) -> UptimeFigures:
+def _fleet_uptime(
+    session: Session, month: UtcMonth, now: datetime
+) -> tuple[UptimeFigures, datetime]:
+    """The fleet's figures and the instant they count up to: from ingest's snapshot
+    when it is fresh, else worked out now and kept for the next view."""
+    found = session.execute(text(SQL_SNAPSHOT), {"month": month.key}).first()
+    if found is None or not usable(month.end, found.through, found.computed_at, now):
+        found = session.execute(text(SQL_REFRESH), refresh_params(month, now)).one()
+        session.commit()
     stores, customers, worst = [], [], []
-    for (
-        part,
-        customer,
-        code,
-        name,
-        serial,
-        status,
-        firmware,
-        n,
-        online,
-        in_service,
-    ) in session.execute(text(FLEET_UPTIME), {**params, "worst": WORST_SHOWN}):
-        seconds = UptimeSeconds(online, in_service)
+    for part, customer, code, name, serial, status, firmware, n, online, in_service in found.rows:
+        seconds = UptimeSeconds(float(online or 0), float(in_service or 0))
         if part == "store":
             stores.append(GroupUptime(customer, code, name, int(n), seconds))
         elif part == "customer":
@@ -158,10 +155,11 @@ def _fleet_uptime(session: Session, params: dict[str, Any]) -> UptimeFigures:
             worst.append(TerminalUptime(serial, customer, code, name, status, firmware, seconds))
     total = sum((group.seconds for group in customers), UptimeSeconds())
     customers.sort(key=lambda g: g.customer)
-    return UptimeFigures(
+    figures = UptimeFigures(
         total, sum(g.terminals for g in customers), store_order(stores), customers,
         worst_order(worst),
     )  # fmt: skip
+    return figures, found.through
 
 
 def _alerts(session: Session, params: dict[str, Any]) -> list[AlertCount]:
@@ -200,13 +198,14 @@ def build_report(
     start, end = month.bounds(zone)
     customer_id = customer.id if customer is not None else None
     # Nothing after now is read: the month in progress ends at the present.
-    params = {"customer": customer_id, "start": start, "end": min(end, now)}
+    through = min(end, now)
+    params = {"customer": customer_id, "start": start, "end": through}
     if now <= start:
         uptime = UptimeTally(keep_all=True).figures(with_customers=False)
     elif customer is not None:
         uptime = _customer_uptime(session, params)
     else:
-        uptime = _fleet_uptime(session, params)
+        uptime, through = _fleet_uptime(session, UtcMonth.of(start), now)
     return Report(
         month=month,
         customer=customer.name if customer is not None else None,
@@ -225,6 +224,7 @@ def build_report(
         firmware=_firmware(session, customer_id),
         top_alerting=_top_alerting(session, params),
         in_progress=now < end,
+        uptime_through=through if through < min(end, now) else None,
     )
 
 

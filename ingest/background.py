@@ -27,6 +27,7 @@ from ingest.counters import IngestCounters
 from ingest.fleet_samples import bucket_of, fold_terminal_counts, sample_fleet
 from ingest.retention import RetentionReport, run_retention
 from ingest.sweep import FleetSweep
+from ingest.uptime_snapshots import refresh_uptime_snapshots
 from shared.db import libpq_url
 from shared.settings import IngestSettings, NotifySettings
 
@@ -134,6 +135,18 @@ async def fleet_sample_loop(
         written = bucket_of(now, interval_s)
 
     await _every(stop, max(1.0, interval_s / 5), "fleet sample", once)
+
+
+async def uptime_snapshot_loop(
+    pool: AsyncConnectionPool, interval_s: float, stop: asyncio.Event
+) -> None:
+    """The fleet report's uptime, worked out every interval so no view waits for it."""
+
+    async def once() -> None:
+        async with pool.connection() as conn:
+            await refresh_uptime_snapshots(conn, datetime.now(UTC))
+
+    await _every(stop, interval_s, "uptime snapshot", once)
 
 
 def retention_job(database_url: str, settings: IngestSettings) -> RetentionReport:

@@ -27,6 +27,7 @@ from ingest.background import (
     seed_alerts,
     start_retention_schedule,
     sweep_loop,
+    uptime_snapshot_loop,
 )
 from ingest.counters import IngestCounters
 from ingest.daemon import IngestDaemon, OnCommit
@@ -130,6 +131,12 @@ async def run_ingest(
             asyncio.create_task(
                 fleet_sample_loop(side_pool, settings.fleet_sample_interval_s, side_stop),
                 name="ingest-fleet-samples",
+            )
+        )
+        side_tasks.append(
+            asyncio.create_task(
+                uptime_snapshot_loop(side_pool, settings.uptime_snapshot_interval_s, side_stop),
+                name="ingest-uptime-snapshots",
             )
         )
     sessions = asyncio.create_task(

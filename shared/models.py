@@ -844,6 +844,18 @@ class TerminalCount(SQLModel, table=True):
     n: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
+class FleetUptimeSnapshot(SQLModel, table=True):
+    """The fleet report's uptime rows for a UTC month, as worked out at ``computed_at``
+    up to ``through`` (shared.uptime_snapshot): kept fresh by ingest, read by the console."""
+
+    __tablename__ = "fleet_uptime_snapshot"
+
+    month: str = Field(max_length=7, primary_key=True)
+    computed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    through: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    rows: list[Any] = Field(sa_column=Column(JSONB, nullable=False))
+
+
 class IngestSession(SQLModel, table=True):
     """A broker session an ingest worker has used (client id), for its later retirement."""
 

@@ -181,6 +181,10 @@ class IngestSettings(_Section):
     # Width of the fleet samples (terminals per status and customer) behind the
     # dashboard's uptime and online charts, seconds.
     fleet_sample_interval_s: int = Field(default=300, ge=10, le=3600)
+    # How often the fleet report's uptime for the month is worked out (a second of
+    # PostgreSQL at 100,000 terminals); the console works it out itself when the
+    # snapshot is older than 15 minutes, so keep this well under that.
+    uptime_snapshot_interval_s: float = Field(default=300.0, ge=1, le=600)
     # Gaps in a terminal's message numbers (docs/ingest.md, "Nothing lost"): a gap this
     # old is asked for again with a resend command (another worker may still be
     # committing the numbers); after resend_attempts answered requests, what is still

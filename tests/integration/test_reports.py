@@ -5,15 +5,18 @@ month or an unknown customer is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import csv
 import io
+import json
 import re
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -21,9 +24,13 @@ from sqlalchemy import text
 from sqlmodel import Session, select
 
 from console import report_repository, reports
-from console.report_model import ReportMonth
+from console.report_model import WORST_SHOWN, ReportMonth
 from console.uptime import UptimeSeconds
+from ingest.uptime_snapshots import refresh_uptime_snapshots
+from shared.db import libpq_url
 from shared.models import AuditEvent, Customer
+from shared.uptime_snapshot import MAX_AGE, SQL_SNAPSHOT, UtcMonth, refresh_params
+from shared.uptime_sql import FLEET_UPTIME
 from tests.fixtures.console import Fleet, sign_in
 
 pytestmark = pytest.mark.integration
@@ -197,6 +204,83 @@ def test_the_fleet_sums_per_customer_and_lists_the_worst(march: Fleet) -> None:
     assert [t.serial for t in report.terminals][:3] == ["TC-A4", "TC-A3", "TC-A1"]
     assert report.top_alerting[0].serial == "TC-A1"
     assert ("cpu_high", "warning") in {(a.kind, a.severity) for a in report.alerts}
+
+
+def snapshot(fleet: Fleet, month: str) -> Any:
+    with Session(fleet.engine) as session:
+        return session.execute(text(SQL_SNAPSHOT), {"month": month}).first()
+
+
+def test_the_fleet_report_keeps_its_uptime_and_forgets_it_on_a_rename(march: Fleet) -> None:
+    first = build(march, None)
+    kept = snapshot(march, MONTH)
+    assert kept is not None and kept.through == at(32)
+    # A settled month is read back, not worked out again: a planted figure shows.
+    planted = [
+        [*row[:8], row[9] / 2, row[9]] if row[1] == "Beta Foods" else row for row in kept.rows
+    ]
+    run(
+        march,
+        "UPDATE fleet_uptime_snapshot SET rows = CAST(:rows AS jsonb) WHERE month = :month",
+        rows=json.dumps(planted), month=MONTH,
+    )  # fmt: skip
+    again = build(march, None)
+    beta = {g.customer: g.seconds for g in again.customers}["Beta Foods"]
+    assert beta == UptimeSeconds(15.5 * DAY, 31 * DAY)
+    assert again.uptime_through is None  # the whole month, not a part of it
+    # A rename makes every snapshot stale: the month is worked out again, new name and all.
+    run(march, "UPDATE customer SET name = 'Beta Food Stores' WHERE name = 'Beta Foods'")
+    assert snapshot(march, MONTH) is None
+    renamed = {g.customer: g.seconds for g in build(march, None).customers}
+    assert renamed["Beta Food Stores"] == UptimeSeconds(31 * DAY, 31 * DAY)
+    assert first.total == build(march, None).total
+    # A heartbeat (status, times, metrics) forgets nothing.
+    run(march, "UPDATE terminal SET status = 'offline', last_heartbeat_at = now()")
+    assert snapshot(march, MONTH) is not None
+
+
+def numbers_as_float(row: Any) -> tuple[Any, ...]:
+    """JSON keeps 86400.0 as 86400: compare the figures as numbers."""
+    return tuple(float(v) if isinstance(v, int | float) else v for v in row)
+
+
+async def _ingest_refresh(url: str, now: datetime) -> list[str]:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        return await refresh_uptime_snapshots(conn, now)
+
+
+def test_ingest_keeps_the_month_in_progress_and_the_console_reads_it(
+    march: Fleet, viewer: FlaskClient
+) -> None:
+    now = datetime.now(UTC)
+    current = UtcMonth.of(now)
+    url = libpq_url(march.engine.url.render_as_string(hide_password=False))
+    refreshed = asyncio.run(_ingest_refresh(url, now))
+    assert refreshed[0] == current.key
+    kept = snapshot(march, current.key)
+    assert kept is not None and kept.through == now
+    # What ingest kept is what the report works out itself.
+    with Session(march.engine) as session:
+        live = session.execute(
+            text(FLEET_UPTIME), {**refresh_params(current, now), "worst": WORST_SHOWN}
+        ).all()
+    assert sorted(map(numbers_as_float, kept.rows), key=repr) == sorted(
+        map(numbers_as_float, live), key=repr
+    )
+    report = build(march, None, current.key)
+    assert report.uptime_through == now  # the snapshot's, a moment ago
+    page = viewer.get(f"/reports/{current.key}").get_data(as_text=True)
+    assert 'id="uptime-through"' in page
+    # Older than MAX_AGE: the console works the month out again and keeps it.
+    run(
+        march,
+        "UPDATE fleet_uptime_snapshot SET computed_at = computed_at - :age WHERE month = :m",
+        age=MAX_AGE, m=current.key,
+    )  # fmt: skip
+    report = build(march, None, current.key)
+    assert report.uptime_through is None
+    fresh = snapshot(march, current.key)
+    assert fresh is not None and fresh.through > now
 
 
 def test_a_customer_month_runs_on_its_time_zone(march: Fleet) -> None:

@@ -1,4 +1,4 @@
-"""The uptime PostgreSQL works out (console.uptime_sql) is the uptime console.uptime
+"""The uptime PostgreSQL works out (shared.uptime_sql) is the uptime console.uptime
 defines, terminal by terminal, over a few hundred random histories and the edge cases:
 changes on the window's edges, several at one instant, installed or decommissioned
 inside the period, never in service, no change at all."""
@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from console.report_model import WORST_SHOWN
 from console.uptime import in_service_window, uptime_seconds
-from console.uptime_sql import FLEET_UPTIME, TERMINAL_UPTIME
+from shared.uptime_sql import FLEET_UPTIME, TERMINAL_UPTIME
 from shared.db import make_engine
 
 pytestmark = pytest.mark.integration
