@@ -562,6 +562,7 @@ def views(s: Samples) -> list[tuple[str, str]]:
         ("reports", "/reports"),
         ("report customer", f"/reports/{s.last_month}?customer={q(s.customer_name)}"),
         ("report fleet", f"/reports/{s.last_month}"),
+        ("report fleet this month", f"/reports/{datetime.now(UTC):%Y-%m}"),
         ("api terminals", "/api/v1/terminals?limit=100"),
         ("api terminal", f"/api/v1/terminals/{q(s.serial_with_history)}"),
     ]
@@ -604,6 +605,11 @@ def create_user(url: str, username: str, role: str) -> None:
             users.create_user(session, username, PASSWORD, role)
     finally:
         engine.dispose()
+
+
+def forget_uptime_snapshots(url: str) -> None:
+    with psycopg.connect(url) as conn:
+        conn.execute("DELETE FROM fleet_uptime_snapshot")
 
 
 def figures(url: str) -> dict[str, int]:
@@ -661,6 +667,15 @@ def run(url: str, args: argparse.Namespace, seeded: list[tuple[str, int, float]]
             cold = time_view(
                 clients, app, log, view + " (cache cold)", path, args,
                 before_each=dashboard_repository.clear_cache,
+            )  # fmt: skip
+            results.append(cold)
+            print_row(cold)
+        if view.startswith("report fleet") and result.times_ms:
+            # Ingest keeps the fleet's uptime (shared.uptime_snapshot); without a fresh
+            # snapshot the console works it out: what a view costs with ingest stopped.
+            cold = time_view(
+                clients, app, log, view + " (no snapshot)", path, args,
+                before_each=lambda: forget_uptime_snapshots(url),
             )  # fmt: skip
             results.append(cold)
             print_row(cold)

@@ -152,7 +152,7 @@ def create_app(
     app.before_request(allow_image_uploads)
     # First of the other request hooks: nothing else reads a value PostgreSQL would refuse.
     app.before_request(_refuse_bad_input)
-    database.init_app(app, make_engine(database_url))
+    database.init_app(app, make_engine(database_url, jit=False))
     access.init_app(app)
     csrf.init_app(app)
     auth.init_app(

@@ -54,10 +54,12 @@ def _month_or_404(text: str) -> ReportMonth:
         abort(404, description=f"No report for that month: {exc}")
 
 
-def _report(month_text: str) -> Report:
+def _report(month_text: str, with_stores: bool = True) -> Report:
     month = _month_or_404(month_text)
     customer = _customer_or_404()
-    return repository.build_report(request_session(), month, customer, datetime.now(UTC))
+    return repository.build_report(
+        request_session(), month, customer, datetime.now(UTC), with_stores
+    )
 
 
 @bp.get("/reports")
@@ -123,7 +125,7 @@ def _charts(report: Report) -> dict[str, object]:
 @bp.get("/reports/<month>")
 @requires_role(Role.VIEWER)
 def report(month: str) -> str:
-    shown = _report(month)
+    shown = _report(month, with_stores=False)
     args = {"customer": shown.customer} if shown.customer else {}
     return render_template(
         "report.html",
@@ -200,7 +202,7 @@ def report_csv(month: str) -> Response:
 @bp.get("/reports/<month>.pdf")
 @requires_role(Role.VIEWER)
 def report_pdf_file(month: str) -> Response:
-    shown = _report(month)
+    shown = _report(month, with_stores=False)
     body = report_pdf.render(shown)
     _export(shown, "pdf")
     return _download(body, "application/pdf", _filename(shown, "pdf"))

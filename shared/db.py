@@ -54,9 +54,16 @@ def database_hosts(url: str) -> list[str]:
     ]
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+def make_engine(url: str, *, pool_size: int = 5, jit: bool = True) -> Engine:
+    """An engine for ``url``. ``jit=False`` for short interactive queries: PostgreSQL
+    compiles a plan it costs high (a misestimated join) with LLVM, and the compiling
+    took 15 ms of a 30 ms report query at 100,000 terminals (bench/console.py)."""
     return create_engine(
-        sqlalchemy_url(url), pool_size=pool_size, pool_pre_ping=True, pool_recycle=1800
+        sqlalchemy_url(url),
+        pool_size=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={} if jit else {"options": "-c jit=off"},
     )
 
 

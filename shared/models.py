@@ -853,7 +853,8 @@ class FleetUptimeSnapshot(SQLModel, table=True):
     month: str = Field(max_length=7, primary_key=True)
     computed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     through: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    rows: list[Any] = Field(sa_column=Column(JSONB, nullable=False))
+    rows: list[Any] = Field(sa_column=Column(JSONB, nullable=False))  # customers, worst
+    stores: list[Any] = Field(sa_column=Column(JSONB, nullable=False))  # the CSV's alone
 
 
 class IngestSession(SQLModel, table=True):

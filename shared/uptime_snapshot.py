@@ -74,17 +74,22 @@ def months_to_refresh(now: datetime) -> list[UtcMonth]:
 
 
 # Works the month out and keeps it: :month, :start, :end (already cut to the present),
-# :worst; :customer is NULL (the whole fleet). Returns what it stored.
+# :worst; :customer is NULL (the whole fleet). Returns what it stored. The stores (one
+# row each, 10,000 at 100,000 terminals) are kept apart: only the CSV reads them.
+_ROW = """jsonb_build_array(f.part, f.customer, f.store_code, f.store_name, f.serial, f.status,
+                        f.firmware, f.terminals, f.online_s, f.in_service_s)"""
 SQL_REFRESH = f"""
-INSERT INTO fleet_uptime_snapshot (month, computed_at, through, rows)
+INSERT INTO fleet_uptime_snapshot (month, computed_at, through, rows, stores)
 SELECT :month, statement_timestamp(), :end,
-       COALESCE(jsonb_agg(jsonb_build_array(
-           f.part, f.customer, f.store_code, f.store_name, f.serial, f.status, f.firmware,
-           f.terminals, f.online_s, f.in_service_s)), CAST('[]' AS jsonb))
+       COALESCE(jsonb_agg({_ROW}) FILTER (WHERE f.part <> 'store'), CAST('[]' AS jsonb)),
+       COALESCE(jsonb_agg({_ROW}) FILTER (WHERE f.part = 'store'), CAST('[]' AS jsonb))
 FROM ({FLEET_UPTIME}) f
 ON CONFLICT (month) DO UPDATE
-SET computed_at = EXCLUDED.computed_at, through = EXCLUDED.through, rows = EXCLUDED.rows
-RETURNING computed_at, through, rows
+SET computed_at = EXCLUDED.computed_at, through = EXCLUDED.through, rows = EXCLUDED.rows,
+    stores = EXCLUDED.stores
+RETURNING computed_at, through, rows, stores
 """
 
-SQL_SNAPSHOT = "SELECT computed_at, through, rows FROM fleet_uptime_snapshot WHERE month = :month"
+SQL_SNAPSHOT = """SELECT computed_at, through, rows,
+       CASE WHEN :with_stores THEN stores ELSE CAST('[]' AS jsonb) END AS stores
+FROM fleet_uptime_snapshot WHERE month = :month"""

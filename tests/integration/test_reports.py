@@ -208,7 +208,7 @@ def test_the_fleet_sums_per_customer_and_lists_the_worst(march: Fleet) -> None:
 
 def snapshot(fleet: Fleet, month: str) -> Any:
     with Session(fleet.engine) as session:
-        return session.execute(text(SQL_SNAPSHOT), {"month": month}).first()
+        return session.execute(text(SQL_SNAPSHOT), {"month": month, "with_stores": True}).first()
 
 
 def test_the_fleet_report_keeps_its_uptime_and_forgets_it_on_a_rename(march: Fleet) -> None:
@@ -264,7 +264,8 @@ def test_ingest_keeps_the_month_in_progress_and_the_console_reads_it(
         live = session.execute(
             text(FLEET_UPTIME), {**refresh_params(current, now), "worst": WORST_SHOWN}
         ).all()
-    assert sorted(map(numbers_as_float, kept.rows), key=repr) == sorted(
+    assert kept.stores and all(row[0] == "store" for row in kept.stores)
+    assert sorted(map(numbers_as_float, [*kept.rows, *kept.stores]), key=repr) == sorted(
         map(numbers_as_float, live), key=repr
     )
     report = build(march, None, current.key)

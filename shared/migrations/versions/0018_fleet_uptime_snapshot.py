@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("through", sa.DateTime(timezone=True), nullable=False),
         sa.Column("rows", JSONB(), nullable=False),
+        sa.Column("stores", JSONB(), nullable=False),
     )
 
 
