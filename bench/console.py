@@ -500,6 +500,7 @@ class Samples:
     firmware: str
     actor: str
     last_month: str
+    store_path: str  # the customer and store of serial_with_history
 
 
 def samples(url: str) -> Samples:
@@ -526,13 +527,17 @@ def samples(url: str) -> Samples:
             " GROUP BY 1 ORDER BY count(*) DESC LIMIT 1 OFFSET 1"
         )
         actor = one("SELECT actor FROM audit_event GROUP BY 1 ORDER BY count(*) LIMIT 1")
+        store = conn.execute(
+            "SELECT customer_id, store_id FROM terminal WHERE serial = %s", (serial,)
+        ).fetchone()
+        store_path = f"/customers/{store[0]}/stores/{store[1]}" if store and store[1] else ""
     now = datetime.now(UTC)
     last = date(now.year - (now.month == 1), (now.month - 2) % 12 + 1, 1)
     # A part of a serial and of a host name as a person types it: 5 characters from the
     # middle (matches a few dozen terminals), the store part of a PC's name.
     return Samples(
         serial, serial[4:9], host.split("-")[0], customer_id, customer_name, firmware, actor,
-        f"{last.year:04d}-{last.month:02d}",
+        f"{last.year:04d}-{last.month:02d}", store_path,
     )  # fmt: skip
 
 
@@ -555,6 +560,10 @@ def views(s: Samples) -> list[tuple[str, str]]:
         ("terminal activity", f"/terminals/{q(s.serial_with_history)}/activity"),
         ("customers", "/customers"),
         ("customer detail", f"/customers/{s.customer_id}"),
+        ("store detail", s.store_path),
+        ("firmware library", "/firmware"),
+        ("rollouts", "/rollouts"),
+        ("users", "/users"),
         ("alerts", "/alerts"),
         ("alerts critical", "/alerts?severity=critical"),
         ("audit", "/audit"),
