@@ -15,8 +15,8 @@ from sqlmodel import Session
 
 from console.report_model import WORST_SHOWN
 from console.uptime import in_service_window, uptime_seconds
-from shared.uptime_sql import FLEET_UPTIME, TERMINAL_UPTIME
 from shared.db import make_engine
+from shared.uptime_sql import FLEET_UPTIME, TERMINAL_UPTIME
 
 pytestmark = pytest.mark.integration
 
