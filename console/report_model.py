@@ -326,4 +326,5 @@ def bar_chart(
         for n, ((label, _, text), v) in enumerate(zip(items, finite, strict=True))
     ]
     height = gap + len(bars) * (bar_height + gap)
-    return BarChart(bars, width, max(height, 2 * gap), label_width, bar_height)
+    # An empty chart keeps room for its one line ("Nothing this month.").
+    return BarChart(bars, width, height if bars else 28, label_width, bar_height)

@@ -4,16 +4,21 @@ monthly report and download its PDF. Screenshots of each screen for people to lo
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import text
 
 from console.report_model import ReportMonth
+from ingest.uptime_snapshots import refresh_uptime_snapshots
+from shared.db import libpq_url
 from tests.fixtures.console import TEST_PASSWORD, Fleet
 from tests.integration.test_reports import pdf_text
 
@@ -203,3 +208,27 @@ def test_from_a_customer_to_a_store_and_on_to_its_terminal(
     expect(page.locator("h1")).to_have_text("TC-0003")
     page.click("#terminal-store")
     expect(page.locator("h1")).to_contain_text("S00")
+
+
+def test_the_fleet_report_of_this_month_says_how_fresh_its_uptime_is(
+    page: Page, live_console: str, stocked: Fleet, make_user: Callable[..., str],
+    screenshots: Path,
+) -> None:  # fmt: skip
+    """Ingest keeps the fleet's uptime a few minutes old; the report says up to when."""
+    now = datetime.now(UTC)
+    url = libpq_url(stocked.engine.url.render_as_string(hide_password=False))
+
+    async def refresh() -> None:
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            await refresh_uptime_snapshots(conn, now)
+
+    # Playwright's sync API runs an event loop in this thread: ingest's code runs in another.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, refresh()).result()
+    make_user("vera", "viewer")
+    sign_in(page, live_console, "vera")
+    page.goto(f"{live_console}/reports/{now:%Y-%m}")
+    expect(page.locator("#report-title")).to_contain_text("The whole fleet")
+    expect(page.locator("#uptime-through")).to_contain_text("uptime counted to")
+    expect(page.locator("main")).to_contain_text("Bolt Pharmacy")
+    page.screenshot(path=screenshots / "console-report-fleet.png", full_page=True)
