@@ -24,6 +24,30 @@ the firmware commands created after the halt: the issue wants new installs stopp
 within 5 s. Give --concurrency below wave 1's size, or wave 1 is all started at once
 and nothing is left to hold back.
 
+--window SPEC gives the rollout a maintenance window (the policy's ``window``, as the
+console's form does; stores of their own keep theirs). Outside it the driver sends
+``download_only`` commands: the agents download and verify the image and their tasks
+wait in ``waiting_window``. --download-only picks a one-hour window 12 h from now (UTC,
+the seeded stores' zone; checked against every store's zone and window before the
+rollout is created) and implies one wave of 100 %, no health gate and --concurrency
+equal to --terminals, unless given. This measures the download side at a size whose
+installs would take hours of CPU (each pushes some 8,200 USB frames through the real
+driver). Such a run never completes: it ends once every task waits for its window or
+has failed, and prints when 50/90/100 % had downloaded and verified (the agents'
+``verified`` times in the commands' results, which download-only results carry too,
+as they carry the download's begin and end), besides the figures above.
+
+The driver's start rate is unlimited unless the policy has one: at 10,000 terminals
+give --rate, or all 10,000 downloads begin at once. 600 a minute (a burst of 100, then
+10 a second: 4 MiB x 10/s = 40 MiB/s, below the 60 MiB/s one console served before)
+starts the last one after about 16.5 min; the run takes some 20-25 min with the
+platform's start. A higher --rate probes the console's ceiling instead. The images
+stay on disk until their install: 10,000 x 4 MiB is 39 GiB, checked before the start
+(8 MiB would need 78 GiB). For 10,000 terminals:
+
+    .venv/bin/python bench/rollout.py --terminals 10000 --image-mb 4 --download-only \
+        --rate 600 --timeout 5400
+
 Loopback only. Bounded by --timeout (it then prints what was reached); stops the
 platform and removes the data directory (unless --keep), on Ctrl-C and SIGTERM too.
 On a shared machine run it niced: the fleet's installs are CPU-bound.
@@ -31,6 +55,7 @@ On a shared machine run it niced: the fleet's installs are CPU-bound.
     nice -n 19 .venv/bin/python bench/rollout.py --terminals 50 --image-mb 1
     nice -n 19 .venv/bin/python bench/rollout.py --terminals 50 --image-mb 1 --halt \
         --concurrency 2
+    nice -n 19 .venv/bin/python bench/rollout.py --terminals 50 --image-mb 1 --download-only
     .venv/bin/python bench/rollout.py                       # 10,000 terminals, 8 MB
 """
 
@@ -45,6 +70,7 @@ sys.path.insert(0, str(REPO))
 
 import argparse
 import json
+import math
 import os
 import resource
 import shutil
@@ -58,7 +84,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
@@ -70,9 +96,11 @@ from agent.sim.firmware import ImageHeader, make_image
 from rollouts import manage
 from rollouts.decide import RolloutPolicy, RolloutProgress, RolloutState, WaveProgress, halt_reason
 from rollouts.driver import ACTOR
+from rollouts.driver import _window as window_for_store  # the driver's own rule
 from rollouts.rollout_json import policy_from_json
 from rollouts.targets import Target
 from rollouts.tasks import FAILURES, FINAL, TaskState
+from rollouts.windows import WindowError, in_window, next_window_start, parse_window
 from shared.db import make_engine
 from shared.lifetime import preexec_die_with_parent
 from shared.ports import free_port
@@ -83,6 +111,9 @@ SEED = 16  # the same waves on every run of the same size
 HALT_LIMIT_S = 5.0  # the issue: new installs stop within 5 s of the threshold
 PROGRESS_EVERY_S = 10.0
 FD_SLACK = 512  # per connection one descriptor, plus logs, pipes and the database
+DISK_SLACK = 2 * 2**30  # PostgreSQL, logs, the console's copy of the image
+CLOSED_FOR = timedelta(hours=12)  # --download-only: the window opens this long from now
+WAITING = "waiting for the window"  # the outcome of a run whose window stays closed
 
 # --- the figures: pure ---------------------------------------------------------------
 
@@ -123,23 +154,59 @@ def bandwidth(downloads: Sequence[Download], bin_s: float = 1.0) -> Bandwidth:
                 bins[index] += rate * (high - low)
     total = sum(d.size for d in downloads)
     span = max(d.end for d in downloads) - origin
-    peak = max(bins.values()) / bin_s
+    # Downloads all within less than a bin: their rate, not their bytes over a whole bin.
+    peak = max(bins.values()) / (min(bin_s, span) if span > 0 else bin_s)
     return Bandwidth(total, peak, total / span if span > 0 else peak, span)
 
 
 def download_of(result: Mapping[str, Any] | None, size: int) -> Download | None:
     """The download span a firmware command's result reports (agent/PROTOCOL.md: its
     ``states`` with their times), or None if it never finished downloading."""
+    start, end = state_at(result, "downloading"), state_at(result, "downloaded")
+    return None if start is None or end is None else Download(start, end, size)
+
+
+def state_at(result: Mapping[str, Any] | None, state: str) -> float | None:
+    """When (epoch seconds) a firmware command's result says its update first reached
+    ``state``; None if it did not."""
     states = (result or {}).get("states")
     if not isinstance(states, list):
         return None
     at = {s.get("state"): s.get("at") for s in reversed(states) if isinstance(s, Mapping)}
     try:
-        start = datetime.fromisoformat(str(at["downloading"])).timestamp()
-        end = datetime.fromisoformat(str(at["downloaded"])).timestamp()
+        return datetime.fromisoformat(str(at[state])).timestamp()
     except (KeyError, ValueError):
         return None
-    return Download(start, end, size)
+
+
+def marks(times: Sequence[float], total: int, fractions: Sequence[float]) -> list[float | None]:
+    """When each fraction of ``total`` had been reached: the ceil(f * total)-th time; None
+    for a fraction never reached."""
+    ordered = sorted(times)
+    needed = [max(1, math.ceil(f * total)) for f in fractions]
+    return [ordered[n - 1] if n <= len(ordered) else None for n in needed]
+
+
+def closed_window(now: datetime) -> str:
+    """A one-hour window (HH:MM-HH:MM) that opens CLOSED_FOR after ``now``, in its zone."""
+    start = now + CLOSED_FOR
+    end = start + timedelta(hours=1)
+    return f"{start:%H:%M}-{end:%H:%M}"
+
+
+def waiting_for_window(counts: Mapping[tuple[str, bool], int]) -> bool:
+    """Whether nothing moves until a window opens: tasks wait for it, and every other
+    one has ended or is queued in a wave not yet opened. ``counts``: tasks per (state,
+    their wave opened)."""
+    waiting = counts.get((TaskState.WAITING_WINDOW, True), 0)
+    moving = sum(
+        n
+        for (state, opened), n in counts.items()
+        if TaskState(state) not in FINAL
+        and state != TaskState.WAITING_WINDOW
+        and (opened or state != TaskState.QUEUED)
+    )
+    return waiting > 0 and not moving
 
 
 def cpu_used(before: Mapping[int, float], after: Mapping[int, float]) -> float:
@@ -359,6 +426,40 @@ def running_platform(
         log.close()
 
 
+def check_disk(directory: str, needed: int) -> None:
+    """Every downloaded image stays on the store PC until its install: the fleet's
+    directories hold one per terminal waiting for a window."""
+    free = shutil.disk_usage(directory).free
+    if free < needed + DISK_SLACK:
+        raise SystemExit(
+            f"{directory} has {free / 2**30:.1f} GiB free; the images need "
+            f"{(needed + DISK_SLACK) / 2**30:.1f} GiB: give a smaller --image-mb"
+        )
+
+
+def check_windows(platform: Platform, spec: str, closed_until: float | None) -> str:
+    """The terminals' stores by zone and window (their own, else ``spec``, as the driver
+    reads them), and whether each is open now; with ``closed_until`` (epoch seconds),
+    refuses a window open now or opening before it."""
+    rows = platform.sql(
+        "SELECT COALESCE(s.timezone, 'UTC'), s.maintenance_window, count(DISTINCT s.id),"
+        " count(*) FROM terminal AS t LEFT JOIN store AS s ON s.id = t.store_id"
+        " WHERE t.decommissioned_at IS NULL GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    now = datetime.now(UTC)
+    lines = []
+    for zone, own, stores, terminals in rows:
+        window = window_for_store(own, spec)
+        opens = next_window_start(now, zone, window)
+        state = "open now" if in_window(now, zone, window) else f"opens {opens:%Y-%m-%d %H:%M} UTC"
+        whose = "their own" if own else "the rollout's"
+        lines.append(f"{stores} stores ({terminals} terminals) in {zone}, {whose} window "
+                     f"{window or 'any time'}: {state}")  # fmt: skip
+        if closed_until is not None and opens.timestamp() <= closed_until:
+            raise SystemExit(f"--download-only: a window opens before --timeout: {lines[-1]}")
+    return "\n".join(lines)
+
+
 def _parts_of(up: int) -> set[str]:
     return {part_of(child.cmdline()) for child in psutil.Process(up).children()}
 
@@ -409,12 +510,15 @@ def create(platform: Platform, version: str, wave_spec: str, policy: dict[str, A
     return rollout_id
 
 
-def task_counts(platform: Platform, rollout_id: int) -> dict[str, int]:
+def task_counts(platform: Platform, rollout_id: int) -> dict[tuple[str, bool], int]:
+    """Tasks per (state, their wave opened)."""
     rows = platform.sql(
-        "SELECT state, count(*) FROM update_task WHERE rollout_id = %s GROUP BY state",
+        "SELECT u.state, w.started_at IS NOT NULL, count(*) FROM update_task AS u"
+        " JOIN rollout_wave AS w ON w.rollout_id = u.rollout_id AND w.number = u.wave"
+        " WHERE u.rollout_id = %s GROUP BY 1, 2",
         rollout_id,
     )
-    return {state: n for state, n in rows}
+    return {(state, opened): n for state, opened, n in rows}
 
 
 def _counts_text(counts: Mapping[str, int]) -> str:
@@ -426,20 +530,26 @@ def watch(
     platform: Platform, rollout_id: int, halt: bool, observe_s: float, deadline: float
 ) -> str:
     """Until the rollout completes (or halts: then until what was in flight has finished
-    and --observe seconds more have passed), the deadline, or Ctrl-C; its outcome."""
+    and --observe seconds more have passed; or nothing moves until a window opens), the
+    deadline, or Ctrl-C; its outcome."""
     start = time.monotonic()
     shown = start
     quiet_since: float | None = None
     try:
         while True:
             (state,) = platform.sql("SELECT state FROM rollout WHERE id = %s", rollout_id)[0]
-            counts = task_counts(platform, rollout_id)
+            by_wave = task_counts(platform, rollout_id)
+            counts: Counter[str] = Counter()
+            for (task_state, _), n in by_wave.items():
+                counts[task_state] += n
             now = time.monotonic()
             if now - shown >= PROGRESS_EVERY_S:
                 print(f"  +{now - start:5.0f} s  {state}: {_counts_text(counts)}", flush=True)
                 shown = now
             if state in ("completed", "cancelled") or (state == "halted" and not halt):
                 return str(state)
+            if state == "running" and waiting_for_window(by_wave):
+                return WAITING
             if state == "halted":
                 in_flight = sum(n for s, n in counts.items() if TaskState(s) not in FINAL
                                 and s != TaskState.QUEUED)  # fmt: skip
@@ -467,12 +577,13 @@ def report(
         rollout_id,
     )
     tasks = platform.sql(
-        "SELECT wave, state, started_at, finished_at FROM update_task WHERE rollout_id = %s",
+        "SELECT wave, state, started_at, finished_at, updated_at FROM update_task"
+        " WHERE rollout_id = %s",
         rollout_id,
     )
     results = platform.sql(
-        "SELECT c.result FROM command AS c WHERE c.name = 'firmware' AND c.requested_by = %s"
-        " AND c.created_at >= %s AND c.terminal_id IN"
+        "SELECT c.terminal_id, c.result FROM command AS c WHERE c.name = 'firmware'"
+        " AND c.requested_by = %s AND c.created_at >= %s AND c.terminal_id IN"
         " (SELECT terminal_id FROM update_task WHERE rollout_id = %s)",
         ACTOR, created, rollout_id,
     )  # fmt: skip
@@ -490,7 +601,7 @@ def report(
     rate = f"{args.rate:g}/min" if args.rate else "none"
     health = "off" if args.no_health_gate else "on"
     print(f"policy               max_concurrent {args.concurrency}, rate {rate}, health gate "
-          f"{health}, the rest the product's defaults")  # fmt: skip
+          f"{health}, window {args.window or 'none'}, the rest the product's defaults")  # fmt: skip
     what = "created to completed" if finished else f"created to now ({outcome})"
     print(f"total time           {(end - created).total_seconds():.1f} s, {what}")
     for number, wave_size, started_at in waves:
@@ -500,7 +611,8 @@ def report(
     print(f"tasks                {_counts_text(Counter(t[1] for t in tasks))}")
     spans = [(t[3] - t[2]).total_seconds() for t in tasks if t[2] and t[3]]
     print(f"task, start->finish  {_quantiles(spans)}")
-    downloads = [d for (result,) in results if (d := download_of(result, size)) is not None]
+    _report_downloaded(tasks, results, created)
+    downloads = [d for _, result in results if (d := download_of(result, size)) is not None]
     served = bandwidth(downloads)
     print(f"downloads            {len(downloads)} finished, {served.total_bytes / MIB:.1f} MiB; "
           f"each {_quantiles([d.end - d.start for d in downloads])}")  # fmt: skip
@@ -517,6 +629,31 @@ def report(
     load = os.getloadavg()[0]
     print(f"host                 {os.cpu_count()} cores, load average {load:.1f} now; "
           f"this bench at nice {os.nice(0)}")  # fmt: skip
+
+
+def _report_downloaded(
+    tasks: list[tuple[Any, ...]], results: list[tuple[Any, ...]], created: datetime
+) -> None:
+    """When 50/90/100 % of the tasks had their image downloaded and verified (each
+    terminal's first ``verified`` in its commands' results, the agent's clock), and when
+    the driver had moved the last waiting task to waiting_window."""
+    verified: dict[int, float] = {}
+    for terminal_id, result in results:
+        at = state_at(result, "verified")
+        if at is not None:
+            verified[terminal_id] = min(at, verified.get(terminal_id, at))
+    times = [at - created.timestamp() for at in verified.values()]
+    shown = ", ".join(
+        f"{round(100 * f)}% " + ("-" if at is None else f"+{at:.1f} s")
+        for f, at in zip((0.5, 0.9, 1.0), marks(times, len(tasks), (0.5, 0.9, 1.0)), strict=True)
+    )
+    print(f"downloaded, verified {shown} of {len(tasks)} tasks ({len(verified)} reached it; "
+          "the agents' 'verified' times in the commands' results)")  # fmt: skip
+    waiting = [t[4] for t in tasks if t[1] == TaskState.WAITING_WINDOW]
+    if waiting:
+        last = (max(waiting) - created).total_seconds()
+        print(f"  waiting_window     {len(waiting)} tasks, the last moved there +{last:.1f} s "
+              "(the driver's updated_at)")  # fmt: skip
 
 
 def _report_halt(
@@ -577,6 +714,10 @@ def run(platform: Platform, args: argparse.Namespace, deadline: float, started: 
             policy["rate_per_minute"] = args.rate
         if args.no_health_gate:
             policy["health_margin_points"] = None
+        if args.window:
+            policy["window"] = args.window
+            closed_until = time.time() + deadline - time.monotonic() if args.download_only else None
+            print(check_windows(platform, args.window, closed_until), flush=True)
         if args.halt:
             release(platform, GOOD_VERSION, make_image(GOOD_VERSION, size=size))  # to plan with
             wave_one = first_wave(platform, args.waves)
@@ -611,8 +752,15 @@ def main() -> None:
     parser.add_argument("--image-mb", type=float, default=8.0, help="image size, MiB")
     parser.add_argument("--waves", default=None,
                         help="wave spec (default 1,10,50,100; with --halt 10,100)")  # fmt: skip
-    parser.add_argument("--concurrency", type=int, default=100, help="policy max_concurrent")
-    parser.add_argument("--rate", type=float, default=None, help="policy rate_per_minute")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="policy max_concurrent (default 100; --download-only: "
+                        "--terminals)")  # fmt: skip
+    parser.add_argument("--rate", type=float, default=None,
+                        help="policy rate_per_minute (default none: no limit)")  # fmt: skip
+    parser.add_argument("--window", default=None,
+                        help="policy window, e.g. 02:00-05:00, in each store's zone")  # fmt: skip
+    parser.add_argument("--download-only", action="store_true",
+                        help="a window closed for the run: the download side alone")  # fmt: skip
     parser.add_argument("--no-health-gate", action="store_true",
                         help="policy health_margin_points null (no health gating)")  # fmt: skip
     parser.add_argument("--halt", action="store_true", help="an image failing wave 1's boot")
@@ -624,13 +772,29 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=7200.0, help="the whole run, s")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     args = parser.parse_args()
+    if args.download_only:
+        if args.halt or args.window:
+            parser.error("--download-only picks its own window, and nothing installs to halt")
+        args.window = closed_window(datetime.now(UTC))
+        args.waves = args.waves or "100"
+        args.no_health_gate = True
+        args.concurrency = args.concurrency or args.terminals
     args.waves = args.waves or ("10,100" if args.halt else "1,10,50,100")
+    args.concurrency = args.concurrency or 100
     if not 0 < args.image_mb * MIB <= 16 * MIB:
         parser.error("--image-mb: more than 0, at most 16 (what a TC-200 stages)")
+    try:
+        window = parse_window(args.window or "")
+    except WindowError as exc:
+        parser.error(f"--window: {exc}")
+    args.window = None if window is None else str(window)
 
     started = time.monotonic()
     deadline = started + args.timeout
     raise_fd_limit(args.terminals)
+    # A rollout with a window keeps every image until its install; else only those in flight.
+    kept = args.terminals if args.window else min(args.terminals, args.concurrency)
+    check_disk(tempfile.gettempdir(), kept * int(args.image_mb * MIB))
     signal.signal(signal.SIGTERM, _interrupt)
     data_dir = Path(tempfile.mkdtemp(prefix="tms-bench-rollout-"))
     data_dir.chmod(0o755)  # PostgreSQL, run as its own user, reads its directory below
@@ -647,8 +811,9 @@ def main() -> None:
         else:
             shutil.rmtree(data_dir, ignore_errors=True)
     # Scripts see a run that did not reach its end: timed out, interrupted, or (without
-    # --halt) halted.
-    sys.exit(0 if outcome == ("halted" if args.halt else "completed") else 1)
+    # --halt) halted. With a window, waiting for it is an end.
+    ends = {"halted"} if args.halt else {"completed", WAITING} if args.window else {"completed"}
+    sys.exit(0 if outcome in ends else 1)
 
 
 if __name__ == "__main__":
