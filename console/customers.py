@@ -16,6 +16,8 @@ from console import store_repository
 from console.access import acting_user, client_address, requires_role
 from console.customer_forms import CONTRACT_TYPES, CustomerForm, StoreForm, zone_names
 from console.db import request_session
+from rollouts.errors import WindowError
+from rollouts.windows import parse_window
 from shared.models import Customer, Role, Store
 
 bp = Blueprint("customers", __name__)
@@ -91,16 +93,30 @@ def create() -> Response | tuple[str, int]:
     return redirect(url_for("customers.detail", customer_id=customer.id))
 
 
+def ends_next_day(window: str | None) -> bool:
+    """Whether the install window ``window`` (as typed) crosses midnight, so that it ends
+    on the day after it opens. A window that does not parse says nothing: the form shows
+    why beside the field instead."""
+    try:
+        parsed = parse_window(window or "")
+    except WindowError:
+        return False
+    return parsed is not None and parsed.crosses_midnight
+
+
 def _detail_page(
     customer: Customer, store_form: StoreForm | None = None, status: int = 200
 ) -> tuple[str, int]:
     db = request_session()
     assert customer.id is not None
+    windows = store_repository.install_windows(db, customer.id)
     page = render_template(
         "customer.html",
         customer=customer,
         summary=repository.summary(db, customer.id),
         stores=repository.stores_of(db, customer.id),
+        windows=windows,
+        next_day={store_id for store_id, window in windows.items() if ends_next_day(window)},
         statuses=repository.status_counts(db, customer.id),
         alerts=repository.open_alerts(db, customer.id),
         alerts_shown=repository.OPEN_ALERTS_SHOWN,
@@ -178,6 +194,7 @@ def store(customer_id: int, store_id: int) -> str:
         alerts=store_repository.open_alerts(db, found.id),
         alerts_shown=store_repository.OPEN_ALERTS_SHOWN,
         uptime=store_repository.uptime(db, found),
+        window_ends_next_day=ends_next_day(found.maintenance_window),
     )
 
 
@@ -185,7 +202,13 @@ def _store_form_page(
     customer: Customer, store: Store, form: StoreForm, status: int = 200
 ) -> tuple[str, int]:
     page = render_template(
-        "store_form.html", customer=customer, store=store, form=form, zones=zone_names()
+        "store_form.html",
+        customer=customer,
+        store=store,
+        form=form,
+        zones=zone_names(),
+        window_ends_next_day=not form.errors.get("maintenance_window")
+        and ends_next_day(form.maintenance_window),
     )
     return page, status
 

@@ -1,6 +1,7 @@
 """Read side of a store's page: its terminals, their open alerts, and the store's uptime
 today and this month, worked out from its terminals' status history in the store's own
-time zone (console.uptime, the rule the monthly reports use).
+time zone (console.uptime, the rule the monthly reports use); and a customer's stores'
+firmware install windows, for the customer's list of stores.
 
 A store holds a handful of terminals, so its history is read whole for the month; a
 store with more than ``TERMINALS_SHOWN`` lists the first of them and says so.
@@ -52,6 +53,10 @@ LIMIT :limit
 """
 # Each terminal of the store in service during the month, with its status changes
 # (the reports' rows: console.report_repository).
+SQL_INSTALL_WINDOWS = """
+SELECT id, maintenance_window FROM store
+WHERE customer_id = :id AND coalesce(btrim(maintenance_window), '') <> ''
+"""
 SQL_HISTORY = f"""
 SELECT COALESCE(t.installed_at, t.created_at), t.decommissioned_at, ch.ats, ch.statuses
 FROM terminal t
@@ -110,6 +115,13 @@ def open_alerts(session: Session, store_id: int, limit: int = OPEN_ALERTS_SHOWN)
     """Unresolved alerts of the store's terminals, newest first."""
     rows = session.execute(text(SQL_OPEN_ALERTS), {"id": store_id, "limit": limit})
     return [OpenAlert(*row) for row in rows]
+
+
+def install_windows(session: Session, customer_id: int) -> dict[int, str]:
+    """The customer's stores' firmware install windows as saved, by store id; a store
+    without one (installs at any time) is left out."""
+    rows = session.execute(text(SQL_INSTALL_WINDOWS), {"id": customer_id})
+    return {int(store_id): str(window) for store_id, window in rows}
 
 
 def _tally(rows: Any, start: datetime, end: datetime, now: datetime) -> UptimeSeconds:
