@@ -318,7 +318,7 @@ def _check_may_cancel(session: Session, requester: Requester, requested_by: str)
 def cancel_command(session: Session, requester: Requester, command_id: str) -> CommandView:
     """Cancel a queued command: the requester's own, or anyone's for an admin."""
     row = session.execute(
-        text("SELECT status, requested_by FROM command WHERE id = :id FOR UPDATE"),
+        text("SELECT status, requested_by FROM command WHERE id = :id FOR NO KEY UPDATE"),
         {"id": command_id},
     ).first()
     if row is None:
@@ -514,7 +514,8 @@ def list_bulks(session: Session, limit: int = 20) -> list[BulkView]:
 def cancel_bulk(session: Session, requester: Requester, bulk_id: int) -> BulkView:
     """Stop a bulk command: its rows still queued are cancelled; sent ones finish."""
     row = session.execute(
-        text("SELECT requested_by FROM command_bulk WHERE id = :id FOR UPDATE"), {"id": bulk_id}
+        text("SELECT requested_by FROM command_bulk WHERE id = :id FOR NO KEY UPDATE"),
+        {"id": bulk_id},
     ).first()
     if row is None:
         session.rollback()

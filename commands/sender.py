@@ -87,7 +87,7 @@ WHERE c.status IN ('queued', 'sent') AND c.due_at <= now() AND c.expires_at > no
     AND c.attempts < c.max_attempts AND t.status = ANY(%s)
 ORDER BY c.due_at
 LIMIT %s
-FOR UPDATE OF c SKIP LOCKED
+FOR NO KEY UPDATE OF c SKIP LOCKED
 """
 
 SQL_RECORD_SENT = """

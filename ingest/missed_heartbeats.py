@@ -42,7 +42,7 @@ SQL_HEARTBEAT_MISSED = f"""
 WITH due AS (
     SELECT t.id, t.status AS old_status FROM terminal t {POLICIES}
     WHERE t.status IN ('online', 'error') AND {DEADLINE} < now()
-    FOR UPDATE OF t SKIP LOCKED
+    FOR NO KEY UPDATE OF t SKIP LOCKED
 )
 UPDATE terminal AS t SET status = 'offline', status_reason = %(reason)s, status_changed_at = now()
 FROM due WHERE t.id = due.id
@@ -59,7 +59,7 @@ WITH due AS (
       AND COALESCE(t.offline_due_at, '-infinity'::timestamptz) <= now()
     ORDER BY COALESCE(t.offline_due_at, '-infinity'::timestamptz)
     LIMIT %(limit)s
-    FOR UPDATE OF t SKIP LOCKED
+    FOR NO KEY UPDATE OF t SKIP LOCKED
 ), missed AS (
     UPDATE terminal AS t
     SET status = 'offline', status_reason = %(reason)s, status_changed_at = now()

@@ -72,11 +72,14 @@ JOIN terminal AS t ON t.serial = s.serial
 """
 
 # Every terminal the batch signals or numbers, in one statement in id order: two
-# workers then never hold one of each other's rows while waiting for another.
+# workers then never hold one of each other's rows while waiting for another. NO KEY
+# UPDATE, because nothing here changes a key: a plain FOR UPDATE would also conflict
+# with the share lock every insert referencing a terminal takes (a rollout being
+# created, a command queued), which deadlocked a rollout's create against a batch.
 SQL_LOCK_TERMINALS = """
 SELECT t.id, t.status, t.last_heartbeat_at, t.seq_stream, t.seq_high
 FROM unnest(%b::int[]) AS v(id)
-JOIN terminal AS t ON t.id = v.id ORDER BY t.id FOR UPDATE OF t
+JOIN terminal AS t ON t.id = v.id ORDER BY t.id FOR NO KEY UPDATE OF t
 """
 
 # History goes straight into the partitioned table with a binary COPY, inside a
@@ -153,7 +156,7 @@ WITH v AS (
 known AS (
     SELECT c.id, c.terminal_id, c.name FROM v
     JOIN command AS c ON c.id = v.id AND c.terminal_id = v.terminal_id
-    ORDER BY c.id FOR UPDATE OF c
+    ORDER BY c.id FOR NO KEY UPDATE OF c
 ),
 moved AS (
     UPDATE command AS c SET

@@ -97,7 +97,7 @@ def change_tags(
     caller's transaction (never commits). The row is locked first, so two edits at
     once apply one after the other instead of one losing the other's tags."""
     terminal = session.exec(
-        select(Terminal).where(col(Terminal.serial) == serial).with_for_update()
+        select(Terminal).where(col(Terminal.serial) == serial).with_for_update(key_share=True)
     ).first()
     if terminal is None:
         raise ProvisioningError(f"there is no terminal with serial {serial!r}")

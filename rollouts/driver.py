@@ -135,7 +135,7 @@ class Driver:
             row = self.conn.execute(
                 "SELECT r.state, r.policy, f.version, f.models, f.size, f.sha256, f.signature"
                 " FROM rollout AS r JOIN firmware AS f ON f.id = r.firmware_id"
-                " WHERE r.id = %s FOR UPDATE OF r SKIP LOCKED",
+                " WHERE r.id = %s FOR NO KEY UPDATE OF r SKIP LOCKED",
                 (rollout_id,),
             ).fetchone()
             if row is None:

@@ -200,12 +200,15 @@ def create(
         {"id": rollout_id, "sizes": list(chosen.wave_sizes)},
     )
     serials = [serial for wave in chosen.waves for serial in wave]
+    # Each row's foreign key share-locks its terminal; in id order, like every other
+    # statement that locks many terminals, so that no cycle can form with one of them.
     session.execute(
         text(
             "INSERT INTO update_task (rollout_id, firmware_id, terminal_id, wave, from_version)"
             " SELECT :id, :firmware, v.terminal_id, v.wave, v.from_version"
             " FROM unnest(CAST(:terminals AS int[]), CAST(:waves AS int[]),"
             " CAST(:froms AS text[])) AS v(terminal_id, wave, from_version)"
+            " ORDER BY v.terminal_id"
         ),
         {
             "id": rollout_id,
@@ -333,7 +336,7 @@ def approve(
 
 
 def _get(session: Session, rollout_id: int) -> Rollout:
-    rollout = session.get(Rollout, rollout_id, with_for_update=True)
+    rollout = session.get(Rollout, rollout_id, with_for_update={"key_share": True})
     if rollout is None:
         raise RolloutNotFound(f"no rollout {rollout_id}")
     return rollout

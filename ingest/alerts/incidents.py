@@ -34,7 +34,7 @@ STORM_LOCK = 0x746D7301  # pg_advisory_xact_lock key: one storm decision at a ti
 
 SQL_RECENT = "SELECT count(*) FROM alert WHERE raised_at > now() - make_interval(secs => %s)"
 SQL_CURRENT_INCIDENT = """
-SELECT id, severity FROM incident WHERE status = 'open' ORDER BY id DESC LIMIT 1 FOR UPDATE
+SELECT id, severity FROM incident WHERE status = 'open' ORDER BY id DESC LIMIT 1 FOR NO KEY UPDATE
 """
 SQL_NEW_INCIDENT = """
 INSERT INTO incident (status, severity, summary, alert_count, opened_at, last_alert_at)
@@ -61,7 +61,7 @@ WHERE status = 'pending' AND alert_id = ANY(%s::int[]) AND route = ANY(%s::text[
 SQL_ANY_OPEN = "SELECT EXISTS (SELECT 1 FROM incident WHERE status = 'open')"
 SQL_OPEN_INCIDENTS = """
 SELECT id, severity, summary, alert_count, opened_at, last_alert_at
-FROM incident WHERE status = 'open' ORDER BY id FOR UPDATE
+FROM incident WHERE status = 'open' ORDER BY id FOR NO KEY UPDATE
 """
 SQL_LAST_NOTICES = """
 SELECT DISTINCT ON (incident_id) incident_id, payload, created_at

@@ -40,7 +40,7 @@ SQL_DUE = """
 SELECT id, alert_id, incident_id, route, channel, target, payload, attempts
 FROM notification_outbox
 WHERE status = 'pending' AND next_attempt_at <= now()
-ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
+ORDER BY id LIMIT %s FOR NO KEY UPDATE SKIP LOCKED
 """
 SQL_SENT = """
 UPDATE notification_outbox SET status = 'sent', sent_at = now(), attempts = attempts + 1

@@ -14,8 +14,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from sqlalchemy import text
 from sqlmodel import Session
 
+from ingest.writer import SQL_LOCK_TERMINALS
 from rollouts import library, manage
 from rollouts.decide import RolloutPolicy
 from rollouts.errors import (
@@ -455,6 +457,24 @@ def test_bug_two_creates_at_once_do_not_both_take_a_terminal(world: World) -> No
     assert not thread.is_alive() and len(outcome) == 1
     assert all(len(rollouts) == 1 for rollouts in holders(world).values()), holders(world)
     assert sorted(holders(world)) == serials
+
+
+def test_bug_create_is_not_held_up_by_ingest_locking_its_terminals(world: World) -> None:
+    # Ingest's writer locked the terminals of a batch FOR UPDATE, which conflicts with
+    # the share lock each update_task row's foreign key takes on its terminal: a create
+    # waited for every batch, and with its rows in wave order against the writer's id
+    # order the two deadlocked (CI, stop 24). Nothing ingest does changes a key.
+    world.terminals("MK", 6)
+    with psycopg.connect(world.url) as ingest:
+        ids = [row[0] for row in ingest.execute("SELECT id FROM terminal ORDER BY id")]
+        locked = ingest.execute(SQL_LOCK_TERMINALS, (ids,)).fetchall()
+        assert len(locked) == 6  # held until this block ends
+        with Session(world.engine) as session:
+            session.execute(text("SET LOCAL lock_timeout = '3s'"))
+            rollout_id = manage.create(session, **create_args(wave_spec="50,100"))
+            session.commit()
+        ingest.rollback()
+    assert world.one("SELECT count(*) FROM update_task WHERE rollout_id = %s", rollout_id) == 6
 
 
 def test_bug_a_cancelled_task_says_it_was_cancelled(world: World) -> None:
