@@ -33,6 +33,7 @@ from agent.sim.fleet import FleetSummary, run_fleet
 from agent.sim.fleet_file import FleetFirmware
 from agent.sim.usb_backend import SimulatedUsbBackend
 from shared.settings import MqttClientSettings
+from tests.fixtures.firmware import wait_fleet_ready
 from tests.integration.agent_harness import LoopThread
 from tests.integration.platform import Platform, running_platform, tms
 from tests.integration.test_chaos import children, replaced
@@ -248,18 +249,7 @@ def rollout(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rol
     try:
         serials = [serial for serial, _ in terminals]
         found = Rollout(platform, fleet, devices, serials, version)
-        wait_until(
-            lambda: (
-                found.sql(
-                    "SELECT count(*) FROM terminal WHERE serial = ANY(%s) AND status = 'online'"
-                    " AND firmware_version IS NOT NULL",
-                    serials,
-                )[0][0]
-                == len(serials)
-            ),
-            "the simulated terminals online, their versions known",
-            WAIT_S,
-        )
+        wait_fleet_ready(found.sql, serials, WAIT_S)
         yield found
     finally:
         fleet.stop()

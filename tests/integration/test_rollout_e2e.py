@@ -40,6 +40,7 @@ from shared.ports import free_port
 from shared.settings import ConsoleSettings, IngestSettings, MqttClientSettings
 from tests.fixtures.broker import RunningBroker
 from tests.fixtures.console import build_app, scratch_firmware_library
+from tests.fixtures.firmware import wait_fleet_ready
 from tests.integration.agent_harness import LoopThread, mqtt_of, provision_fleet
 from tests.integration.test_ingest_daemon import IngestThread
 from tests.waiting import wait_until
@@ -129,18 +130,7 @@ class Platform:
         )
 
     def online(self, serials: list[str]) -> None:
-        wait_until(
-            lambda: (
-                self.sql(
-                    "SELECT count(*) FROM terminal WHERE serial = ANY(%s) AND status = 'online'"
-                    " AND firmware_version IS NOT NULL",
-                    serials,
-                )[0][0]
-                == len(serials)
-            ),
-            "the simulated terminals online, their versions known",
-            WAIT_S,
-        )
+        wait_fleet_ready(self.sql, serials, WAIT_S)
 
 
 def _account(broker: RunningBroker, username: str, secret: str) -> MqttClientSettings:
