@@ -59,25 +59,34 @@ _LOG_END = """
 SELECT id, pg_notify('tms_command_done', id) FROM moved
 """
 
+# Both claim their rows in id order and skip those locked: ingest locks the commands
+# whose results it writes in id order too, so the two can wait for each other but never
+# deadlock, and a row ingest holds is finished by its result or looked at next cycle.
 SQL_EXPIRE = """
-WITH moved AS (
-    UPDATE command SET status = 'expired', finished_at = now(),
+WITH due AS (
+    SELECT id FROM command WHERE status = 'queued' AND expires_at <= now()
+    ORDER BY id FOR NO KEY UPDATE SKIP LOCKED
+), moved AS (
+    UPDATE command AS c SET status = 'expired', finished_at = now(),
         error = 'not delivered before it expired at '
-            || to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC'
-    WHERE status = 'queued' AND expires_at <= now()
-    RETURNING id, terminal_id, name, error, finished_at
+            || to_char(c.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC'
+    FROM due WHERE c.id = due.id
+    RETURNING c.id, c.terminal_id, c.name, c.error, c.finished_at
 )""" + _LOG_END.format(severity="warning", state="expired")
 
 SQL_GIVE_UP = """
-WITH moved AS (
-    UPDATE command SET status = 'failed', finished_at = now(),
-        error = CASE WHEN expires_at <= now()
-            THEN 'no result before it expired at '
-                || to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC'
-            ELSE 'no result after ' || attempts || ' attempt(s)' END
-    WHERE status = 'sent' AND due_at <= now()
+WITH due AS (
+    SELECT id FROM command WHERE status = 'sent' AND due_at <= now()
         AND (attempts >= max_attempts OR expires_at <= now())
-    RETURNING id, terminal_id, name, error, finished_at
+    ORDER BY id FOR NO KEY UPDATE SKIP LOCKED
+), moved AS (
+    UPDATE command AS c SET status = 'failed', finished_at = now(),
+        error = CASE WHEN c.expires_at <= now()
+            THEN 'no result before it expired at '
+                || to_char(c.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC'
+            ELSE 'no result after ' || c.attempts || ' attempt(s)' END
+    FROM due WHERE c.id = due.id
+    RETURNING c.id, c.terminal_id, c.name, c.error, c.finished_at
 )""" + _LOG_END.format(severity="error", state="failed")
 
 SQL_CLAIM = """

@@ -151,6 +151,42 @@ def test_a_command_not_taken_in_time_expires(
     assert logged[0] == "warning" and logged[1].startswith("ping expired: not delivered")
 
 
+def test_expiry_skips_a_command_whose_result_ingest_is_writing(
+    database_url: str, session: Session, link: MqttLink, conn: psycopg.Connection[Any]
+) -> None:
+    # The expiry's UPDATE locked rows in scan order while ingest locks the commands of
+    # a batch's results in id order: the two could deadlock. It now claims in id order
+    # and skips a locked row, which its result finishes or the next cycle expires.
+    sql(database_url, "INSERT INTO customer (name) VALUES ('y')")
+    sql(
+        database_url,
+        "INSERT INTO terminal (serial, customer_id, status, model)"
+        " SELECT 'TC-LATE2', id, 'offline', 'TC-200' FROM customer WHERE name = 'y'",
+    )
+    held, free = (
+        queue.queue_command(session, OPERATOR, "TC-LATE2", "ping", expires_in_s=1) for _ in range(2)
+    )
+    wait_until(
+        lambda: sql(
+            database_url, "SELECT bool_and(now() > expires_at) FROM command WHERE id IN (%s, %s)",
+            held.id, free.id,
+        ),
+        "both commands' expiry to pass",
+        WAIT_S,
+    )  # fmt: skip
+    conn.execute("SET lock_timeout = '3s'")  # the old statement waited, now it fails
+    conn.commit()
+    cycle = SendCycle(conn, link)
+    with psycopg.connect(libpq_url(database_url)) as ingest:
+        ingest.execute("SELECT id FROM command WHERE id = %s FOR NO KEY UPDATE", (held.id,))
+        result = cycle.run_once()
+        assert (result.expired, result.finished) == (1, [free.id])
+        ingest.rollback()
+    assert sql(database_url, "SELECT status FROM command WHERE id = %s", held.id) == "queued"
+    assert cycle.run_once().finished == [held.id]
+    assert sql(database_url, "SELECT status FROM command WHERE id = %s", held.id) == "expired"
+
+
 def test_a_lost_result_is_resent_with_backoff_then_failed(
     database_url: str,
     session: Session,
