@@ -524,7 +524,8 @@ def cancel_bulk(session: Session, requester: Requester, bulk_id: int) -> BulkVie
     cancelled = session.execute(
         text(
             "UPDATE command SET status = 'cancelled', finished_at = now(), cancelled_by = :by,"
-            " error = :why WHERE bulk_id = :id AND status = 'queued'"
+            " error = :why WHERE status = 'queued' AND id IN (SELECT id FROM command"
+            " WHERE bulk_id = :id AND status = 'queued' ORDER BY id FOR NO KEY UPDATE)"
             " RETURNING id, pg_notify('tms_command_done', id)"
         ),
         {"id": bulk_id, "by": requester.name[:64], "why": f"bulk cancelled by {requester.name}"},

@@ -288,7 +288,9 @@ def cancel(session: Session, rollout_id: int, actor: str, remote_addr: str | Non
         text(
             "UPDATE command SET status = 'cancelled', finished_at = now(), cancelled_by = :by,"
             " error = 'the rollout was cancelled' WHERE status = 'queued' AND id IN"
+            " (SELECT id FROM command WHERE status = 'queued' AND id IN"
             f" (SELECT command_id FROM update_task WHERE {stoppable})"
+            " ORDER BY id FOR NO KEY UPDATE)"  # id order, as ingest locks them
         ),
         {"id": rollout_id, "early": early, "by": actor[:64]},
     )
