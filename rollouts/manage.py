@@ -200,8 +200,8 @@ def create(
         {"id": rollout_id, "sizes": list(chosen.wave_sizes)},
     )
     serials = [serial for wave in chosen.waves for serial in wave]
-    # Each row's foreign key share-locks its terminal; in id order, like every other
-    # statement that locks many terminals, so that no cycle can form with one of them.
+    # Each row's foreign key share-locks its terminal: in id order, the order ingest's
+    # writer locks a batch's terminals in, so that no cycle can form with a batch.
     session.execute(
         text(
             "INSERT INTO update_task (rollout_id, firmware_id, terminal_id, wave, from_version)"
